@@ -46,7 +46,11 @@ def main(prefix: str) -> int:
         if new != text:
             cmake_file.write_text(new, errors="surrogateescape")
             changed += 1
-    left = [p for p in Path(prefix, "share").glob("*/cmake/*.cmake") if "/opt/python/cp" in p.read_text(errors="ignore")]
+    left = [
+        p
+        for p in Path(prefix, "share").glob("*/cmake/*.cmake")
+        if "/opt/python/cp" in p.read_text(errors="ignore")
+    ]
     print(f"cured {changed} CMake files under {prefix}/share; {len(left)} still name /opt/python")
     for p in left:
         print(f"  still names the build machine: {p}")

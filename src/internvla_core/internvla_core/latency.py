@@ -6,6 +6,7 @@ one implementation keeps the numbers comparable across nodes, benchmarks and the
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -109,7 +110,7 @@ class RateMeter:
     def periods(self) -> list[float]:
         with self._lock:
             stamps = list(self._stamps)
-        return [b - a for a, b in zip(stamps, stamps[1:])]
+        return [b - a for a, b in itertools.pairwise(stamps)]
 
     def rate(self) -> float:
         periods = self.periods()
