@@ -104,8 +104,11 @@ class TinySpec:
     text_kv_heads: int = 2
     vision_depth: int = 2
     vision_hidden: int = 64
-    dino_dims: tuple[int, int, int] = (64, 2, 2)  # embed_dim, depth, heads
-    dit_dims: tuple[int, int, int] = (64, 2, 4)  # token_size, depth, heads
+    dino_dims: tuple[int, int, int] | None = (64, 2, 2)  # embed_dim, depth, heads; None: dino_backbone
+    dit_dims: tuple[int, int, int] | None = (64, 2, 4)  # token_size, depth, heads; None: action_model_type
+    dino_backbone: str = "dinov2_vits14"
+    action_model_type: str = "DiT-S"
+    vision_heads: int = 4
     qformer_layers: tuple[int, int] = (3, 5)
     num_query_tokens: int = 64
     bpe_vocab: int = 400
@@ -113,6 +116,21 @@ class TinySpec:
     def digest(self) -> str:
         text = json.dumps({"v": TINY_FORMAT_VERSION, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+MID_SPEC = TinySpec(
+    text_layers=8,
+    text_hidden=512,
+    text_heads=8,
+    text_kv_heads=2,
+    vision_depth=4,
+    vision_hidden=256,
+    vision_heads=4,
+    dino_dims=None,  # dinov2_vits14 preset (22M)
+    dit_dims=None,  # DiT-S preset (11M)
+    qformer_layers=(8, 9),  # the final normed state only, like the 3B model's [36:37]
+)
+"""A mid-size configuration for benchmarks (about 60M parameters): same code paths, realistic heads."""
 
 
 # ------------------------------------------------------------------------------------------- tokenizer
@@ -234,7 +252,7 @@ def _write_base_vlm(out_dir: Path, spec: TinySpec) -> None:
             "initializer_range": 0.08,
             "intermediate_size": 2 * spec.vision_hidden,
             "model_type": "qwen2_5_vl",
-            "num_heads": 4,
+            "num_heads": spec.vision_heads,
             "out_hidden_size": spec.text_hidden,
             "patch_size": 14,
             "spatial_merge_size": 2,
@@ -284,8 +302,15 @@ def _write_base_vlm(out_dir: Path, spec: TinySpec) -> None:
 
 
 def _run_config(spec: TinySpec, run_id: str) -> dict[str, Any]:
-    dino_embed, dino_depth, dino_heads = spec.dino_dims
-    token_size, dit_depth, dit_heads = spec.dit_dims
+    dino: dict[str, Any] = {"dino_backbone": spec.dino_backbone}
+    if spec.dino_dims is not None:
+        dino.update(zip(("embed_dim", "depth", "num_heads"), spec.dino_dims))
+    action_model: dict[str, Any] = {"action_model_type": spec.action_model_type}
+    if spec.dit_dims is not None:
+        action_model.update(zip(("token_size", "depth", "num_heads"), spec.dit_dims))
+        token_size = spec.dit_dims[0]
+    else:
+        token_size = {"DiT-S": 384, "DiT-B": 768, "DiT-L": 1024}[spec.action_model_type]
     return {
         "run_id": run_id,
         "seed": spec.seed,
@@ -296,12 +321,7 @@ def _run_config(spec: TinySpec, run_id: str) -> dict[str, Any]:
                 "attn_implementation": "sdpa",
                 "vl_hidden_dim": spec.text_hidden,
             },
-            "dino": {
-                "dino_backbone": "dinov2_vits14",
-                "embed_dim": dino_embed,
-                "depth": dino_depth,
-                "num_heads": dino_heads,
-            },
+            "dino": dino,
             "layer_qformer": {
                 "qformer_start_layer": spec.qformer_layers[0],
                 "qformer_end_layer": spec.qformer_layers[1],
@@ -311,10 +331,7 @@ def _run_config(spec: TinySpec, run_id: str) -> dict[str, Any]:
                 "grad_scale": 0.5,
             },
             "action_model": {
-                "action_model_type": "DiT-S",
-                "token_size": token_size,
-                "depth": dit_depth,
-                "num_heads": dit_heads,
+                **action_model,
                 "action_hidden_dim": token_size,
                 "action_dim": spec.action_dim,
                 "use_ema": False,
