@@ -154,3 +154,26 @@ def test_qformer_condition_and_action_shapes(policy, image):
     assert rec["qformer_out"].shape[:2] == (1, cfg.num_query_tokens)
     assert pred.normalized.shape == (16, 7) and pred.normalized.dtype == np.float32
     assert len(rec["dit_steps"]) == 10
+
+
+def test_qformer_reads_the_configured_hidden_state_slice_and_projected_dino_tokens(
+    policy, image, monkeypatch
+):
+    seen: dict = {}
+    qformer = policy.model.layer_qformer
+    real_forward = qformer.forward
+
+    def capture(hidden_states, dino_features):
+        seen["hidden"], seen["dino"] = list(hidden_states), dino_features
+        return real_forward(hidden_states, dino_features)
+
+    monkeypatch.setattr(qformer, "forward", capture)
+    rec: dict = {}
+    policy.predict_action(image, INSTRUCTION, "oxe_bridge", seed=0, record=rec)
+    cfg = policy.config
+    expected = rec["hidden_states"][cfg.qformer_start_layer : cfg.qformer_end_layer]
+    assert len(seen["hidden"]) == cfg.qformer_end_layer - cfg.qformer_start_layer == 2
+    assert all(a is b for a, b in zip(seen["hidden"], expected))
+    assert seen["dino"] is rec["dino_projected"]
+    hidden = policy.model.qwen_vl_interface.hidden_size
+    assert rec["dino_projected"].shape == (1, 256, hidden)

@@ -156,7 +156,8 @@ class InternVLAM1(nn.Module):
         if len(n_views) != 1:
             raise ValueError(f"every sample must have the same number of views, got {sorted(n_views)}")
         flat = [img for views in batch_views for img in views]
-        pixels = self.dino_encoder.preprocess(flat).to(self.device)
+        dino_dtype = next(self.dino_encoder.parameters()).dtype
+        pixels = self.dino_encoder.preprocess(flat).to(self.device, dino_dtype)
         with self._vision_autocast():
             features = self.dino_encoder(pixels)
             features = features.reshape(len(batch_views), -1, features.shape[-1])

@@ -228,7 +228,6 @@ class InternVLAPolicy:
             )
         timer = StageTimer()
         start = time.perf_counter()
-        local_record: dict[str, Any] = {} if record is None else record
         with self._lock:
             normalized = model.predict_action(
                 [views],
@@ -238,7 +237,7 @@ class InternVLAPolicy:
                 initial_noise=initial_noise,
                 spatial_prompt=spatial_prompt,
                 timer=timer,
-                record=local_record,
+                record=record,
             )[0]
         actions = unnormalize_actions(normalized, stats)
         stages = dict(timer.stages)
@@ -248,7 +247,7 @@ class InternVLAPolicy:
             actions=actions,
             stages=stages,
             unnorm_key=key,
-            prompt=local_record.get("prompts", [""])[0],
+            prompt=model.prompt_for(instruction, spatial_prompt),
         )
 
     def ground(
