@@ -306,8 +306,9 @@ def load_policy(
     Args:
         path_or_hub_id: the checkpoint file, its run dir, or a hub repo id.
         device: "cpu", "cuda", "cuda:1", ...
-        dtype: None keeps float32 weights (bf16 autocast for VLM/DINO on CUDA, as upstream);
-            torch.bfloat16 casts the whole model (upstream servers' ``--use_bf16``).
+        dtype: None = upstream's policy: on CPU everything float32; on CUDA the VLM in its config's dtype
+            (bf16 for Qwen2.5-VL-3B, as ``torch_dtype="auto"``), DINO/QFormer/DiT float32, bf16 autocast
+            for VLM and DINO. torch.bfloat16 casts the whole model (upstream servers' ``--use_bf16``).
         base_vlm: overrides config.yaml's ``framework.qwenvl.base_vlm`` (dir or hub id).
         attn_implementation: Qwen attention backend ("sdpa" or "eager"). With a left-padded batch only
             "eager" reproduces upstream's values at padded positions (they reach the QFormer); for the
@@ -322,7 +323,14 @@ def load_policy(
     vlm_dir = resolve_base_vlm(base_vlm or config.base_vlm, run_dir)
     model = InternVLAM1(config, vlm_dir, attn_implementation=attn_implementation, init_weights=False)
     load_checkpoint_into(model, checkpoint)
+    target = torch.device(device)
     target_dtype = dtype or torch.float32
-    model.to(device=torch.device(device), dtype=target_dtype)
+    model.to(device=target, dtype=target_dtype)
+    if dtype is None and target.type == "cuda":
+        # Upstream loads Qwen with torch_dtype="auto" (its config's dtype: bf16 for the 3B model) and keeps
+        # DINO/QFormer/DiT in float32; on CUDA we do the same (also halves the VLM's memory).
+        vlm_dtype = getattr(model.qwen_vl_interface.model.config, "dtype", None)
+        if isinstance(vlm_dtype, torch.dtype) and vlm_dtype in (torch.bfloat16, torch.float16):
+            model.qwen_vl_interface.model.to(vlm_dtype)
     model.eval()
     return InternVLAPolicy(model, norm_stats, checkpoint, target_dtype)
