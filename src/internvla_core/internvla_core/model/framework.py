@@ -36,6 +36,9 @@ from torch import nn
 
 from ..latency import StageTimer
 from .config import M1Config
+from .dino import DinoEncoder
+from .dit import DIT_PRESETS, ActionModel, DiT
+from .qformer import LayerwiseQFormer
 from .vlm import QwenInputs, QwenVLInterface, skip_weight_init
 
 
@@ -56,18 +59,15 @@ class InternVLAM1(nn.Module):
         init_weights: bool = True,
     ) -> None:
         super().__init__()
-        from .dino import DinoEncoder
-        from .qformer import LayerwiseQFormer
-
         self.config = config
         # Skipping random init matters for the 3B/300M parts when a checkpoint overwrites every weight.
         with contextlib.nullcontext() if init_weights else skip_weight_init():
-            self._build(config, vlm_dir, attn_implementation, init_weights, DinoEncoder, LayerwiseQFormer)
+            self._build(vlm_dir, attn_implementation, init_weights)
         self.eval()
 
-    def _build(
-        self, config, vlm_dir, attn_implementation, init_weights, DinoEncoder, LayerwiseQFormer
-    ) -> None:
+    def _build(self, vlm_dir: str | Path, attn_implementation: str, init_weights: bool) -> None:
+        """Create the parts in upstream's order (so state-dict keys come out in upstream's order too)."""
+        config = self.config
         self.qwen_vl_interface = QwenVLInterface(
             vlm_dir, attn_implementation=attn_implementation, init_weights=init_weights
         )
@@ -83,8 +83,7 @@ class InternVLAM1(nn.Module):
                 f"layer_qformer range [{config.qformer_start_layer}:{config.qformer_end_layer}] exceeds the "
                 f"{n_states} hidden states of the {n_states - 1}-layer LLM"
             )
-        self.action_model = _build_action_model(config)
-        token_size = _dit_token_size(self.action_model)
+        token_size, depth, num_heads = _dit_dims(config)
         out_dim = config.qformer_output_dim or token_size
         if out_dim != token_size:
             raise ValueError(f"QFormer output dim {out_dim} must equal the DiT width {token_size}")
@@ -94,6 +93,15 @@ class InternVLAM1(nn.Module):
             num_query_tokens=config.num_query_tokens,
             num_layers=config.qformer_end_layer - config.qformer_start_layer,
         )
+        net = DiT(
+            action_dim=config.action_dim,
+            token_size=token_size,
+            depth=depth,
+            num_heads=num_heads,
+            horizon=config.action_horizon,
+            num_condition_tokens=config.num_query_tokens,
+        )
+        self.action_model = ActionModel(net)
         if config.dino_dims is not None:
             self.dino_encoder = DinoEncoder.from_dims(*config.dino_dims)
         else:
@@ -274,29 +282,14 @@ class InternVLAM1(nn.Module):
         return decoded[0], inputs, new_tokens
 
 
-def _build_action_model(config: M1Config) -> nn.Module:
-    from .dit import DIT_PRESETS, ActionModel, DiT
-
+def _dit_dims(config: M1Config) -> tuple[int, int, int]:
+    """(token_size, depth, num_heads): explicit config keys, else the named preset (DiT-S/B/L)."""
     if config.dit_dims is not None:
-        token_size, depth, num_heads = config.dit_dims
-    else:
-        if config.action_model_type not in DIT_PRESETS:
-            raise ValueError(
-                f"action_model_type '{config.action_model_type}' unknown; presets: {sorted(DIT_PRESETS)} "
-                "(or give framework.action_model.token_size/depth/num_heads)"
-            )
-        preset = DIT_PRESETS[config.action_model_type]
-        token_size, depth, num_heads = preset["token_size"], preset["depth"], preset["num_heads"]
-    net = DiT(
-        action_dim=config.action_dim,
-        token_size=token_size,
-        depth=depth,
-        num_heads=num_heads,
-        horizon=config.action_horizon,
-        num_condition_tokens=config.num_query_tokens,
-    )
-    return ActionModel(net)
-
-
-def _dit_token_size(action_model: nn.Module) -> int:
-    return int(action_model.net.z_embedder.uncondition.shape[-1])
+        return config.dit_dims
+    if config.action_model_type not in DIT_PRESETS:
+        raise ValueError(
+            f"action_model_type '{config.action_model_type}' unknown; presets: {sorted(DIT_PRESETS)} "
+            "(or give framework.action_model.token_size/depth/num_heads)"
+        )
+    preset = DIT_PRESETS[config.action_model_type]
+    return int(preset["token_size"]), int(preset["depth"]), int(preset["num_heads"])
