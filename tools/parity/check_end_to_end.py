@@ -132,11 +132,7 @@ def run_case(policy, case: str, ref, meta, settings, report: Report) -> None:
 def run_schedule(policy, ref, settings, report: Report) -> None:
     from internvla_core.model import diffusion
 
-    schedule = (
-        diffusion.DDIMSchedule(settings["num_ddim_steps"]) if hasattr(diffusion, "DDIMSchedule") else None
-    )
-    if schedule is None:
-        return
+    schedule = diffusion.ddim_schedule(settings["num_ddim_steps"])
     report.compare("ddim_timestep_map", ref["ddim_timestep_map"], np.asarray(schedule.timesteps))
     report.compare("ddim_alphas_cumprod", ref["ddim_alphas_cumprod"], np.asarray(schedule.alphas_cumprod))
     report.compare(

@@ -1,0 +1,223 @@
+"""The DiT diffusion action expert of InternVLA-M1 and its sampler.
+
+Facts (spec 1.4; upstream ``DiT_modules/models.py``): the condition is 64 tokens (the QFormer output)
+passed through ``z_embedder.linear`` plus the timestep embedding broadcast over them; the noisy action
+tokens (``x_embedder``) follow; learned positional embedding over [64 + T]; pre-LN blocks with full
+self-attention (timm ``Attention`` with qkv bias, tanh-GELU MLP) and affine-free LayerNorms (eps 1e-6);
+no adaLN. The output is read at positions 64.. . ``history_embedder`` exists in checkpoints but is
+unused. The null condition for classifier-free guidance (``z_embedder.uncondition``) lives in the
+space *before* ``z_embedder.linear``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .diffusion import cfg_combine, ddim_schedule, ddim_step
+
+DIT_PRESETS: dict[str, dict[str, int]] = {
+    "DiT-S": {"depth": 6, "token_size": 384, "num_heads": 4},
+    "DiT-B": {"depth": 12, "token_size": 768, "num_heads": 12},
+    "DiT-L": {"depth": 24, "token_size": 1024, "num_heads": 16},
+}
+FREQUENCY_EMBEDDING_SIZE = 256
+
+
+class _Linear(nn.Module):
+    """Holds a ``linear`` attribute so keys read ``x_embedder.linear.*`` like upstream."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class ConditionEmbedder(nn.Module):
+    """``z_embedder``: a Linear over the condition tokens plus the learned null condition."""
+
+    def __init__(self, width: int, num_tokens: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+        self.uncondition = nn.Parameter(torch.randn(num_tokens, width) * 0.02)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.linear(z)
+
+
+def timestep_embedding(
+    t: torch.Tensor, dim: int = FREQUENCY_EMBEDDING_SIZE, max_period: float = 10000.0
+) -> torch.Tensor:
+    """Sinusoidal features laid out [cos(t·f), sin(t·f)] (cos first), f_k = exp(−ln(P)·k/(dim/2))."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t[:, None].float() * freqs[None]
+    embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
+    return embedding
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(FREQUENCY_EMBEDDING_SIZE, width), nn.SiLU(), nn.Linear(width, width)
+        )
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t).to(self.mlp[0].weight.dtype))
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"DiT width {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)  # timm's fused path, scale 1/sqrt(head_dim)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class _Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = _Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = _Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm_final(x))
+
+
+class DiT(nn.Module):
+    """ε-prediction transformer over [64 condition tokens | T action tokens]."""
+
+    def __init__(
+        self,
+        action_dim: int,
+        token_size: int,
+        depth: int,
+        num_heads: int,
+        horizon: int,
+        num_condition_tokens: int = 64,
+        mlp_ratio: float = 4.0,
+    ) -> None:
+        super().__init__()
+        self.action_dim = action_dim
+        self.horizon = horizon
+        self.num_condition_tokens = num_condition_tokens
+        self.x_embedder = _Linear(action_dim, token_size)
+        self.history_embedder = _Linear(action_dim, token_size)  # in every checkpoint, never used
+        self.t_embedder = TimestepEmbedder(token_size)
+        self.z_embedder = ConditionEmbedder(token_size, num_condition_tokens)
+        self.positional_embedding = nn.Parameter(
+            token_size**-0.5 * torch.randn(num_condition_tokens + horizon, token_size)
+        )
+        self.blocks = nn.ModuleList([DiTBlock(token_size, num_heads, mlp_ratio) for _ in range(depth)])
+        self.final_layer = FinalLayer(token_size, action_dim)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """x [N, T, A] noisy actions, t [N] original timestep indices, z [N, 64, W] -> ε̂ [N, T, A]."""
+        c = self.t_embedder(t).unsqueeze(1) + self.z_embedder(z)
+        tokens = torch.cat((c, self.x_embedder(x)), dim=1) + self.positional_embedding
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.final_layer(tokens)[:, self.num_condition_tokens :]
+
+    def forward_with_cfg(
+        self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor, cfg_scale: float
+    ) -> torch.Tensor:
+        """Upstream's CFG pass: the first half of x is duplicated, the guided ε is written to both halves."""
+        half = x[: len(x) // 2]
+        eps = self.forward(torch.cat([half, half]).to(self.x_embedder.linear.weight.dtype), t, z)
+        cond_eps, uncond_eps = eps.split(len(eps) // 2)
+        guided = cfg_combine(cond_eps, uncond_eps, cfg_scale)
+        return torch.cat([guided, guided])
+
+
+class ActionModel(nn.Module):
+    """Holds the DiT as ``net`` (keys ``action_model.net.*``) and samples actions with DDIM (+CFG)."""
+
+    def __init__(self, net: DiT) -> None:
+        super().__init__()
+        self.net = net
+
+    @torch.no_grad()
+    def sample(
+        self,
+        cond: torch.Tensor,
+        cfg_scale: float = 1.5,
+        num_ddim_steps: int = 10,
+        initial_noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        record: list[dict[str, Any]] | None = None,
+    ) -> torch.Tensor:
+        """cond [B, 64, W] -> normalised actions [B, T, A].
+
+        One noise draw [B, T, A] at the start (``initial_noise`` when given). With cfg_scale > 1 the batch
+        is [noise; noise] with z = [cond; uncondition] as upstream. ``record`` receives one dict per
+        step: original timestep ``t`` [C], DiT input ``x_in`` [C, T, A] and the (guided) ``eps``.
+        """
+        net = self.net
+        b = cond.shape[0]
+        dtype = net.x_embedder.linear.weight.dtype
+        shape = (b, net.horizon, net.action_dim)
+        if initial_noise is None:
+            x = torch.randn(shape, generator=generator, dtype=dtype, device="cpu").to(cond.device)
+        else:
+            if tuple(initial_noise.shape) != shape:
+                raise ValueError(f"initial_noise must have shape {shape}, got {tuple(initial_noise.shape)}")
+            x = initial_noise.to(cond.device, dtype)
+        guided = cfg_scale > 1.0
+        if guided:
+            uncond = net.z_embedder.uncondition.unsqueeze(0).expand(b, -1, -1).to(cond.dtype)
+            z = torch.cat([cond, uncond])
+            x = torch.cat([x, x])
+        else:
+            z = cond
+        schedule = ddim_schedule(num_ddim_steps)
+        for i in reversed(range(schedule.num_steps)):
+            t = torch.full((x.shape[0],), int(schedule.timesteps[i]), dtype=torch.long, device=x.device)
+            eps = net.forward_with_cfg(x, t, z, cfg_scale) if guided else net(x, t, z)
+            if record is not None:
+                record.append({"t": t.detach().cpu(), "x_in": x.detach().cpu(), "eps": eps.detach().cpu()})
+            x_prev, x0 = ddim_step(
+                x, eps, float(schedule.alphas_cumprod[i]), float(schedule.alphas_cumprod_prev[i])
+            )
+            x = x_prev if i > 0 else x0
+        return x[:b]
