@@ -1,0 +1,130 @@
+"""What an embodiment means for InternVLA-M1's 7-D actions, and the per-episode action adapter.
+
+All released models emit ``[dx, dy, dz, droll, dpitch, dyaw, gripper]`` end-effector deltas, already
+un-normalised with the dataset statistics of their embodiment (model spec section 5); the gripper is 1
+for open and 0 for closed after un-normalisation. What differs per embodiment is how upstream's own
+evaluation clients turn that into an environment action (rotation convention, gripper sign and
+stickiness, frame) and the control rate / ensembling horizon they use. Each module in this package
+documents its source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..normalization import UnnormKeyError
+from ..rotations import rpy_to_matrix, rpy_to_rotvec
+
+DEFAULT_DIMENSIONS = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
+ACTION_SPACE = "delta_ee_xyz_rpy_gripper"
+
+
+@dataclass(frozen=True)
+class RobotAction:
+    """One model action interpreted for a robot.
+
+    translation: metres, in ``frame``; rotation: 3x3 delta rotation in ``frame``; rotvec: the same as
+    axis * angle; gripper_opening: 0 (closed) .. 1 (open), our ROS command convention;
+    env_action: the exact vector upstream's evaluation client would send to its benchmark environment.
+    """
+
+    translation: np.ndarray
+    rotation: np.ndarray
+    rotvec: np.ndarray
+    frame: str
+    gripper_opening: float
+    env_action: np.ndarray
+
+
+@dataclass(frozen=True)
+class Embodiment:
+    name: str
+    description: str
+    unnorm_keys: tuple[str, ...]
+    control_rate_hz: float
+    ensemble_horizon: int
+    reference_frame: str  # "base" (deltas in the robot base frame) or "tool" (in the current tool frame)
+    views: tuple[str, ...] = ("third_person",)
+    image_size: tuple[int, int] = (224, 224)
+    flip_images: bool = False  # LIBERO renders upside down; its client rotates by 180 degrees
+    warmup_steps: int = 0  # steps at the start of an episode that send ``warmup_action`` instead
+    warmup_action: tuple[float, ...] = ()
+    source: str = ""
+    action_dim: int = 7
+    dimension_names: tuple[str, ...] = DEFAULT_DIMENSIONS
+    action_space: str = ACTION_SPACE
+    adapter_options: dict = field(default_factory=dict)
+
+    @property
+    def control_period(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+    def resolve_unnorm_key(self, available: list[str] | tuple[str, ...]) -> str:
+        """The first of this embodiment's keys present in the statistics file (one key: that key)."""
+        for key in self.unnorm_keys:
+            if key in available:
+                return key
+        if len(available) == 1:
+            return available[0]
+        raise UnnormKeyError(
+            f"embodiment '{self.name}' uses dataset statistics {list(self.unnorm_keys)}, but the checkpoint "
+            f"has {list(available)}; set the node's unnorm_key parameter to one of those"
+        )
+
+    def make_adapter(self) -> ActionAdapter:
+        return ActionAdapter(self)
+
+
+class ActionAdapter:
+    """Stateful per-episode conversion of un-normalised model actions (call ``reset`` per episode)."""
+
+    def __init__(self, embodiment: Embodiment) -> None:
+        self.embodiment = embodiment
+        self.steps = 0
+
+    def reset(self) -> None:
+        self.steps = 0
+
+    def convert(self, action: np.ndarray) -> RobotAction:
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape[0] != self.embodiment.action_dim:
+            raise ValueError(f"expected {self.embodiment.action_dim} action values, got {action.shape[0]}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN or inf: {action.tolist()}")
+        if self.steps < self.embodiment.warmup_steps:
+            action = self._warmup_model_action()
+        self.steps += 1
+        translation = action[:3].copy()
+        roll, pitch, yaw = action[3:6]
+        rotation = rpy_to_matrix(roll, pitch, yaw)
+        rotvec = rpy_to_rotvec(roll, pitch, yaw)
+        opening = 1.0 if action[6] >= 0.5 else 0.0
+        env = self.env_action(action, rotvec)
+        return RobotAction(translation, rotation, rotvec, self.embodiment.reference_frame, opening, env)
+
+    def _warmup_model_action(self) -> np.ndarray:
+        """The model-space action equivalent of the embodiment's warm-up env action (subclasses)."""
+        return np.zeros(self.embodiment.action_dim)
+
+    def env_action(self, action: np.ndarray, rotvec: np.ndarray) -> np.ndarray:
+        """The benchmark client's action: [xyz, rpy, gripper] unchanged unless overridden."""
+        return action.copy()
+
+
+def compose_delta(current_pose: np.ndarray, robot_action: RobotAction) -> np.ndarray:
+    """Target 4x4 pose after applying a delta to ``current_pose`` (4x4, tool in base frame).
+
+    base frame: translate in base axes and pre-multiply the rotation (p' = p + d, R' = ΔR·R);
+    tool frame: right-multiply the delta pose (T' = T·Δ), as upstream's real-Franka client does.
+    """
+    delta = np.eye(4)
+    delta[:3, :3] = robot_action.rotation
+    delta[:3, 3] = robot_action.translation
+    if robot_action.frame == "tool":
+        return current_pose @ delta
+    target = np.array(current_pose, dtype=np.float64, copy=True)
+    target[:3, 3] = current_pose[:3, 3] + robot_action.translation
+    target[:3, :3] = robot_action.rotation @ current_pose[:3, :3]
+    return target
