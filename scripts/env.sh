@@ -9,8 +9,12 @@ export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export CMAKE_PREFIX_PATH="$VIRTUAL_ENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 export COLCON_PYTHON_EXECUTABLE="$VIRTUAL_ENV/bin/python"
 if [ -f "$_IV_ROOT/install/local_setup.bash" ]; then
+  # colcon's setup scripts read unset variables: relax `set -u` while sourcing them
+  case $- in *u*) _IV_NOUNSET=1; set +u ;; *) _IV_NOUNSET=0 ;; esac
   # shellcheck disable=SC1091
   source "$_IV_ROOT/install/local_setup.bash"
+  [ "$_IV_NOUNSET" = 1 ] && set -u
+  unset _IV_NOUNSET
 fi
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 1 ))}"

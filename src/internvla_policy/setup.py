@@ -9,7 +9,10 @@ PACKAGE = "internvla_policy"
 
 def share(subdir: str) -> tuple[str, list[str]]:
     """Install every file of a source sub-directory under share/<package>/<subdir>."""
-    return (f"share/{PACKAGE}/{subdir}", sorted(f for f in glob(f"{subdir}/*") if "." in f.rsplit("/", 1)[-1]))
+    return (
+        f"share/{PACKAGE}/{subdir}",
+        sorted(f for f in glob(f"{subdir}/*") if "." in f.rsplit("/", 1)[-1]),
+    )
 
 
 setup(
@@ -28,5 +31,10 @@ setup(
     maintainer_email="maintainers@internvla-ros.org",
     description="Policy action server and chunk executor for InternVLA-M1.",
     license="MIT",
-    entry_points={"console_scripts": ["policy_node = internvla_policy.policy_node:main", "chunk_executor = internvla_policy.chunk_executor_node:main"]},
+    entry_points={
+        "console_scripts": [
+            "policy_node = internvla_policy.policy_node:main",
+            "chunk_executor = internvla_policy.chunk_executor_node:main",
+        ]
+    },
 )
