@@ -1,0 +1,489 @@
+"""grounding_node: InternVLA-M1's spatial grounding as ROS topics, a service, 3D markers and a debug image.
+
+A lifecycle node. configure: acquire the model from the process-wide registry (a policy node in the
+same process shares the weights) and create the interfaces; activate: start the worker (and the
+periodic timer when rate_hz > 0); deactivate: stop producing; cleanup: release the model.
+Callbacks only store the latest messages; the model runs on one worker thread.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header, String
+from visualization_msgs.msg import MarkerArray
+
+from internvla_core.camera import CameraModelError, PinholeCamera, pose_to_matrix
+from internvla_core.drawing import draw_grounding
+from internvla_core.grounding import GROUNDING_KINDS
+from internvla_core.image_conversion import (
+    ImageConversionError,
+    image_to_depth_m,
+    image_to_rgb,
+    rgb_to_image_fields,
+)
+from internvla_core.latency import RateMeter, RollingStats, StageTimer
+from internvla_msgs.msg import Grounding
+from internvla_msgs.srv import Ground
+
+from .conversions import grounding_message, markers_message
+
+try:  # full ROS installs only
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+
+    HAVE_VISION_MSGS = True
+except ImportError:  # pragma: no cover - depends on the install
+    HAVE_VISION_MSGS = False
+
+
+def _fields(msg: Image) -> tuple:
+    return (msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step, msg.data)
+
+
+@dataclass
+class _Request:
+    """One grounding job: an image message, the instruction and kinds; ``done`` fires with the answer."""
+
+    image: Image
+    instruction: str
+    kinds: tuple[str, ...]
+    done: threading.Event = field(default_factory=threading.Event)
+    grounding: Grounding | None = None
+    error: str = ""
+
+
+class GroundingNode(LifecycleNode):
+    def __init__(self, node_name: str = "grounding_node", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self._declare_parameters()
+        self.policy = None  # acquired from the shared registry; released on cleanup
+        self.grounder = None  # what answers ground() (the policy; tests may script it)
+        self.stats = RollingStats(window=200)
+        self.rate = RateMeter()
+        self.last_error = ""
+        self._latest: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self._jobs: queue.Queue[_Request | None] = queue.Queue(maxsize=4)
+        self._worker: threading.Thread | None = None
+        self._active = False
+        self._last_periodic_stamp: tuple[int, int] | None = None
+        self._warned: dict[str, float] = {}
+        self._entities: list = []
+
+    # ----------------------------------------------------------------------------------- parameters
+    def _declare_parameters(self) -> None:
+        def desc(text: str, **ranges) -> ParameterDescriptor:
+            return ParameterDescriptor(description=text, **ranges)
+
+        self.declare_parameter(
+            "checkpoint",
+            "",
+            desc(
+                "InternVLA-M1 checkpoint (.pt or run dir); empty = the tiny factory model (untrained, for tests/demo)"
+            ),
+        )
+        self.declare_parameter("device", "cpu", desc("torch device: cpu, cuda, cuda:1 ..."))
+        self.declare_parameter(
+            "dtype", "", desc("float32 | bfloat16; empty = float32 on CPU, the checkpoint's policy on GPU")
+        )
+        self.declare_parameter(
+            "kinds", ["box", "point"], desc(f"what to ask the model for, any of {list(GROUNDING_KINDS)}")
+        )
+        self.declare_parameter(
+            "rate_hz",
+            0.0,
+            desc(
+                "periodic grounding of the latest image at this rate; 0 = only on service calls / instruction messages",
+                floating_point_range=[FloatingPointRange(from_value=0.0, to_value=30.0)],
+            ),
+        )
+        self.declare_parameter(
+            "default_instruction",
+            "",
+            desc("instruction used by the periodic mode until one arrives on the instruction topic"),
+        )
+        self.declare_parameter(
+            "max_new_tokens",
+            128,
+            desc(
+                "generation budget per grounding answer",
+                integer_range=[IntegerRange(from_value=8, to_value=1024, step=1)],
+            ),
+        )
+        self.declare_parameter(
+            "depth_window_px",
+            5,
+            desc(
+                "half size of the window sampled around a pixel for its depth (median of valid values)",
+                integer_range=[IntegerRange(from_value=0, to_value=50, step=1)],
+            ),
+        )
+        self.declare_parameter(
+            "target_frame",
+            "",
+            desc(
+                "express 3D results in this frame (tf2 when available, else static_extrinsic); empty = camera frame"
+            ),
+        )
+        self.declare_parameter(
+            "static_extrinsic",
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+            desc(
+                "camera-optical-frame pose in target_frame: x y z qx qy qz qw, used when tf2 is unavailable"
+            ),
+        )
+        self.declare_parameter(
+            "image_reliable",
+            True,
+            desc(
+                "RELIABLE (true) or BEST_EFFORT subscription for images (large images over UDP need RELIABLE)"
+            ),
+        )
+        self.declare_parameter(
+            "image_qos_depth",
+            2,
+            desc(
+                "queue depth of the image subscriptions",
+                integer_range=[IntegerRange(from_value=1, to_value=100, step=1)],
+            ),
+        )
+        self.declare_parameter(
+            "service_timeout",
+            60.0,
+            desc(
+                "seconds a service call waits for the model",
+                floating_point_range=[FloatingPointRange(from_value=0.1, to_value=600.0)],
+            ),
+        )
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    # ----------------------------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from internvla_core.model import acquire, tiny_checkpoint
+
+        checkpoint = self.p("checkpoint") or None
+        try:
+            if checkpoint is None:
+                checkpoint = str(tiny_checkpoint())
+                self.get_logger().warning(
+                    f"no checkpoint given: using the untrained tiny factory model {checkpoint}"
+                )
+            self.policy = acquire(checkpoint, device=self.p("device"), dtype=self.p("dtype") or None)
+            self.grounder = self.policy
+        except Exception as exc:  # the message says what is wrong with the checkpoint
+            self.get_logger().error(f"cannot load the model: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        kinds = tuple(self.p("kinds"))
+        unknown = [k for k in kinds if k not in GROUNDING_KINDS]
+        if unknown or not kinds:
+            self.get_logger().error(f"parameter kinds={list(kinds)}: use any of {list(GROUNDING_KINDS)}")
+            return TransitionCallbackReturn.FAILURE
+        qos = QoSProfile(
+            depth=self.p("image_qos_depth"),
+            reliability=ReliabilityPolicy.RELIABLE
+            if self.p("image_reliable")
+            else ReliabilityPolicy.BEST_EFFORT,
+        )
+        inputs = ReentrantCallbackGroup()
+        self._entities = [
+            self.create_subscription(
+                Image, "camera/image_raw", self._store("image"), qos, callback_group=inputs
+            ),
+            self.create_subscription(
+                Image, "camera/depth/image_raw", self._store("depth"), qos, callback_group=inputs
+            ),
+            self.create_subscription(
+                CameraInfo, "camera/camera_info", self._store("info"), 10, callback_group=inputs
+            ),
+            self.create_subscription(String, "instruction", self._on_instruction, 10, callback_group=inputs),
+        ]
+        self.grounding_pub = self.create_publisher(Grounding, "grounding", 10)
+        self.debug_pub = self.create_publisher(Image, "grounding/debug_image", 2)
+        self.markers_pub = self.create_publisher(MarkerArray, "grounding/markers", 2)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.detections_pub = (
+            self.create_publisher(Detection2DArray, "grounding/detections", 10) if HAVE_VISION_MSGS else None
+        )
+        self.service = self.create_service(
+            Ground, "ground", self._on_ground, callback_group=ReentrantCallbackGroup()
+        )
+        self.diag_timer = self.create_timer(
+            1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        self.instruction = self.p("default_instruction")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = True
+        self._worker = threading.Thread(target=self._work, name="grounding_worker", daemon=True)
+        self._worker.start()
+        rate = self.p("rate_hz")
+        self.periodic_timer = self.create_timer(1.0 / rate, self._periodic) if rate > 0 else None
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        if self.periodic_timer is not None:
+            self.destroy_timer(self.periodic_timer)
+            self.periodic_timer = None
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        self._active = False
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join(timeout=30)
+            self._worker = None
+
+    def _release(self) -> None:
+        from internvla_core.model import release
+
+        for entity in self._entities:
+            self.destroy_subscription(entity)
+        self._entities = []
+        for name in (
+            "service",
+            "grounding_pub",
+            "debug_pub",
+            "markers_pub",
+            "diag_pub",
+            "detections_pub",
+            "diag_timer",
+        ):
+            entity = getattr(self, name, None)
+            if entity is not None:
+                {"service": self.destroy_service, "diag_timer": self.destroy_timer}.get(
+                    name, self.destroy_publisher
+                )(entity)
+                setattr(self, name, None)
+        if self.policy is not None:
+            release(self.policy)
+            self.policy = None
+        self.grounder = None
+
+    def destroy_node(self) -> None:
+        self._stop_worker()
+        self._release()
+        super().destroy_node()
+
+    # ----------------------------------------------------------------------------------- inputs
+    def _store(self, key: str):
+        def callback(msg) -> None:
+            with self._lock:
+                self._latest[key] = msg
+
+        return callback
+
+    def _on_instruction(self, msg: String) -> None:
+        if not msg.data.strip():
+            self._warn_once("empty_instruction", "ignored an empty instruction on 'instruction'")
+            return
+        self.instruction = msg.data
+        with self._lock:
+            image = self._latest.get("image")
+        if self._active and image is not None:
+            self._submit(_Request(image, msg.data, tuple(self.p("kinds"))))
+
+    def _periodic(self) -> None:
+        with self._lock:
+            image = self._latest.get("image")
+        if image is None or not self.instruction.strip():
+            return
+        stamp = (image.header.stamp.sec, image.header.stamp.nanosec)
+        if stamp == self._last_periodic_stamp:  # never publish a stale result as new
+            return
+        self._last_periodic_stamp = stamp
+        self._submit(_Request(image, self.instruction, tuple(self.p("kinds"))))
+
+    def _submit(self, request: _Request) -> bool:
+        try:
+            self._jobs.put_nowait(request)
+            return True
+        except queue.Full:
+            self._warn_once("busy", "grounding worker busy: dropped a request (lower rate_hz)")
+            return False
+
+    def _on_ground(self, request: Ground.Request, response: Ground.Response) -> Ground.Response:
+        response.success = False
+        if not self._active:
+            response.message = "grounding_node is not active (configure and activate it)"
+            return response
+        if not request.instruction.strip():
+            response.message = "empty instruction: say what to ground, e.g. 'the red block'"
+            return response
+        kinds = tuple(request.kinds) or tuple(self.p("kinds"))
+        unknown = [k for k in kinds if k not in GROUNDING_KINDS]
+        if unknown:
+            response.message = f"unknown kinds {unknown}; use any of {list(GROUNDING_KINDS)}"
+            return response
+        image = request.image if request.image.width > 0 else None
+        if image is None:
+            with self._lock:
+                image = self._latest.get("image")
+        if image is None:
+            response.message = "no image yet: publish camera/image_raw or pass an image in the request"
+            return response
+        job = _Request(image, request.instruction, kinds)
+        if not self._submit(job) or not job.done.wait(timeout=self.p("service_timeout")):
+            response.message = "the model did not answer in time (service_timeout)"
+            return response
+        if job.grounding is None:
+            response.message = job.error
+            return response
+        response.grounding = job.grounding
+        response.success = True
+        response.message = "" if job.error == "" else job.error
+        return response
+
+    # ----------------------------------------------------------------------------------- worker
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                self._process(job)
+            except Exception as exc:  # keep the node alive; report the reason to the caller
+                job.error = f"grounding failed: {exc}"
+                self.last_error = job.error
+                self._warn_once("worker_error", job.error)
+            finally:
+                job.done.set()
+
+    def _process(self, job: _Request) -> None:
+        timer = StageTimer()
+        with timer.stage("convert"):
+            try:
+                rgb = image_to_rgb(*_fields(job.image))
+            except ImageConversionError as exc:
+                job.error = f"bad image: {exc}"
+                self.last_error = job.error
+                self._warn_once("bad_image", job.error)
+                return
+            camera, depth = self._camera_and_depth(job.image)
+        with timer.stage("model"):
+            result = self.grounder.ground(
+                rgb, job.instruction, kinds=job.kinds, max_new_tokens=self.p("max_new_tokens")
+            )
+        if result.error:
+            job.error = result.error
+        with timer.stage("draw"):
+            header = Header(stamp=job.image.header.stamp, frame_id=job.image.header.frame_id)
+            transform = self._extrinsic() if self.p("target_frame") else None
+            msg = grounding_message(
+                result, header, camera, depth, transform, self.p("target_frame"), self.p("depth_window_px")
+            )
+            debug = draw_grounding(rgb, result)
+        with timer.stage("publish"):
+            if not self._active:
+                return
+            job.grounding = msg
+            self.grounding_pub.publish(msg)
+            debug_msg = Image(header=header, **rgb_to_image_fields(debug))
+            self.debug_pub.publish(debug_msg)
+            if depth is not None:
+                self.markers_pub.publish(markers_message(msg))
+            if self.detections_pub is not None:
+                self.detections_pub.publish(self._detections(msg))
+        self.stats.add_stages(timer.stages)
+        self.stats.add("total", timer.total)
+        self.rate.tick()
+
+    def _camera_and_depth(self, image: Image) -> tuple[PinholeCamera | None, np.ndarray | None]:
+        with self._lock:
+            info, depth_msg = self._latest.get("info"), self._latest.get("depth")
+        if info is None or depth_msg is None:
+            return None, None
+        try:
+            camera = PinholeCamera.from_camera_info_fields(
+                info.k, info.d, info.distortion_model, info.width, info.height
+            )
+            if (camera.width, camera.height) != (image.width, image.height):
+                camera = camera.scaled(image.width, image.height)
+            depth = image_to_depth_m(*_fields(depth_msg))
+        except (CameraModelError, ImageConversionError) as exc:
+            self.last_error = f"no 3D: {exc}"
+            self._warn_once("no_3d", self.last_error)
+            return None, None
+        return camera, depth
+
+    def _extrinsic(self) -> np.ndarray:
+        values = list(self.p("static_extrinsic"))
+        return pose_to_matrix(values[:3], values[3:7])
+
+    def _detections(self, msg: Grounding):  # pragma: no cover - vision_msgs only in full ROS installs
+        out = Detection2DArray(header=msg.header)
+        for obj in msg.objects:
+            det = Detection2D(header=msg.header)
+            det.bbox.center.position.x = (obj.x1 + obj.x2) / 2
+            det.bbox.center.position.y = (obj.y1 + obj.y2) / 2
+            det.bbox.size_x, det.bbox.size_y = obj.x2 - obj.x1, obj.y2 - obj.y1
+            hyp = ObjectHypothesisWithPose()
+            hyp.hypothesis.class_id, hyp.hypothesis.score = obj.label, float(obj.score)
+            det.results.append(hyp)
+            out.detections.append(det)
+        return out
+
+    # ----------------------------------------------------------------------------------- diagnostics
+    def _warn_once(self, key: str, text: str, period: float = 10.0) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(key, -1e9) >= period:
+            self._warned[key] = now
+            self.get_logger().warning(text)
+
+    def _publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(name=f"{self.get_name()}: grounding", hardware_id="internvla")
+        status.level = DiagnosticStatus.WARN if self.last_error else DiagnosticStatus.OK
+        status.message = self.last_error or ("active" if self._active else "inactive")
+        values = [KeyValue(key="rate_hz", value=f"{self.rate.rate():.2f}")]
+        for key, s in self.stats.summaries().items():
+            values.append(KeyValue(key=f"{key}_p50_ms", value=f"{1e3 * s['p50']:.1f}"))
+            values.append(KeyValue(key=f"{key}_p95_ms", value=f"{1e3 * s['p95']:.1f}"))
+        status.values = values
+        self.diag_pub.publish(
+            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+        )
+
+
+def main(args=None) -> None:
+    from rclpy.executors import MultiThreadedExecutor
+
+    rclpy.init(args=args)
+    node = GroundingNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    node.trigger_configure()
+    node.trigger_activate()
+    try:
+        executor.spin()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
