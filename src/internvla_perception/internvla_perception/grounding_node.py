@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
+import rclpy.time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -38,6 +39,11 @@ from internvla_msgs.msg import Grounding
 from internvla_msgs.srv import Ground
 
 from .conversions import grounding_message, markers_message
+
+try:  # full ROS installs only (not on PyPI)
+    import tf2_ros
+except ImportError:  # pragma: no cover - depends on the install
+    tf2_ros = None
 
 try:  # full ROS installs only
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
@@ -224,6 +230,10 @@ class GroundingNode(LifecycleNode):
             1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
         )
         self.instruction = self.p("default_instruction")
+        self.tf_buffer = None
+        if self.p("target_frame") and tf2_ros is not None:
+            self.tf_buffer = tf2_ros.Buffer()
+            self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -391,7 +401,7 @@ class GroundingNode(LifecycleNode):
             job.error = result.error
         with timer.stage("draw"):
             header = Header(stamp=job.image.header.stamp, frame_id=job.image.header.frame_id)
-            transform = self._extrinsic() if self.p("target_frame") else None
+            transform = self._target_transform(job.image.header) if self.p("target_frame") else None
             msg = grounding_message(
                 result, header, camera, depth, transform, self.p("target_frame"), self.p("depth_window_px")
             )
@@ -429,7 +439,22 @@ class GroundingNode(LifecycleNode):
             return None, None
         return camera, depth
 
-    def _extrinsic(self) -> np.ndarray:
+    def _target_transform(self, header: Header) -> np.ndarray:
+        """optical frame -> target_frame: tf2 at the image stamp when available, else static_extrinsic."""
+        if self.tf_buffer is not None:
+            try:
+                tf = self.tf_buffer.lookup_transform(
+                    self.p("target_frame"), header.frame_id, rclpy.time.Time.from_msg(header.stamp)
+                ).transform
+                return pose_to_matrix(
+                    [tf.translation.x, tf.translation.y, tf.translation.z],
+                    [tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w],
+                )
+            except Exception as exc:  # tf2 raises several lookup exception types
+                self._warn_once(
+                    "tf",
+                    f"tf2 lookup {header.frame_id} -> {self.p('target_frame')} failed ({exc}); using static_extrinsic",
+                )
         values = list(self.p("static_extrinsic"))
         return pose_to_matrix(values[:3], values[3:7])
 

@@ -239,3 +239,27 @@ def test_periodic_mode_grounds_each_new_image_once_and_never_republishes_a_stale
     image_pub.publish(image_msg(scene(), stamp_sec=2))
     assert wait_for(lambda: len(got["grounding"]) == 2)
     assert [g.header.stamp.sec for g in got["grounding"]] == [1, 2]
+
+
+@pytest.mark.ros
+def test_static_extrinsic_expresses_3d_results_in_the_target_frame(graph):
+    node, peer, _ = graph
+    from rclpy.parameter import Parameter
+
+    node.set_parameters(
+        [
+            Parameter("target_frame", value="table"),
+            Parameter("static_extrinsic", value=[1.0, 0.0, 0.5, 0.0, 0.0, 0.0, 1.0]),
+        ]
+    )
+    start(node)
+    node.grounder = ScriptedModel(
+        GroundingResult(instruction="", kinds=("point",), points=[GroundedPoint("c", 160, 100)])
+    )
+    publish_camera(peer, depth_m=2.0)
+    assert wait_for(lambda: "depth" in node._latest and "info" in node._latest)
+    g = call(peer, Ground.Request(instruction="the centre", kinds=["point"])).grounding
+    assert g.target_frame == "table" and g.points[0].point_3d_valid
+    np.testing.assert_allclose(
+        [g.points[0].point_3d.x, g.points[0].point_3d.y, g.points[0].point_3d.z], [1.0, 0.0, 2.5], atol=1e-6
+    )
