@@ -1,0 +1,185 @@
+"""Client of upstream InternVLA-M1's websocket policy server (model spec section 6).
+
+So a robot PC without a GPU can use a GPU box that already runs upstream's server. Facts kept:
+binary msgpack frames; numpy arrays as maps with *bytes* keys ``__ndarray__``/``data``/``dtype``/
+``shape`` (scalars ``__npgeneric__``); object, void and complex dtypes refused; on connect the server
+first sends its metadata; requests ``{"type", "request_id", "payload"}``; replies ``{"status", "ok",
+"type", "request_id", "data"?, "message"?}``; an error arrives as a *text* frame (the traceback) and the
+server closes with 1011; optional ``Authorization: Api-Key <key>`` header; ping interval/timeout 20 s.
+The infer payload is what upstream's clients send; actions come back normalised and are
+un-normalised client-side (``backends.RemoteBackend``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from typing import Any
+
+import msgpack
+import numpy as np
+
+DEFAULT_PORT = 10093
+
+
+class RemoteError(RuntimeError):
+    """The remote policy server failed or answered something we cannot use."""
+
+
+def _pack_default(obj: Any) -> Any:
+    if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.kind in ("V", "O", "c"):
+        raise ValueError(f"unsupported dtype for the policy protocol: {obj.dtype}")
+    if isinstance(obj, np.ndarray):
+        return {b"__ndarray__": True, b"data": obj.tobytes(), b"dtype": obj.dtype.str, b"shape": obj.shape}
+    if isinstance(obj, np.generic):
+        return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
+    return obj
+
+
+def _unpack_hook(obj: dict) -> Any:
+    if b"__ndarray__" in obj:
+        return np.ndarray(buffer=obj[b"data"], dtype=np.dtype(obj[b"dtype"]), shape=obj[b"shape"])
+    if b"__npgeneric__" in obj:
+        return np.dtype(obj[b"dtype"]).type(obj[b"data"])
+    return obj
+
+
+def packb(obj: Any) -> bytes:
+    return msgpack.packb(obj, default=_pack_default)
+
+
+def unpackb(data: bytes) -> Any:
+    return msgpack.unpackb(data, object_hook=_unpack_hook)
+
+
+class RemotePolicyClient:
+    """Synchronous client; reconnects with backoff when the connection drops."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        open_timeout: float = 150.0,
+        reply_timeout: float = 60.0,
+        retries: int = 3,
+    ) -> None:
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"remote_url must start with ws:// or wss://, got '{url}'")
+        self.url = url
+        self.api_key = api_key or None
+        self.open_timeout = open_timeout
+        self.reply_timeout = reply_timeout
+        self.retries = retries
+        self.metadata: dict = {}
+        self._ws = None
+        self._ids = itertools.count()
+
+    def connect(self) -> dict:
+        from websockets.sync.client import connect
+
+        headers = {"Authorization": f"Api-Key {self.api_key}"} if self.api_key else None
+        try:
+            self._ws = connect(
+                self.url,
+                compression=None,
+                max_size=None,
+                additional_headers=headers,
+                open_timeout=self.open_timeout,
+                ping_interval=20,
+                ping_timeout=20,
+                **self._legacy_kwargs(connect),
+            )
+            first = self._ws.recv(timeout=self.open_timeout)
+        except (OSError, TimeoutError) as exc:
+            self._ws = None
+            raise RemoteError(f"cannot reach the policy server at {self.url}: {exc}") from exc
+        except Exception as exc:  # websockets raises its own exception types
+            self._ws = None
+            raise RemoteError(f"websocket handshake with {self.url} failed: {exc}") from exc
+        if isinstance(first, str):
+            raise RemoteError(f"policy server sent an error instead of its metadata: {first[:500]}")
+        self.metadata = unpackb(first) or {}
+        return self.metadata
+
+    @staticmethod
+    def _legacy_kwargs(connect) -> dict:
+        """websockets >= 16 wants ``legacy=True`` for a connection used outside a ``with`` block."""
+        import inspect
+
+        return {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
+
+    def close(self) -> None:
+        if self._ws is not None:
+            try:
+                self._ws.close()
+            finally:
+                self._ws = None
+
+    def request(self, kind: str, payload: dict) -> dict:
+        """Send one request and return its reply's data (retries with reconnection on transport errors)."""
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                if self._ws is None:
+                    self.connect()
+                return self._exchange(kind, payload)
+            except RemoteError as exc:
+                if "server error" in str(exc) or attempt == self.retries:
+                    raise
+                last = exc
+            except Exception as exc:  # connection closed mid-request: reconnect
+                last = exc
+                self.close()
+            time.sleep(min(2.0, 0.2 * 2**attempt))
+        raise RemoteError(f"policy server at {self.url} unavailable after {self.retries + 1} tries: {last}")
+
+    def _exchange(self, kind: str, payload: dict) -> dict:
+        request_id = f"{uuid.uuid4().hex[:8]}-{next(self._ids)}"
+        self._ws.send(packb({"type": kind, "request_id": request_id, "payload": payload}))
+        reply = self._ws.recv(timeout=self.reply_timeout)
+        if isinstance(reply, str):
+            self.close()
+            raise RemoteError(f"server error (the server sent its traceback): {reply[-2000:]}")
+        reply = unpackb(reply)
+        if not isinstance(reply, dict):
+            raise RemoteError(f"unexpected reply of type {type(reply).__name__}")
+        if reply.get("status") == "error" or reply.get("ok") is False:
+            raise RemoteError(f"server error: {reply.get('message', 'no message')}")
+        return reply.get("data", reply)
+
+    def ping(self) -> float:
+        start = time.perf_counter()
+        self.request("ping", {})
+        return time.perf_counter() - start
+
+    def infer(
+        self,
+        images: list[np.ndarray],
+        instruction: str,
+        unnorm_key: str | None = None,
+        cfg_scale: float = 1.5,
+        num_ddim_steps: int = 10,
+    ) -> np.ndarray:
+        """Normalised actions [T, A] for one observation (batch of one, as every upstream client)."""
+        payload = {
+            "batch_images": [[np.ascontiguousarray(im, dtype=np.uint8) for im in images]],
+            "instructions": [instruction],
+            "unnorm_key": unnorm_key,
+            "do_sample": False,
+            "cfg_scale": float(cfg_scale),
+            "use_ddim": True,
+            "num_ddim_steps": int(num_ddim_steps),
+        }
+        data = self.request("infer", payload)
+        actions = data.get("normalized_actions") if isinstance(data, dict) else None
+        if actions is None:
+            raise RemoteError(
+                f"reply has no normalized_actions (keys: {list(data) if isinstance(data, dict) else data})"
+            )
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.ndim == 3:
+            actions = actions[0]
+        if actions.ndim != 2:
+            raise RemoteError(f"normalized_actions has shape {actions.shape}, expected [B, T, A] or [T, A]")
+        return actions
