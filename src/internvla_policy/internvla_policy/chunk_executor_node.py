@@ -1,0 +1,407 @@
+"""chunk_executor: action chunks in, bounded robot commands out, at a fixed rate.
+
+All decisions are in ``internvla_core.executor_core`` (ensembling or chunk streaming, embodiment
+conversion, safety limits, IK, watchdog, e-stop); this node converts messages, runs the control
+timer on its own callback group and publishes. ``dry_run`` (default true) publishes only the preview
+topics: nothing reaches the robot until you set it false.
+
+Backends: ``joint_trajectory`` (IK -> trajectory_msgs/JointTrajectory for a joint_trajectory_controller)
+and ``servo`` (geometry_msgs/PoseStamped targets for MoveIt Servo, republished every tick so Servo's
+command timeout never fires while active; on hold the current pose is sent). The gripper gets a
+std_msgs/Float64 opening fraction (0 closed, 1 open) on ``gripper/command``.
+
+``tick_source``: ``timer`` (realtime) or ``state`` (lock-step simulation: one tick per new
+joint_states stamp; in ensemble mode the tick waits for the chunk of that observation, see
+docs/graph-contract.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64, Header
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from internvla_core.embodiments import get_embodiment
+from internvla_core.executor_core import Command, ExecutorConfig, ExecutorCore
+from internvla_core.latency import RateMeter
+from internvla_core.rotations import matrix_to_quaternion, quaternion_to_matrix
+from internvla_core.safety import SafetyLimits
+from internvla_msgs.msg import ActionChunk
+
+from .params import declare
+
+PANDA_JOINTS = [f"joint{i}" for i in range(1, 8)]
+
+
+def stamp_seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def pose_msg_to_matrix(msg: PoseStamped) -> np.ndarray:
+    p, q = msg.pose.position, msg.pose.orientation
+    out = np.eye(4)
+    out[:3, :3] = quaternion_to_matrix([q.x, q.y, q.z, q.w])
+    out[:3, 3] = [p.x, p.y, p.z]
+    return out
+
+
+def matrix_to_pose_msg(matrix: np.ndarray, header: Header) -> PoseStamped:
+    msg = PoseStamped(header=header)
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in matrix[:3, 3])
+    qx, qy, qz, qw = matrix_to_quaternion(matrix[:3, :3])
+    msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z, msg.pose.orientation.w = (
+        float(qx),
+        float(qy),
+        float(qz),
+        float(qw),
+    )
+    return msg
+
+
+class ChunkExecutorNode(LifecycleNode):
+    def __init__(self, node_name: str = "chunk_executor", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        declare(
+            self,
+            "embodiment",
+            "widowx_bridge",
+            "how model actions map to the robot (see internvla_core.embodiments)",
+        )
+        declare(
+            self,
+            "mode",
+            "ensemble",
+            "ensemble (upstream: re-query every step, adaptive ensemble) or chunk (stream chunks)",
+        )
+        declare(
+            self,
+            "backend",
+            "joint_trajectory",
+            "joint_trajectory (IK -> JointTrajectory) or servo (PoseStamped to MoveIt Servo)",
+        )
+        declare(self, "control_rate_hz", 0.0, "control rate; 0 = the embodiment's rate", 0.0, 1000.0)
+        declare(
+            self,
+            "tick_source",
+            "timer",
+            "timer (realtime) or state (one tick per joint_states stamp: lock-step sim)",
+        )
+        declare(self, "robot", "panda", "IK model: 'panda' (bundled), or 'urdf' to use robot_description")
+        declare(self, "robot_description", "", "URDF XML for IK when robot is 'urdf'")
+        declare(self, "ee_frame", "hand", "end-effector frame of the IK model")
+        declare(self, "arm_joints", PANDA_JOINTS, "arm joint names in command order")
+        declare(
+            self, "controller_name", "arm_controller", "commands go to <controller_name>/joint_trajectory"
+        )
+        declare(self, "workspace_min", [0.1, -0.6, 0.02], "workspace box lower corner in the base frame [m]")
+        declare(self, "workspace_max", [0.8, 0.6, 0.9], "workspace box upper corner in the base frame [m]")
+        declare(
+            self,
+            "max_translation_per_step",
+            0.03,
+            "largest end-effector translation per control step [m]",
+            0.0001,
+            0.5,
+        )
+        declare(
+            self,
+            "max_rotation_per_step",
+            0.15,
+            "largest end-effector rotation per control step [rad]",
+            0.0001,
+            3.14,
+        )
+        declare(self, "max_joint_velocity", 1.0, "joint speed limit [rad/s] applied to IK output", 0.01, 10.0)
+        declare(
+            self, "watchdog_timeout", 1.0, "hold when no fresh chunk arrived for this long [s]", 0.01, 60.0
+        )
+        declare(
+            self, "seam_blend_steps", 3, "chunk mode: steps of cross-fade between consecutive chunks", 0, 50
+        )
+        declare(
+            self,
+            "dry_run",
+            True,
+            "publish only executor/preview*: send nothing to the robot (default true: safe)",
+        )
+        declare(self, "time_from_start", 0.0, "JointTrajectory point time; 0 = one control period", 0.0, 10.0)
+        self.core: ExecutorCore | None = None
+        self.rate_meter = RateMeter()
+        self._joints: JointState | None = None
+        self._pose: PoseStamped | None = None
+        self._estop = False
+        self._active = False
+        self._last_state_stamp: float | None = None
+        self._last_command: Command | None = None
+        self._entities: list = []
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    # ----------------------------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.embodiment = get_embodiment(self.p("embodiment"))
+            rate = self.p("control_rate_hz") or self.embodiment.control_rate_hz
+            limits = SafetyLimits(
+                workspace_min=tuple(self.p("workspace_min")),
+                workspace_max=tuple(self.p("workspace_max")),
+                max_translation_per_step=self.p("max_translation_per_step"),
+                max_rotation_per_step=self.p("max_rotation_per_step"),
+                max_joint_velocity=self.p("max_joint_velocity"),
+            )
+            config = ExecutorConfig(
+                mode=self.p("mode"),
+                control_period=1.0 / rate,
+                watchdog_timeout=self.p("watchdog_timeout"),
+                blend_steps=self.p("seam_blend_steps"),
+                limits=limits,
+            )
+            ik = self._make_ik() if self.p("backend") == "joint_trajectory" else None
+            if self.p("backend") not in ("joint_trajectory", "servo"):
+                raise ValueError(f"backend must be joint_trajectory or servo, got '{self.p('backend')}'")
+            if self.p("tick_source") not in ("timer", "state"):
+                raise ValueError(f"tick_source must be timer or state, got '{self.p('tick_source')}'")
+            if ik is not None:
+                limits = replace(limits, joint_lower=tuple(ik.lower), joint_upper=tuple(ik.upper))
+                config = replace(config, limits=limits)
+            self.core = ExecutorCore(self.embodiment, config, ik)
+        except Exception as exc:
+            self.get_logger().error(f"cannot configure the executor: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.period = config.control_period
+        self.rate_meter = RateMeter(expected_period=self.period)
+        self._entities = [
+            self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, 10),
+            self.create_subscription(JointState, "joint_states", self._on_joints, 10),
+            self.create_subscription(PoseStamped, "ee_pose", self._on_pose, 10),
+            self.create_subscription(Bool, "estop", self._on_estop, 10),
+        ]
+        self.traj_pub = self.create_publisher(
+            JointTrajectory, f"{self.p('controller_name')}/joint_trajectory", 10
+        )
+        self.gripper_pub = self.create_publisher(Float64, "gripper/command", 10)
+        self.servo_pub = self.create_publisher(PoseStamped, "servo/pose_target", 10)
+        self.preview_pub = self.create_publisher(JointTrajectory, "executor/preview", 10)
+        self.preview_pose_pub = self.create_publisher(PoseStamped, "executor/preview_pose", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.control_group = MutuallyExclusiveCallbackGroup()
+        self.diag_timer = self.create_timer(
+            1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        if self.p("dry_run"):
+            self.get_logger().warning(
+                "dry_run is true: commands go to executor/preview only (set dry_run:=false to move the robot)"
+            )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _make_ik(self):
+        from internvla_core.kinematics import IKSolver
+
+        if self.p("robot") == "panda":
+            return IKSolver.panda()
+        if self.p("robot") == "urdf":
+            if not self.p("robot_description"):
+                raise ValueError("robot is 'urdf' but robot_description is empty")
+            return IKSolver.from_urdf_string(
+                self.p("robot_description"), self.p("ee_frame"), list(self.p("arm_joints"))
+            )
+        raise ValueError(f"robot must be 'panda' or 'urdf', got '{self.p('robot')}'")
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.core.reset(self._now())
+        self._active = True
+        self.timer = None
+        if self.p("tick_source") == "timer":
+            self.timer = self.create_timer(self.period, self._tick, callback_group=self.control_group)
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        if self.timer is not None:
+            self.destroy_timer(self.timer)
+            self.timer = None
+        self._publish_hold("deactivated")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for entity in self._entities:
+            self.destroy_subscription(entity)
+        self._entities = []
+        self.core = None
+        return TransitionCallbackReturn.SUCCESS
+
+    # ----------------------------------------------------------------------------------- inputs
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        if self.core is None or not self._active:
+            return
+        if msg.embodiment and msg.embodiment != self.embodiment.name:
+            self.get_logger().warning(
+                f"chunk for embodiment '{msg.embodiment}' ignored: this executor runs '{self.embodiment.name}'",
+                throttle_duration_sec=5.0,
+            )
+            return
+        if msg.rows * msg.cols != len(msg.data):
+            self.get_logger().warning(
+                "chunk ignored: rows*cols does not match len(data)", throttle_duration_sec=5.0
+            )
+            return
+        chunk = (
+            np.asarray(msg.data, dtype=np.float64).reshape(msg.rows, msg.cols)
+            if msg.rows
+            else np.zeros((0, 0))
+        )
+        reason = self.core.add_chunk(chunk, stamp_seconds(msg.observation_stamp), self._now())
+        if reason:
+            self.get_logger().warning(f"chunk {msg.sequence} refused: {reason}", throttle_duration_sec=5.0)
+        elif (
+            self.p("tick_source") == "state"
+            and self._last_state_stamp is not None
+            and abs(stamp_seconds(msg.observation_stamp) - self._last_state_stamp) < 1e-6
+        ):
+            self._tick()  # lock-step: the answer for the current observation is here
+
+    def _on_joints(self, msg: JointState) -> None:
+        self._joints = msg
+        if self.p("tick_source") == "state" and self._active:
+            stamp = stamp_seconds(msg.header.stamp)
+            if stamp != self._last_state_stamp:
+                self._last_state_stamp = stamp
+                if self.p("mode") == "chunk":
+                    self._tick()
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        self._pose = msg
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data and not self._estop:
+            self.get_logger().error("e-stop: holding position until estop is false")
+            self._publish_hold("e-stop")
+        self._estop = bool(msg.data)
+
+    # ----------------------------------------------------------------------------------- control
+    def _arm_positions(self) -> np.ndarray | None:
+        if self._joints is None:
+            return None
+        index = {name: i for i, name in enumerate(self._joints.name)}
+        names = list(self.p("arm_joints"))
+        if not all(n in index for n in names):
+            return None
+        return np.array([self._joints.position[index[n]] for n in names], dtype=np.float64)
+
+    def _measured_pose(self, joints: np.ndarray | None) -> np.ndarray | None:
+        if self._pose is not None:
+            return pose_msg_to_matrix(self._pose)
+        if joints is not None and self.core is not None and self.core.ik is not None:
+            return self.core.ik.fk(joints)
+        return None
+
+    def _tick(self) -> None:
+        if not self._active or self.core is None:
+            return
+        joints = self._arm_positions()
+        pose = self._measured_pose(joints)
+        if pose is None or (self.p("backend") == "joint_trajectory" and joints is None):
+            self.get_logger().warning(
+                "no robot state yet (joint_states / ee_pose): not commanding", throttle_duration_sec=5.0
+            )
+            return
+        now = (
+            self._last_state_stamp
+            if self.p("tick_source") == "state" and self._last_state_stamp is not None
+            else self._now()
+        )
+        command = self.core.tick(now, pose, joints, estop=self._estop)
+        self.rate_meter.tick()
+        self._publish(command, now)
+
+    def _publish_hold(self, reason: str) -> None:
+        joints = self._arm_positions()
+        pose = self._measured_pose(joints)
+        if pose is None:
+            return
+        self._publish(Command(-1, True, reason, pose, joints, None), self._now())
+
+    def _publish(self, command: Command, stamp_s: float) -> None:
+        self._last_command = command
+        header = Header(frame_id=self.embodiment.reference_frame)
+        header.stamp.sec = int(stamp_s)
+        header.stamp.nanosec = int(round((stamp_s - int(stamp_s)) * 1e9)) % 1_000_000_000
+        pose_msg = matrix_to_pose_msg(command.target_pose, header)
+        self.preview_pose_pub.publish(pose_msg)
+        trajectory = None
+        if command.joint_targets is not None:
+            trajectory = JointTrajectory(header=header, joint_names=list(self.p("arm_joints")))
+            seconds = self.p("time_from_start") or self.period
+            point = JointTrajectoryPoint(positions=[float(q) for q in command.joint_targets])
+            point.time_from_start = Duration(sec=int(seconds), nanosec=int((seconds % 1) * 1e9))
+            trajectory.points = [point]
+            self.preview_pub.publish(trajectory)
+        if self.p("dry_run"):
+            return
+        if self.p("backend") == "servo":
+            self.servo_pub.publish(pose_msg)
+        elif trajectory is not None:
+            self.traj_pub.publish(trajectory)
+        if command.gripper_opening is not None:
+            self.gripper_pub.publish(Float64(data=float(command.gripper_opening)))
+
+    def _publish_diagnostics(self) -> None:
+        if self.core is None:
+            return
+        status = DiagnosticStatus(name=f"{self.get_name()}: executor", hardware_id="internvla")
+        reason = self._last_command.reason if self._last_command is not None else "no command yet"
+        status.level = (
+            DiagnosticStatus.WARN
+            if self._estop or (self._last_command and self._last_command.hold)
+            else DiagnosticStatus.OK
+        )
+        status.message = reason or "commanding"
+        jitter = self.rate_meter.jitter()
+        values = {
+            "mode": self.p("mode"),
+            "backend": self.p("backend"),
+            "dry_run": str(self.p("dry_run")),
+            "control_rate_hz": f"{self.rate_meter.rate():.2f}",
+            "jitter_p50_ms": f"{1e3 * jitter['p50']:.2f}",
+            "jitter_p99_ms": f"{1e3 * jitter['p99']:.2f}",
+            **{k: str(v) for k, v in self.core.counters.items()},
+        }
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        self.diag_pub.publish(
+            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+        )
+
+
+def main(args=None) -> None:
+    from rclpy.executors import MultiThreadedExecutor
+
+    rclpy.init(args=args)
+    node = ChunkExecutorNode()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    node.trigger_configure()
+    node.trigger_activate()
+    try:
+        executor.spin()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

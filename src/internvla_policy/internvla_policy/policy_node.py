@@ -1,0 +1,434 @@
+"""policy_node: the ExecuteInstruction action server that turns an instruction into action chunks.
+
+Lifecycle: configure creates the model backend (``local``: the model in this process, shared through
+the registry with a grounding node; ``remote``: upstream's websocket server) and the interfaces;
+activate accepts goals; deactivate aborts the running goal; cleanup frees the model.
+
+One goal at a time, and the newest wins: a new goal PREEMPTS the running one (its result says
+"preempted"), because an operator who sends a new instruction expects the robot to follow it. While
+a goal runs, its execute callback (an executor thread, never a subscription callback) loops: wait for
+an observation newer than the last one used, check it is not stale, infer, publish an ActionChunk
+stamped with the observation, send feedback. Cancel stops the loop at once (no further chunk: the
+executor holds when its watchdog sees no fresh chunk). The goal ends "finished" after max_steps
+queries or when ``task/success`` turns true, "timeout" after max_duration.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, Header
+
+from internvla_core.embodiments import get_embodiment
+from internvla_core.image_conversion import ImageConversionError, image_to_rgb
+from internvla_core.latency import RateMeter, RollingStats
+from internvla_msgs.action import ExecuteInstruction
+from internvla_msgs.msg import ActionChunk, Grounding, StageLatency
+
+from .params import declare
+
+
+def stamp_seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+class PolicyNode(LifecycleNode):
+    def __init__(self, node_name: str = "policy_node", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        declare(
+            self,
+            "checkpoint",
+            "",
+            "InternVLA-M1 checkpoint (.pt or run dir); empty = the untrained tiny factory model",
+        )
+        declare(self, "device", "cpu", "torch device for the local backend")
+        declare(self, "dtype", "", "float32 | bfloat16; empty = upstream's policy for the device")
+        declare(
+            self, "backend", "local", "local (model in this process) or remote (upstream's websocket server)"
+        )
+        declare(
+            self,
+            "remote_url",
+            "ws://127.0.0.1:10093",
+            "websocket URL of upstream's policy server (backend remote)",
+        )
+        declare(self, "remote_api_key", "", "optional API key sent as 'Authorization: Api-Key <key>'")
+        declare(
+            self,
+            "dataset_statistics",
+            "",
+            "dataset_statistics.json of the served checkpoint (backend remote)",
+        )
+        declare(
+            self,
+            "embodiment",
+            "widowx_bridge",
+            "default embodiment: widowx_bridge, google_robot, franka_libero, franka_real",
+        )
+        declare(
+            self,
+            "unnorm_key",
+            "",
+            "dataset statistics key; empty = the embodiment's key present in the checkpoint",
+        )
+        declare(self, "cfg_scale", 1.5, "classifier-free guidance scale (1 = off)", 1.0, 10.0)
+        declare(self, "num_ddim_steps", 10, "DDIM steps per inference", 1, 100)
+        declare(
+            self, "spatial_prompt", True, "add upstream's spatial cue to the instruction (false = ablation)"
+        )
+        declare(self, "seed", -1, "diffusion noise seed; -1 = random every inference", -1, 2**31 - 1)
+        declare(self, "max_duration", 120.0, "default goal time limit [s] (goal value 0)", 0.1, 3600.0)
+        declare(self, "max_steps", 300, "default number of model queries per goal (goal value 0)", 1, 100000)
+        declare(self, "max_observation_age", 1.0, "observations older than this [s] are not used", 0.01, 60.0)
+        declare(self, "wrist_view", False, "also send wrist_camera/image_raw as a second view")
+        self.backend = None
+        self.policy = None
+        self.stats = RollingStats(window=200)
+        self.rate = RateMeter()
+        self.last_error = ""
+        self._latest: dict[str, object] = {}
+        self._new_image = threading.Condition()
+        self._goal_lock = threading.Lock()
+        self._current_goal = None
+        self._preempted: set[bytes] = set()
+        self._active = False
+        self._success = False
+        self._entities: list = []
+
+    def p(self, name: str):
+        return self.get_parameter(name).value
+
+    # ----------------------------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.embodiment = get_embodiment(self.p("embodiment"))
+            self.backend = self._make_backend()
+            self.unnorm_key = self.p("unnorm_key") or self.embodiment.resolve_unnorm_key(
+                self.backend.unnorm_keys
+            )
+        except Exception as exc:  # the message names what to fix (checkpoint, URL, statistics, key)
+            self.get_logger().error(f"cannot configure the policy: {exc}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        inputs = ReentrantCallbackGroup()
+        self._entities = [
+            self.create_subscription(
+                Image, "camera/image_raw", self._store("image"), 2, callback_group=inputs
+            ),
+            self.create_subscription(
+                Image, "wrist_camera/image_raw", self._store("wrist"), 2, callback_group=inputs
+            ),
+            self.create_subscription(Bool, "task/success", self._on_success, 10, callback_group=inputs),
+            self.create_subscription(
+                Grounding, "grounding", self._store("grounding"), 10, callback_group=inputs
+            ),
+        ]
+        self.chunk_pub = self.create_publisher(ActionChunk, "action_chunk", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diag_timer = self.create_timer(
+            1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
+        )
+        self.action_server = ActionServer(
+            self,
+            ExecuteInstruction,
+            "execute_instruction",
+            execute_callback=self._execute,
+            goal_callback=self._on_goal,
+            handle_accepted_callback=self._on_accepted,
+            cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+            callback_group=ReentrantCallbackGroup(),
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _make_backend(self):
+        from internvla_core.backends import LocalBackend, RemoteBackend
+
+        if self.p("backend") == "remote":
+            from internvla_core.remote import RemotePolicyClient
+
+            if not self.p("dataset_statistics"):
+                raise ValueError(
+                    "backend remote needs dataset_statistics (the served checkpoint's dataset_statistics.json)"
+                )
+            client = RemotePolicyClient(self.p("remote_url"), self.p("remote_api_key") or None)
+            client.connect()
+            return RemoteBackend(client, self.p("dataset_statistics"))
+        if self.p("backend") != "local":
+            raise ValueError(f"backend must be local or remote, got '{self.p('backend')}'")
+        from internvla_core.model import acquire, tiny_checkpoint
+
+        checkpoint = self.p("checkpoint")
+        if not checkpoint:
+            checkpoint = str(tiny_checkpoint())
+            self.get_logger().warning(
+                f"no checkpoint given: using the untrained tiny factory model {checkpoint}"
+            )
+        self.policy = acquire(checkpoint, device=self.p("device"), dtype=self.p("dtype") or None)
+        return LocalBackend(self.policy, spatial_prompt=self.p("spatial_prompt"))
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        with self._new_image:
+            self._new_image.notify_all()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        for entity in self._entities:
+            self.destroy_subscription(entity)
+        self._entities = []
+        if getattr(self, "action_server", None) is not None:
+            self.action_server.destroy()
+            self.action_server = None
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+        if self.policy is not None:
+            from internvla_core.model import release
+
+            release(self.policy)
+            self.policy = None
+
+    def destroy_node(self) -> None:
+        self._active = False
+        with self._new_image:
+            self._new_image.notify_all()
+        self._release()
+        super().destroy_node()
+
+    # ----------------------------------------------------------------------------------- inputs
+    def _store(self, key: str):
+        def callback(msg) -> None:
+            with self._new_image:
+                self._latest[key] = msg
+                if key == "image":
+                    self._new_image.notify_all()
+
+        return callback
+
+    def _on_success(self, msg: Bool) -> None:
+        self._success = bool(msg.data)
+
+    # ----------------------------------------------------------------------------------- goals
+    def _on_goal(self, goal: ExecuteInstruction.Goal) -> GoalResponse:
+        if not self._active:
+            self.get_logger().warning("goal rejected: policy_node is not active")
+            return GoalResponse.REJECT
+        if not goal.instruction.strip():
+            self.get_logger().warning("goal rejected: empty instruction")
+            return GoalResponse.REJECT
+        if goal.embodiment and goal.embodiment != self.embodiment.name:
+            self.get_logger().warning(
+                f"goal rejected: embodiment '{goal.embodiment}' differs from the configured '{self.embodiment.name}' "
+                "(reconfigure the node to switch embodiments)"
+            )
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _on_accepted(self, goal_handle) -> None:
+        with self._goal_lock:
+            if self._current_goal is not None and self._current_goal.is_active:
+                self._preempted.add(bytes(self._current_goal.goal_id.uuid))
+            self._current_goal = goal_handle
+        goal_handle.execute()
+
+    def _wait_for_observation(self, last_stamp: float | None, timeout: float):
+        """The newest image newer than ``last_stamp`` (or None on timeout/deactivation)."""
+        deadline = time.monotonic() + timeout
+        with self._new_image:
+            while self._active:
+                image = self._latest.get("image")
+                if image is not None and (
+                    last_stamp is None or stamp_seconds(image.header.stamp) > last_stamp
+                ):
+                    return image, self._latest.get("wrist")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None, None
+                self._new_image.wait(remaining)
+        return None, None
+
+    def _execute(self, goal_handle):
+        goal = goal_handle.request
+        goal_id = bytes(goal_handle.goal_id.uuid)
+        max_steps = goal.max_steps or self.p("max_steps")
+        max_duration = goal.max_duration or self.p("max_duration")
+        result = ExecuteInstruction.Result()
+        start, steps, last_stamp, sequence = time.monotonic(), 0, None, 0
+        self._success = False
+        seed = self.p("seed")
+
+        def finish(reason: str, success: bool = False):
+            result.success, result.reason = success, reason
+            result.steps_executed, result.chunks_received = steps, steps
+            result.duration = time.monotonic() - start
+            if reason == "cancelled":
+                goal_handle.canceled()
+            elif success:
+                goal_handle.succeed()
+            else:
+                goal_handle.abort()
+            self.get_logger().info(f"goal '{goal.instruction}' ended: {reason} after {steps} steps")
+            return result
+
+        self.get_logger().info(
+            f"executing '{goal.instruction}' ({self.embodiment.name}, max {max_steps} steps)"
+        )
+        while True:
+            if goal_handle.is_cancel_requested:
+                return finish("cancelled")
+            if goal_id in self._preempted:
+                self._preempted.discard(goal_id)
+                return finish("preempted")
+            if not self._active:
+                return finish("error: policy_node was deactivated")
+            if self._success:
+                return finish("finished", success=True)
+            if steps >= max_steps:
+                return finish("finished", success=True)
+            if time.monotonic() - start > max_duration:
+                return finish("timeout")
+            wait_start = time.perf_counter()
+            image, wrist = self._wait_for_observation(last_stamp, timeout=0.5)
+            if image is None:
+                continue
+            wait = time.perf_counter() - wait_start
+            obs_stamp = stamp_seconds(image.header.stamp)
+            age = stamp_seconds(self.get_clock().now().to_msg()) - obs_stamp
+            if age > self.p("max_observation_age"):
+                self.last_error = f"observation is stale by {age:.2f} s (max_observation_age)"
+                last_stamp = obs_stamp
+                continue
+            try:
+                views = [
+                    image_to_rgb(
+                        image.height, image.width, image.encoding, image.is_bigendian, image.step, image.data
+                    )
+                ]
+                if self.p("wrist_view") and wrist is not None:
+                    views.append(
+                        image_to_rgb(
+                            wrist.height,
+                            wrist.width,
+                            wrist.encoding,
+                            wrist.is_bigendian,
+                            wrist.step,
+                            wrist.data,
+                        )
+                    )
+                if self.embodiment.flip_images:
+                    views = [np.ascontiguousarray(v[::-1, ::-1]) for v in views]
+                t0 = time.perf_counter()
+                pred = self.backend.predict(
+                    views,
+                    goal.instruction,
+                    unnorm_key=self.unnorm_key,
+                    cfg_scale=self.p("cfg_scale"),
+                    num_ddim_steps=self.p("num_ddim_steps"),
+                    seed=None if seed < 0 else seed + sequence,
+                )
+                latency = time.perf_counter() - t0
+            except ImageConversionError as exc:
+                self.last_error = f"bad camera image: {exc}"
+                last_stamp = obs_stamp
+                continue
+            except Exception as exc:  # model or remote failure ends the goal with the reason
+                self.last_error = str(exc)
+                return finish(f"error: {exc}")
+            if goal_handle.is_cancel_requested or goal_id in self._preempted or not self._active:
+                continue  # do not publish a chunk for a goal that just ended
+            t_pub = time.perf_counter()
+            self.chunk_pub.publish(self._chunk_message(pred, image.header.stamp, sequence, latency, wait))
+            publish = time.perf_counter() - t_pub
+            stages = {"wait_for_obs": wait, **pred.stages, "publish": publish}
+            self.stats.add_stages(stages)
+            self.rate.tick()
+            last_stamp, sequence, steps = obs_stamp, sequence + 1, steps + 1
+            feedback = ExecuteInstruction.Feedback(step=steps, chunks_received=steps)
+            feedback.last_latency = [StageLatency(stage=k, seconds=float(v)) for k, v in stages.items()]
+            feedback.last_grounding = self._grounding_summary()
+            goal_handle.publish_feedback(feedback)
+
+    def _chunk_message(self, pred, obs_stamp, sequence: int, latency: float, wait: float) -> ActionChunk:
+        emb = self.embodiment
+        msg = ActionChunk(embodiment=emb.name, dt=emb.control_period, action_space=emb.action_space)
+        msg.header = Header(stamp=self.get_clock().now().to_msg(), frame_id=emb.reference_frame)
+        msg.dimension_names = list(emb.dimension_names)
+        msg.reference_frame = emb.reference_frame
+        msg.rows, msg.cols = (int(x) for x in pred.actions.shape)
+        msg.data = np.asarray(pred.actions, dtype=np.float64).ravel().tolist()
+        msg.normalized_data = np.asarray(pred.normalized, dtype=np.float64).ravel().tolist()
+        msg.observation_stamp = obs_stamp
+        msg.sequence = sequence
+        msg.inference_latency = float(latency)
+        msg.stages = [StageLatency(stage="wait_for_obs", seconds=float(wait))] + [
+            StageLatency(stage=k, seconds=float(v)) for k, v in pred.stages.items()
+        ]
+        return msg
+
+    def _grounding_summary(self) -> str:
+        g = self._latest.get("grounding")
+        if g is None:
+            return ""
+        parts = [f"{o.label} box ({(o.x1 + o.x2) / 2:.0f}, {(o.y1 + o.y2) / 2:.0f})" for o in g.objects]
+        parts += [f"{p.label} @ ({p.u:.0f}, {p.v:.0f})" for p in g.points]
+        return "; ".join(parts)[:200]
+
+    def _publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(name=f"{self.get_name()}: policy", hardware_id="internvla")
+        status.level = DiagnosticStatus.WARN if self.last_error else DiagnosticStatus.OK
+        status.message = self.last_error or ("active" if self._active else "inactive")
+        values = [
+            KeyValue(key="inference_rate_hz", value=f"{self.rate.rate():.2f}"),
+            KeyValue(key="embodiment", value=self.embodiment.name),
+            KeyValue(key="backend", value=self.p("backend")),
+        ]
+        for key, s in self.stats.summaries().items():
+            values.append(KeyValue(key=f"{key}_p50_ms", value=f"{1e3 * s['p50']:.1f}"))
+            values.append(KeyValue(key=f"{key}_p95_ms", value=f"{1e3 * s['p95']:.1f}"))
+        status.values = values
+        self.diag_pub.publish(
+            DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+        )
+
+
+def main(args=None) -> None:
+    from rclpy.executors import MultiThreadedExecutor
+
+    rclpy.init(args=args)
+    node = PolicyNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    node.trigger_configure()
+    node.trigger_activate()
+    try:
+        executor.spin()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""chunk_executor over real rclpy against a robot double: commands, dry run, watchdog, e-stop, lock-step."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="run through `make test` (needs the ROS wheels)")
+
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Bool, Float64  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from internvla_core.kinematics import IKSolver  # noqa: E402
+from internvla_msgs.msg import ActionChunk  # noqa: E402
+from internvla_policy.chunk_executor_node import ChunkExecutorNode  # noqa: E402
+
+HOME = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
+JOINTS = [f"joint{i}" for i in range(1, 8)]
+
+
+def wait_for(condition, timeout=10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+class RobotDouble:
+    """Publishes joint_states at 50 Hz (or on demand) and records everything the executor sends."""
+
+    def __init__(self, node: Node, auto: bool = True) -> None:
+        self.node = node
+        self.q = list(HOME)
+        self.joint_pub = node.create_publisher(JointState, "joint_states", 10)
+        self.chunk_pub = node.create_publisher(ActionChunk, "action_chunk", 10)
+        self.estop_pub = node.create_publisher(Bool, "estop", 10)
+        self.got: dict[str, list] = {"traj": [], "preview": [], "pose": [], "gripper": []}
+        node.create_subscription(
+            JointTrajectory, "arm_controller/joint_trajectory", self.got["traj"].append, 10
+        )
+        node.create_subscription(JointTrajectory, "executor/preview", self.got["preview"].append, 10)
+        node.create_subscription(PoseStamped, "executor/preview_pose", self.got["pose"].append, 10)
+        node.create_subscription(Float64, "gripper/command", self.got["gripper"].append, 10)
+        if auto:
+            node.create_timer(0.02, self.publish_state)
+
+    def publish_state(self, stamp=None) -> None:
+        msg = JointState(name=JOINTS, position=self.q)
+        msg.header.stamp = stamp or self.node.get_clock().now().to_msg()
+        self.joint_pub.publish(msg)
+
+    def chunk(self, rows: np.ndarray, obs_stamp=None, embodiment: str = "franka_real") -> None:
+        msg = ActionChunk(embodiment=embodiment, rows=rows.shape[0], cols=rows.shape[1])
+        msg.data = rows.ravel().tolist()
+        msg.observation_stamp = obs_stamp or self.node.get_clock().now().to_msg()
+        self.chunk_pub.publish(msg)
+
+
+@pytest.fixture
+def ros():
+    context = Context()
+    rclpy.init(context=context)
+    nodes: list = []
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+
+    def make(params: dict, auto_state: bool = True):
+        overrides = [Parameter(k, value=v) for k, v in params.items()]
+        executor_node = ChunkExecutorNode(context=context, parameter_overrides=overrides)
+        peer = Node("robot_double", context=context)
+        nodes.extend([executor_node, peer])
+        executor.add_node(executor_node)
+        executor.add_node(peer)
+        robot = RobotDouble(peer, auto=auto_state)
+        assert executor_node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert executor_node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        return executor_node, robot
+
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    yield make
+    executor.shutdown()
+    for node in nodes:
+        node.destroy_node()
+    rclpy.shutdown(context=context)
+    spinner.join(timeout=5)
+
+
+BASE = {
+    "embodiment": "franka_real",
+    "mode": "chunk",
+    "control_rate_hz": 20.0,
+    "dry_run": False,
+    "watchdog_timeout": 0.3,
+}
+STEP = np.array([[0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]])
+
+
+@pytest.mark.ros
+def test_chunks_become_joint_trajectories_that_reach_the_tool_frame_target(ros):
+    _node, robot = ros(BASE)
+    assert wait_for(
+        lambda: robot.joint_pub.get_subscription_count() > 0 and robot.chunk_pub.get_subscription_count() > 0
+    )
+    time.sleep(0.1)
+    robot.chunk(np.repeat(STEP, 40, axis=0))
+
+    def moving():  # before the chunk the executor holds (trajectories to the current joints)
+        return [t for t in robot.got["traj"] if not np.allclose(t.points[0].positions, HOME)]
+
+    assert wait_for(lambda: moving() and robot.got["gripper"])
+    traj = moving()[0]
+    assert traj.joint_names == JOINTS and len(traj.points) == 1
+    ik = IKSolver.panda()
+    start = ik.fk(np.array(HOME))
+    expected = start @ np.array([[1, 0, 0, 0.01], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    reached = ik.fk(np.array(traj.points[0].positions))
+    np.testing.assert_allclose(reached[:3, 3], expected[:3, 3], atol=2e-3)
+    assert robot.got["gripper"][0].data == 1.0
+    joint_step = np.abs(np.array(traj.points[0].positions) - HOME).max()
+    assert joint_step <= 1.0 * 0.05 + 1e-9  # max_joint_velocity * period
+
+
+@pytest.mark.ros
+def test_dry_run_publishes_the_preview_and_nothing_to_the_robot(ros):
+    _node, robot = ros({**BASE, "dry_run": True})
+    assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
+    time.sleep(0.1)
+    robot.chunk(np.repeat(STEP, 20, axis=0))
+    assert wait_for(lambda: len(robot.got["preview"]) >= 3)
+    time.sleep(0.2)
+    assert robot.got["traj"] == [] and robot.got["gripper"] == []
+
+
+@pytest.mark.ros
+def test_watchdog_holds_when_chunks_stop_and_nan_chunks_are_refused(ros):
+    node, robot = ros(BASE)
+    assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
+    time.sleep(0.1)
+    robot.chunk(np.full((5, 7), np.nan))
+    assert wait_for(lambda: node.core.counters["rejected_chunks"] == 1)
+    robot.chunk(np.repeat(STEP, 100, axis=0))
+    assert wait_for(lambda: robot.got["traj"])
+    # no new chunk: within watchdog_timeout + one period the executor holds
+    assert wait_for(
+        lambda: node._last_command is not None and "watchdog" in node._last_command.reason, timeout=3.0
+    )
+    held = node._last_command
+    silence = float(re.search(r"for ([0-9.]+) s", held.reason).group(1))
+    assert 0.3 < silence <= 0.3 + 0.05 + 0.1  # the first tick after the timeout holds (ROS clock)
+    assert held.hold and held.joint_targets is not None
+    np.testing.assert_allclose(held.joint_targets, HOME)
+
+
+@pytest.mark.ros
+def test_estop_holds_at_once_and_keeps_holding(ros):
+    node, robot = ros(BASE)
+    assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
+    time.sleep(0.1)
+    robot.chunk(np.repeat(STEP, 200, axis=0))
+    assert wait_for(lambda: robot.got["traj"])
+    robot.estop_pub.publish(Bool(data=True))
+    # the e-stop callback itself publishes the hold: no waiting for the next control tick
+    assert wait_for(
+        lambda: node._last_command is not None and node._last_command.reason == "e-stop", timeout=2.0
+    )
+    count = len(robot.got["traj"])
+    time.sleep(0.2)
+    assert all(np.allclose(t.points[0].positions, HOME) for t in robot.got["traj"][count:])
+
+
+@pytest.mark.ros
+def test_lockstep_ticks_once_per_state_stamp_in_ensemble_mode(ros):
+    _node, robot = ros(
+        {**BASE, "mode": "ensemble", "tick_source": "state", "control_rate_hz": 10.0}, auto_state=False
+    )
+    assert wait_for(
+        lambda: robot.joint_pub.get_subscription_count() > 0 and robot.chunk_pub.get_subscription_count() > 0
+    )
+    from builtin_interfaces.msg import Time
+
+    for k in range(3):
+        stamp = Time(sec=100 + k)
+        robot.publish_state(stamp)
+        time.sleep(0.05)
+        assert len(robot.got["traj"]) == k  # no command before the chunk of this observation
+        robot.chunk(np.repeat(STEP, 8, axis=0), obs_stamp=stamp)
+        assert wait_for(lambda k=k: len(robot.got["traj"]) == k + 1)
+        assert robot.got["traj"][k].header.stamp.sec == 100 + k
+    time.sleep(0.2)
+    assert len(robot.got["traj"]) == 3
