@@ -1,0 +1,228 @@
+"""policy_node over real rclpy with the tiny model: goals, chunks, feedback, cancel, preemption, remote."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="run through `make test` (needs the ROS wheels)")
+
+from action_msgs.msg import GoalStatus  # noqa: E402
+from rclpy.action import ActionClient  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from internvla_core.image_conversion import rgb_to_image_fields  # noqa: E402
+from internvla_core.normalization import action_stats, load_dataset_statistics, unnormalize_actions  # noqa: E402
+from internvla_msgs.action import ExecuteInstruction  # noqa: E402
+from internvla_msgs.msg import ActionChunk  # noqa: E402
+from internvla_policy.policy_node import PolicyNode  # noqa: E402
+
+RGB = np.random.default_rng(0).integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
+
+
+def wait_for(condition, timeout=60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+class Camera:
+    """Publishes a fresh image (current stamp) at 20 Hz, or a fixed old stamp when ``stale``."""
+
+    def __init__(self, node: Node, stale: bool = False) -> None:
+        self.node = node
+        self.stale = stale
+        self.pub = node.create_publisher(Image, "camera/image_raw", 2)
+        self.stamps: list[float] = []
+        node.create_timer(0.05, self.publish)
+
+    def publish(self) -> None:
+        msg = Image(**rgb_to_image_fields(RGB))
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        if self.stale:
+            msg.header.stamp.sec -= 30
+        self.stamps.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+        self.pub.publish(msg)
+
+
+@pytest.fixture
+def ros():
+    context = Context()
+    rclpy.init(context=context)
+    executor = MultiThreadedExecutor(num_threads=6, context=context)
+    nodes: list = []
+
+    def make(params: dict | None = None, stale: bool = False):
+        overrides = [Parameter(k, value=v) for k, v in (params or {}).items()]
+        policy = PolicyNode(context=context, parameter_overrides=overrides)
+        peer = Node("peer", context=context)
+        nodes.extend([policy, peer])
+        executor.add_node(policy)
+        executor.add_node(peer)
+        camera = Camera(peer, stale=stale)
+        chunks: list[ActionChunk] = []
+        peer.create_subscription(ActionChunk, "action_chunk", chunks.append, 50)
+        assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        client = ActionClient(peer, ExecuteInstruction, "execute_instruction")
+        assert client.wait_for_server(timeout_sec=10)
+        return policy, client, chunks, camera
+
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    yield make
+    executor.shutdown()
+    for node in nodes:
+        node.destroy_node()
+    rclpy.shutdown(context=context)
+    spinner.join(timeout=5)
+
+
+def send(client: ActionClient, feedback: list | None = None, **goal):
+    future = client.send_goal_async(
+        ExecuteInstruction.Goal(**goal),
+        feedback_callback=(lambda fb: feedback.append(fb.feedback)) if feedback is not None else None,
+    )
+    assert wait_for(future.done, 10)
+    return future.result()
+
+
+def result_of(handle, timeout=120.0):
+    future = handle.get_result_async()
+    assert wait_for(future.done, timeout)
+    return future.result()
+
+
+@pytest.mark.ros
+def test_goal_streams_chunks_stamped_with_their_observation_and_finishes(ros):
+    _policy, client, chunks, camera = ros({"seed": 1})
+    feedback: list = []
+    handle = send(client, feedback, instruction="put the carrot on the plate", max_steps=3)
+    assert handle.accepted
+    result = result_of(handle)
+    assert result.status == GoalStatus.STATUS_SUCCEEDED
+    assert result.result.success and result.result.reason == "finished" and result.result.steps_executed == 3
+    assert wait_for(lambda: len(chunks) == 3, 5)
+    first = chunks[0]
+    assert (first.rows, first.cols, first.embodiment) == (16, 7, "widowx_bridge")
+    assert first.dimension_names[-1] == "gripper" and first.dt == pytest.approx(0.2)
+    obs = first.observation_stamp.sec + first.observation_stamp.nanosec * 1e-9
+    assert any(abs(obs - s) < 1e-6 for s in camera.stamps)  # the stamp of an image we published
+    assert [c.sequence for c in chunks] == [0, 1, 2]
+    stamps = [c.observation_stamp.sec + c.observation_stamp.nanosec * 1e-9 for c in chunks]
+    assert stamps == sorted(set(stamps))  # every chunk from a newer observation
+    data = np.array(chunks[0].data).reshape(16, 7)
+    assert set(np.unique(data[:, 6])) <= {0.0, 1.0}  # gripper thresholded by un-normalisation
+    assert {s.stage for s in first.stages} >= {"wait_for_obs", "vlm", "dit", "total"}
+    assert wait_for(lambda: len(feedback) == 3, 5) and feedback[-1].step == 3
+
+
+@pytest.mark.ros
+def test_cancel_stops_the_goal_and_no_chunk_follows(ros):
+    _policy, client, chunks, _ = ros()
+    handle = send(client, instruction="wipe the table", max_steps=10000)
+    assert wait_for(lambda: len(chunks) >= 2)
+    cancel = handle.cancel_goal_async()
+    assert wait_for(cancel.done, 10)
+    result = result_of(handle)
+    assert result.status == GoalStatus.STATUS_CANCELED and result.result.reason == "cancelled"
+    count = len(chunks)
+    time.sleep(0.5)
+    assert len(chunks) == count
+
+
+@pytest.mark.ros
+def test_a_new_goal_preempts_the_running_one(ros):
+    _policy, client, chunks, _ = ros()
+    first = send(client, instruction="stack the cups", max_steps=10000)
+    assert wait_for(lambda: len(chunks) >= 1)
+    second = send(client, instruction="open the drawer", max_steps=2)
+    assert second.accepted
+    assert result_of(first).result.reason == "preempted"
+    assert result_of(second).result.reason == "finished"
+
+
+@pytest.mark.ros
+def test_empty_instruction_and_foreign_embodiment_are_rejected(ros):
+    _, client, _, _ = ros()
+    assert not send(client, instruction="  ").accepted
+    assert not send(client, instruction="pick", embodiment="google_robot").accepted
+
+
+@pytest.mark.ros
+def test_stale_images_are_never_used(ros):
+    policy, client, chunks, _ = ros({"max_observation_age": 1.0}, stale=True)
+    handle = send(client, instruction="pick up the cup", max_duration=1.5)
+    result = result_of(handle)
+    assert result.result.reason == "timeout" and not result.result.success
+    assert chunks == [] and "stale" in policy.last_error
+
+
+@pytest.mark.ros
+def test_remote_backend_publishes_the_same_chunk_as_local_for_the_same_model_output(ros, tmp_path):
+    from websockets.sync.server import serve
+
+    from internvla_core.model import load_policy, tiny_checkpoint
+    from internvla_core.remote import packb, unpackb
+
+    model = load_policy(tiny_checkpoint())
+    served: list[np.ndarray] = []
+
+    def handle(ws):
+        ws.send(packb({}))
+        for frame in ws:
+            request = unpackb(frame)
+            payload = request["payload"]
+            pred = model.predict_action(
+                payload["batch_images"][0],
+                payload["instructions"][0],
+                unnorm_key=payload["unnorm_key"],
+                seed=0,
+            )
+            served.append(pred.normalized)
+            reply = {
+                "status": "ok",
+                "ok": True,
+                "type": "inference_result",
+                "request_id": request["request_id"],
+            }
+            reply["data"] = {"normalized_actions": pred.normalized[None]}
+            ws.send(packb(reply))
+
+    server = serve(handle, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        stats_file = tiny_checkpoint().parents[1] / "dataset_statistics.json"
+        port = server.socket.getsockname()[1]
+        _, client, chunks, _ = ros(
+            {
+                "backend": "remote",
+                "remote_url": f"ws://127.0.0.1:{port}",
+                "dataset_statistics": str(stats_file),
+            }
+        )
+        result = result_of(send(client, instruction="put the carrot on the plate", max_steps=2))
+        assert result.result.reason == "finished"
+        assert wait_for(lambda: len(chunks) == 2, 5)
+        stats = action_stats(load_dataset_statistics(stats_file), "oxe_bridge")
+        np.testing.assert_array_equal(
+            np.array(chunks[0].normalized_data).reshape(16, 7), served[0].astype(np.float64)
+        )
+        np.testing.assert_allclose(
+            np.array(chunks[0].data).reshape(16, 7), unnormalize_actions(served[0], stats)
+        )
+        assert chunks[0].embodiment == "widowx_bridge" and {s.stage for s in chunks[0].stages} >= {"remote"}
+    finally:
+        server.shutdown()
+        model.close()
