@@ -89,6 +89,15 @@ class PolicyNode(LifecycleNode):
         declare(self, "max_steps", 300, "default number of model queries per goal (goal value 0)", 1, 100000)
         declare(self, "max_observation_age", 1.0, "observations older than this [s] are not used", 0.01, 60.0)
         declare(self, "wrist_view", False, "also send wrist_camera/image_raw as a second view")
+        declare(
+            self,
+            "torch_threads",
+            -1,
+            "CPU threads for torch in this process (-1 = cores - 1 on CPU, leaving a core to the control loop; "
+            "0 = torch's default). Measured: 2 torch threads on 2 cores starve a 100 Hz loop (p99 226 ms), 1 gives 9 ms",
+            -1,
+            256,
+        )
         self.backend = None
         self.policy = None
         self.stats = RollingStats(window=200)
@@ -163,6 +172,7 @@ class PolicyNode(LifecycleNode):
             return RemoteBackend(client, self.p("dataset_statistics"))
         if self.p("backend") != "local":
             raise ValueError(f"backend must be local or remote, got '{self.p('backend')}'")
+        self._set_torch_threads()
         from internvla_core.model import acquire, tiny_checkpoint
 
         checkpoint = self.p("checkpoint")
@@ -173,6 +183,21 @@ class PolicyNode(LifecycleNode):
             )
         self.policy = acquire(checkpoint, device=self.p("device"), dtype=self.p("dtype") or None)
         return LocalBackend(self.policy, spatial_prompt=self.p("spatial_prompt"))
+
+    def _set_torch_threads(self) -> None:
+        """torch's intra-op threads are process-wide: on CPU keep one core free for the control loop."""
+        import os
+
+        import torch
+
+        threads = self.p("torch_threads")
+        if threads == -1:
+            if not str(self.p("device")).startswith("cpu"):
+                return
+            threads = max(1, (os.cpu_count() or 2) - 1)
+        if threads > 0:
+            torch.set_num_threads(threads)
+            self.get_logger().info(f"torch uses {threads} CPU thread(s) in this process")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = True

@@ -1,0 +1,110 @@
+"""Policy-node numbers: observation-to-chunk latency and the node's overhead over a bare core call.
+
+    source scripts/env.sh && python bench/bench_policy.py [--chunks 30]
+
+1. bare core: ``policy.predict_action`` on a 224x224 image, median of N calls (same process, same
+   model, torch threads as the node sets them);
+2. through ROS: a camera publishes at 20 Hz, policy_node runs one goal; per chunk we take
+   obs stamp -> chunk received (what the executor sees), the node's own inference time, and the
+   receive time minus the inference end (publish + DDS transport).
+The ratio (node inference + publish/transport) / bare core is the ROS overhead per call
+(target <= 1.02). Obs->chunk also contains the age of the newest image when inference starts (the
+node always takes the newest image, up to one camera period old).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    import rclpy
+    import torch
+    from rclpy.action import ActionClient
+    from rclpy.context import Context
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+
+    from internvla_core.image_conversion import rgb_to_image_fields
+    from internvla_msgs.action import ExecuteInstruction
+    from internvla_msgs.msg import ActionChunk
+    from internvla_policy.policy_node import PolicyNode
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--chunks", type=int, default=30)
+    args = parser.parse_args()
+
+    context = Context()
+    rclpy.init(context=context)
+    policy_node = PolicyNode(context=context, parameter_overrides=[Parameter("seed", value=0)])
+    peer = Node("bench_peer", context=context)
+    rgb = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    image_pub = peer.create_publisher(Image, "camera/image_raw", 2)
+
+    def camera() -> None:
+        msg = Image(**rgb_to_image_fields(rgb))
+        msg.header.stamp = peer.get_clock().now().to_msg()
+        image_pub.publish(msg)
+
+    peer.create_timer(0.05, camera)
+    received: list[tuple[float, ActionChunk]] = []
+    peer.create_subscription(ActionChunk, "action_chunk", lambda m: received.append((time.time(), m)), 100)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor.add_node(policy_node)
+    executor.add_node(peer)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    policy_node.trigger_configure()
+    policy_node.trigger_activate()
+
+    # 1. bare core calls (the node is idle: no goal yet)
+    model = policy_node.policy
+    bare = []
+    for i in range(args.chunks + 2):
+        t0 = time.perf_counter()
+        model.predict_action([rgb], "put the carrot on the plate", unnorm_key="oxe_bridge", seed=i)
+        if i >= 2:
+            bare.append(time.perf_counter() - t0)
+
+    # 2. through ROS
+    client = ActionClient(peer, ExecuteInstruction, "execute_instruction")
+    client.wait_for_server(timeout_sec=10)
+    client.send_goal_async(
+        ExecuteInstruction.Goal(instruction="put the carrot on the plate", max_steps=args.chunks + 2)
+    )
+    deadline = time.monotonic() + 300
+    while len(received) < args.chunks + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    obs_to_chunk, inference, transport = [], [], []
+    for t_recv, msg in received[2:]:
+        obs = msg.observation_stamp.sec + msg.observation_stamp.nanosec * 1e-9
+        sent = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        obs_to_chunk.append(t_recv - obs)
+        inference.append(msg.inference_latency)
+        transport.append(t_recv - sent)
+    executor.shutdown()
+    policy_node.destroy_node()
+    peer.destroy_node()
+    rclpy.shutdown(context=context)
+
+    med = statistics.median
+    print(f"tiny model, 224x224, torch threads {torch.get_num_threads()}, {len(inference)} chunks:")
+    print(f"  bare core predict_action      {1e3 * med(bare):7.1f} ms")
+    print(f"  node inference (same call)    {1e3 * med(inference):7.1f} ms")
+    print(f"  publish + transport           {1e3 * med(transport):7.2f} ms")
+    print(
+        f"  obs stamp -> chunk received   {1e3 * med(obs_to_chunk):7.1f} ms (p95 {1e3 * sorted(obs_to_chunk)[int(0.95 * (len(obs_to_chunk) - 1))]:.1f})"
+    )
+    print(
+        f"  ratio (inference + transport) / bare = {(med(inference) + med(transport)) / med(bare):.3f}  (target <= 1.02)"
+    )
+
+
+if __name__ == "__main__":
+    main()
