@@ -129,15 +129,16 @@ def run_case(policy, case: str, ref, meta, settings, report: Report) -> None:
         report.compare(f"{p}unnorm_{key}", ref[f"{p}unnorm_{key}"], ours)
 
 
-def run_schedule(policy, ref, settings, report: Report) -> None:
-    from internvla_core.model import diffusion
+def run_schedule(ref, settings, report: Report) -> None:
+    from internvla_core.model.diffusion import base_alphas_cumprod, ddim_schedule
 
-    schedule = diffusion.ddim_schedule(settings["num_ddim_steps"])
+    schedule = ddim_schedule(int(settings["num_ddim_steps"]))
     report.compare("ddim_timestep_map", ref["ddim_timestep_map"], np.asarray(schedule.timesteps))
     report.compare("ddim_alphas_cumprod", ref["ddim_alphas_cumprod"], np.asarray(schedule.alphas_cumprod))
     report.compare(
         "ddim_alphas_cumprod_prev", ref["ddim_alphas_cumprod_prev"], np.asarray(schedule.alphas_cumprod_prev)
     )
+    report.compare("base_alphas_cumprod", ref["base_alphas_cumprod"], base_alphas_cumprod())
 
 
 def run_chat(policy, ref, meta, report: Report) -> None:
@@ -194,7 +195,7 @@ def main() -> int:
     report = Report(args.atol, args.atol_actions)
     for case in args.cases:
         run_case(policy, case, ref, meta, settings, report)
-    run_schedule(policy, ref, settings, report)
+    run_schedule(ref, settings, report)
     run_probe(policy, ref, settings, report)
     run_chat(policy, ref, meta, report)
     ok = report.print()
