@@ -72,6 +72,15 @@ class ExecutorCore:
         self.last_chunk_time: float | None = None
         self.last_commanded: np.ndarray | None = None
         self.last_reason = ""
+        self.stop_reason = ""
+
+    def stop(self, reason: str) -> None:
+        """Drop every buffered chunk: the next ticks hold until a new chunk arrives (goal ended)."""
+        horizon = self.config.ensemble_horizon or self.embodiment.ensemble_horizon
+        self.ensembler = TimedEnsembler(horizon, self.config.alpha)
+        self.streamer = ChunkStreamer(self.config.blend_steps)
+        self.last_chunk_time = None
+        self.stop_reason = reason
 
     def step_of(self, t: float) -> int:
         return int(math.floor((t - self.start_time) / self.config.control_period + 0.5))
@@ -91,6 +100,7 @@ class ExecutorCore:
         else:
             self.streamer.add(chunk, obs_step, now_step)
         self.last_chunk_time = now
+        self.stop_reason = ""
         self.counters["chunks"] += 1
         return ""
 
@@ -115,7 +125,7 @@ class ExecutorCore:
         if not np.all(np.isfinite(measured_pose)) or (joints is not None and not np.all(np.isfinite(joints))):
             return self._hold(step, "robot state is not finite", measured_pose, joints)
         if self.last_chunk_time is None:
-            return self._hold(step, "waiting for the first chunk", measured_pose, joints)
+            return self._hold(step, self.stop_reason or "waiting for the first chunk", measured_pose, joints)
         if now - self.last_chunk_time > self.config.watchdog_timeout:
             self.counters["watchdog_holds"] += 1
             return self._hold(

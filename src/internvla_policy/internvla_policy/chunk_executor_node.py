@@ -23,7 +23,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import JointState
@@ -191,6 +191,7 @@ class ChunkExecutorNode(LifecycleNode):
         )
         self.gripper_pub = self.create_publisher(Float64, "gripper/command", 10)
         self.servo_pub = self.create_publisher(PoseStamped, "servo/pose_target", 10)
+        self.twist_pub = self.create_publisher(TwistStamped, "servo/delta_twist", 10)
         self.preview_pub = self.create_publisher(JointTrajectory, "executor/preview", 10)
         self.preview_pose_pub = self.create_publisher(PoseStamped, "executor/preview_pose", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -252,6 +253,10 @@ class ChunkExecutorNode(LifecycleNode):
                 f"chunk for embodiment '{msg.embodiment}' ignored: this executor runs '{self.embodiment.name}'",
                 throttle_duration_sec=5.0,
             )
+            return
+        if msg.rows == 0:  # the policy ended its goal (finished, cancelled, preempted, ...): hold now
+            self.core.stop(msg.header.frame_id or "stop: goal ended")
+            self._publish_hold(msg.header.frame_id or "stop: goal ended")
             return
         if msg.rows * msg.cols != len(msg.data):
             self.get_logger().warning(
@@ -353,10 +358,26 @@ class ChunkExecutorNode(LifecycleNode):
             return
         if self.p("backend") == "servo":
             self.servo_pub.publish(pose_msg)
+            self.twist_pub.publish(self._twist(command, header))
         elif trajectory is not None:
             self.traj_pub.publish(trajectory)
         if command.gripper_opening is not None:
             self.gripper_pub.publish(Float64(data=float(command.gripper_opening)))
+
+    def _twist(self, command: Command, header: Header) -> TwistStamped:
+        """Velocity that reaches the target in one period (zero on hold) for MoveIt Servo's twist input."""
+        twist = TwistStamped(header=header)
+        measured = self._measured_pose(self._arm_positions())
+        if command.hold or measured is None:
+            return twist
+        from internvla_core.rotations import matrix_to_axis_angle
+
+        linear = (command.target_pose[:3, 3] - measured[:3, 3]) / self.period
+        axis, angle = matrix_to_axis_angle(command.target_pose[:3, :3] @ measured[:3, :3].T)
+        angular = axis * angle / self.period
+        twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z = (float(v) for v in linear)
+        twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z = (float(v) for v in angular)
+        return twist
 
     def _publish_diagnostics(self) -> None:
         if self.core is None:

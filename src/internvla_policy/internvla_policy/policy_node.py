@@ -100,6 +100,7 @@ class PolicyNode(LifecycleNode):
         )
         self.backend = None
         self.policy = None
+        self.chunk_pub = None
         self.stats = RollingStats(window=200)
         self.rate = RateMeter()
         self.last_error = ""
@@ -304,6 +305,7 @@ class PolicyNode(LifecycleNode):
         seed = self.p("seed")
 
         def finish(reason: str, success: bool = False):
+            self._publish_stop(reason)
             result.success, result.reason = success, reason
             result.steps_executed, result.chunks_received = steps, steps
             result.duration = time.monotonic() - start
@@ -393,6 +395,21 @@ class PolicyNode(LifecycleNode):
             feedback.last_latency = [StageLatency(stage=k, seconds=float(v)) for k, v in stages.items()]
             feedback.last_grounding = self._grounding_summary()
             goal_handle.publish_feedback(feedback)
+
+    def _publish_stop(self, reason: str) -> None:
+        """An empty chunk (rows = 0) tells the executor the goal ended: it holds at its next tick."""
+        emb = self.embodiment
+        msg = ActionChunk(
+            embodiment=emb.name,
+            dt=emb.control_period,
+            action_space=emb.action_space,
+            rows=0,
+            cols=emb.action_dim,
+        )
+        msg.header = Header(stamp=self.get_clock().now().to_msg(), frame_id=f"stop: {reason}")
+        msg.reference_frame = emb.reference_frame
+        if self.chunk_pub is not None:
+            self.chunk_pub.publish(msg)
 
     def _chunk_message(self, pred, obs_stamp, sequence: int, latency: float, wait: float) -> ActionChunk:
         emb = self.embodiment

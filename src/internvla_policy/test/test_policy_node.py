@@ -71,8 +71,13 @@ def ros():
         executor.add_node(policy)
         executor.add_node(peer)
         camera = Camera(peer, stale=stale)
-        chunks: list[ActionChunk] = []
-        peer.create_subscription(ActionChunk, "action_chunk", chunks.append, 50)
+        chunks: list[ActionChunk] = []  # action chunks; the empty "stop" chunk of a goal's end goes to stops
+        stops: list[ActionChunk] = []
+        peer.create_subscription(
+            ActionChunk, "action_chunk", lambda m: (chunks if m.rows else stops).append(m), 50
+        )
+        policy.test_stops = stops
+        policy.executor = executor
         assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
         client = ActionClient(peer, ExecuteInstruction, "execute_instruction")
@@ -130,7 +135,7 @@ def test_goal_streams_chunks_stamped_with_their_observation_and_finishes(ros):
 
 @pytest.mark.ros
 def test_cancel_stops_the_goal_and_no_chunk_follows(ros):
-    _policy, client, chunks, _ = ros()
+    policy, client, chunks, _ = ros()
     handle = send(client, instruction="wipe the table", max_steps=10000)
     assert wait_for(lambda: len(chunks) >= 2)
     cancel = handle.cancel_goal_async()
@@ -140,6 +145,9 @@ def test_cancel_stops_the_goal_and_no_chunk_follows(ros):
     count = len(chunks)
     time.sleep(0.5)
     assert len(chunks) == count
+    assert (
+        wait_for(lambda: policy.test_stops, 5) and policy.test_stops[-1].header.frame_id == "stop: cancelled"
+    )
 
 
 @pytest.mark.ros
@@ -226,3 +234,57 @@ def test_remote_backend_publishes_the_same_chunk_as_local_for_the_same_model_out
     finally:
         server.shutdown()
         model.close()
+
+
+@pytest.mark.ros
+def test_goal_to_chunks_to_executor_commands_and_cancel_holds_within_one_period(ros):
+    """The whole policy path: action goal -> chunks -> chunk_executor -> JointTrajectory to a robot double."""
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    from internvla_policy.chunk_executor_node import ChunkExecutorNode
+
+    policy, client, _chunks, camera = ros({"embodiment": "franka_real"})
+    peer = camera.node
+    executor_node = ChunkExecutorNode(
+        context=peer.context,
+        parameter_overrides=[
+            Parameter("embodiment", value="franka_real"),
+            Parameter("control_rate_hz", value=20.0),
+            Parameter("dry_run", value=False),
+            Parameter("watchdog_timeout", value=5.0),  # long: the stop chunk, not the watchdog, must hold
+        ],
+    )
+    policy.executor.add_node(executor_node)
+    commands: list = []
+    publish = executor_node._publish
+    executor_node._publish = lambda command, stamp: (
+        commands.append((time.monotonic(), command)),
+        publish(command, stamp),
+    )
+    home = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
+    joint_pub = peer.create_publisher(JointState, "joint_states", 10)
+    trajectories: list = []
+    peer.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", trajectories.append, 10)
+
+    def state() -> None:
+        msg = JointState(name=[f"joint{i}" for i in range(1, 8)], position=home)
+        msg.header.stamp = peer.get_clock().now().to_msg()
+        joint_pub.publish(msg)
+
+    peer.create_timer(0.02, state)
+    assert executor_node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert executor_node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    handle = send(client, instruction="push the block to the left", max_steps=10000)
+    assert wait_for(lambda: any(not c.hold for _, c in commands), 60)
+    assert trajectories  # commands reached the (double of the) joint_trajectory_controller
+    cancel = handle.cancel_goal_async()
+    t_cancel = time.monotonic()
+    assert wait_for(cancel.done, 10)
+    assert wait_for(
+        lambda: any(c.hold and c.reason == "stop: cancelled" for t, c in commands if t >= t_cancel), 5
+    )
+    t_hold = next(t for t, c in commands if t >= t_cancel and c.hold and c.reason == "stop: cancelled")
+    assert all(c.hold for t, c in commands if t > t_hold)  # nothing moves after the hold
+    executor_node.destroy_node()
