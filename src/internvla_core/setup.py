@@ -9,7 +9,10 @@ PACKAGE = "internvla_core"
 
 def share(subdir: str) -> tuple[str, list[str]]:
     """Install every file of a source sub-directory under share/<package>/<subdir>."""
-    return (f"share/{PACKAGE}/{subdir}", sorted(f for f in glob(f"{subdir}/*") if "." in f.rsplit("/", 1)[-1]))
+    return (
+        f"share/{PACKAGE}/{subdir}",
+        sorted(f for f in glob(f"{subdir}/*") if "." in f.rsplit("/", 1)[-1]),
+    )
 
 
 setup(
