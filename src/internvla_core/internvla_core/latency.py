@@ -95,6 +95,15 @@ class RollingStats:
         return {key: self.summary(key) for key in self.keys()}
 
 
+def latency_items(stats: RollingStats) -> list[tuple[str, str]]:
+    """(key, value) pairs "<stage>_p50_ms" / "<stage>_p95_ms" for every stage: what /diagnostics shows."""
+    items: list[tuple[str, str]] = []
+    for key, summary in stats.summaries().items():
+        items.append((f"{key}_p50_ms", f"{1e3 * summary['p50']:.1f}"))
+        items.append((f"{key}_p95_ms", f"{1e3 * summary['p95']:.1f}"))
+    return items
+
+
 class RateMeter:
     """Measures the rate and period jitter of a periodic event (a control loop tick, a publisher)."""
 

@@ -42,3 +42,12 @@ def test_rate_meter_reports_rate_and_jitter_against_the_expected_period():
     jitter = meter.jitter()
     assert jitter["max"] == pytest.approx(0.05)
     assert jitter["p50"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_latency_items_name_each_stage_percentile_in_milliseconds():
+    from internvla_core.latency import latency_items
+
+    stats = RollingStats()
+    for value in (0.010, 0.020, 0.030):
+        stats.add("vlm", value)
+    assert latency_items(stats) == [("vlm_p50_ms", "20.0"), ("vlm_p95_ms", "29.0")]

@@ -34,7 +34,7 @@ from internvla_core.image_conversion import (
     image_to_rgb,
     rgb_to_image_fields,
 )
-from internvla_core.latency import RateMeter, RollingStats, StageTimer
+from internvla_core.latency import RateMeter, RollingStats, StageTimer, latency_items
 from internvla_msgs.msg import Grounding
 from internvla_msgs.srv import Ground
 
@@ -483,9 +483,7 @@ class GroundingNode(LifecycleNode):
         status.level = DiagnosticStatus.WARN if self.last_error else DiagnosticStatus.OK
         status.message = self.last_error or ("active" if self._active else "inactive")
         values = [KeyValue(key="rate_hz", value=f"{self.rate.rate():.2f}")]
-        for key, s in self.stats.summaries().items():
-            values.append(KeyValue(key=f"{key}_p50_ms", value=f"{1e3 * s['p50']:.1f}"))
-            values.append(KeyValue(key=f"{key}_p95_ms", value=f"{1e3 * s['p95']:.1f}"))
+        values += [KeyValue(key=k, value=v) for k, v in latency_items(self.stats)]
         status.values = values
         self.diag_pub.publish(
             DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])

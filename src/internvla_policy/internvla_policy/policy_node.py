@@ -29,7 +29,7 @@ from std_msgs.msg import Bool, Header
 
 from internvla_core.embodiments import get_embodiment
 from internvla_core.image_conversion import ImageConversionError, image_to_rgb
-from internvla_core.latency import RateMeter, RollingStats
+from internvla_core.latency import RateMeter, RollingStats, latency_items
 from internvla_msgs.action import ExecuteInstruction
 from internvla_msgs.msg import ActionChunk, Grounding, StageLatency
 
@@ -445,9 +445,7 @@ class PolicyNode(LifecycleNode):
             KeyValue(key="embodiment", value=self.embodiment.name),
             KeyValue(key="backend", value=self.p("backend")),
         ]
-        for key, s in self.stats.summaries().items():
-            values.append(KeyValue(key=f"{key}_p50_ms", value=f"{1e3 * s['p50']:.1f}"))
-            values.append(KeyValue(key=f"{key}_p95_ms", value=f"{1e3 * s['p95']:.1f}"))
+        values += [KeyValue(key=k, value=v) for k, v in latency_items(self.stats)]
         status.values = values
         self.diag_pub.publish(
             DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
