@@ -26,15 +26,16 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64, Header
+from std_msgs.msg import Bool, Float64, Header, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from internvla_core.embodiments import get_embodiment
 from internvla_core.executor_core import Command, ExecutorConfig, ExecutorCore
 from internvla_core.latency import RateMeter
 from internvla_core.rotations import matrix_to_quaternion, quaternion_to_matrix
-from internvla_core.safety import SafetyLimits
+from internvla_core.safety import SafetyFilter, SafetyLimits
 from internvla_msgs.msg import ActionChunk
 
 from .params import declare
@@ -95,8 +96,13 @@ class ChunkExecutorNode(LifecycleNode):
             "timer",
             "timer (realtime) or state (one tick per joint_states stamp: lock-step sim)",
         )
-        declare(self, "robot", "panda", "IK model: 'panda' (bundled), or 'urdf' to use robot_description")
-        declare(self, "robot_description", "", "URDF XML for IK when robot is 'urdf'")
+        declare(self, "robot", "panda", "IK model: 'panda' (bundled Menagerie Panda) or 'urdf'")
+        declare(
+            self,
+            "robot_description",
+            "",
+            "URDF XML for IK when robot is 'urdf'; empty = wait for the robot_description topic",
+        )
         declare(self, "ee_frame", "hand", "end-effector frame of the IK model")
         declare(self, "arm_joints", PANDA_JOINTS, "arm joint names in command order")
         declare(
@@ -171,10 +177,9 @@ class ChunkExecutorNode(LifecycleNode):
                 raise ValueError(f"backend must be joint_trajectory or servo, got '{self.p('backend')}'")
             if self.p("tick_source") not in ("timer", "state"):
                 raise ValueError(f"tick_source must be timer or state, got '{self.p('tick_source')}'")
+            self.core = ExecutorCore(self.embodiment, config, None)
             if ik is not None:
-                limits = replace(limits, joint_lower=tuple(ik.lower), joint_upper=tuple(ik.upper))
-                config = replace(config, limits=limits)
-            self.core = ExecutorCore(self.embodiment, config, ik)
+                self._install_ik(ik)
         except Exception as exc:
             self.get_logger().error(f"cannot configure the executor: {exc}")
             return TransitionCallbackReturn.FAILURE
@@ -186,6 +191,14 @@ class ChunkExecutorNode(LifecycleNode):
             self.create_subscription(PoseStamped, "ee_pose", self._on_pose, 10),
             self.create_subscription(Bool, "estop", self._on_estop, 10),
         ]
+        if self._wants_description_topic():
+            latched = QoSProfile(
+                depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
+            )
+            self._entities.append(
+                self.create_subscription(String, "robot_description", self._on_description, latched)
+            )
+            self.get_logger().info("waiting for the URDF on robot_description before commanding")
         self.traj_pub = self.create_publisher(
             JointTrajectory, f"{self.p('controller_name')}/joint_trajectory", 10
         )
@@ -205,18 +218,46 @@ class ChunkExecutorNode(LifecycleNode):
             )
         return TransitionCallbackReturn.SUCCESS
 
+    def _wants_description_topic(self) -> bool:
+        return (
+            self.p("backend") == "joint_trajectory"
+            and self.p("robot") == "urdf"
+            and not self.p("robot_description")
+        )
+
     def _make_ik(self):
+        """IK from the bundled Panda, the robot_description parameter, or later from the topic (None)."""
         from internvla_core.kinematics import IKSolver
 
         if self.p("robot") == "panda":
             return IKSolver.panda()
         if self.p("robot") == "urdf":
             if not self.p("robot_description"):
-                raise ValueError("robot is 'urdf' but robot_description is empty")
+                return None  # built when the robot_description topic delivers the URDF
             return IKSolver.from_urdf_string(
                 self.p("robot_description"), self.p("ee_frame"), list(self.p("arm_joints"))
             )
         raise ValueError(f"robot must be 'panda' or 'urdf', got '{self.p('robot')}'")
+
+    def _install_ik(self, ik) -> None:
+        """Use this IK model and its joint position limits from now on."""
+        limits = replace(self.core.config.limits, joint_lower=tuple(ik.lower), joint_upper=tuple(ik.upper))
+        self.core.config = replace(self.core.config, limits=limits)
+        self.core.safety = SafetyFilter(limits)
+        self.core.ik = ik
+
+    def _on_description(self, msg: String) -> None:
+        from internvla_core.kinematics import IKSolver
+
+        try:
+            ik = IKSolver.from_urdf_string(msg.data, self.p("ee_frame"), list(self.p("arm_joints")))
+        except Exception as exc:  # a URDF without our frame/joints: say which parameter to fix
+            self.get_logger().error(f"robot_description unusable for IK: {exc} (check ee_frame / arm_joints)")
+            return
+        self._install_ik(ik)
+        self.get_logger().info(
+            f"IK ready from robot_description ({len(ik.arm_joints)} joints, frame {self.p('ee_frame')})"
+        )
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.core.reset(self._now())
@@ -318,6 +359,11 @@ class ChunkExecutorNode(LifecycleNode):
             return
         joints = self._arm_positions()
         pose = self._measured_pose(joints)
+        if self.p("backend") == "joint_trajectory" and self.core.ik is None:
+            self.get_logger().warning(
+                "no IK model yet (waiting for robot_description): not commanding", throttle_duration_sec=5.0
+            )
+            return
         if pose is None or (self.p("backend") == "joint_trajectory" and joints is None):
             self.get_logger().warning(
                 "no robot state yet (joint_states / ee_pose): not commanding", throttle_duration_sec=5.0

@@ -204,3 +204,43 @@ def test_lockstep_ticks_once_per_state_stamp_in_ensemble_mode(ros):
         assert robot.got["traj"][k].header.stamp.sec == 100 + k
     time.sleep(0.2)
     assert len(robot.got["traj"]) == 3
+
+
+TWO_LINK_URDF = """<robot name="two_link">
+  <link name="base_link"/>
+  <link name="link1"><inertial><mass value="1"/><inertia ixx="0.01" iyy="0.01" izz="0.01" ixy="0" ixz="0" iyz="0"/></inertial></link>
+  <link name="link2"><inertial><mass value="1"/><inertia ixx="0.01" iyy="0.01" izz="0.01" ixy="0" ixz="0" iyz="0"/></inertial></link>
+  <link name="tool0"/>
+  <joint name="j1" type="revolute"><parent link="base_link"/><child link="link1"/><origin xyz="0 0 0.3"/>
+    <axis xyz="0 0 1"/><limit lower="-3" upper="3" effort="10" velocity="2"/></joint>
+  <joint name="j2" type="revolute"><parent link="link1"/><child link="link2"/><origin xyz="0 0 0.2"/>
+    <axis xyz="0 1 0"/><limit lower="-2" upper="2" effort="10" velocity="2"/></joint>
+  <joint name="tool" type="fixed"><parent link="link2"/><child link="tool0"/><origin xyz="0.4 0 0"/></joint>
+</robot>"""
+
+
+@pytest.mark.ros
+def test_ik_comes_from_the_robot_description_topic_when_no_urdf_parameter_is_given(ros):
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from std_msgs.msg import String
+
+    params = {**BASE, "robot": "urdf", "ee_frame": "tool0", "arm_joints": ["j1", "j2"]}
+    node, robot = ros(params, auto_state=False)
+    peer = robot.node
+
+    def state() -> None:
+        msg = JointState(name=["j1", "j2"], position=[0.0, 0.3])
+        msg.header.stamp = peer.get_clock().now().to_msg()
+        robot.joint_pub.publish(msg)
+
+    peer.create_timer(0.02, state)
+    robot.chunk(np.repeat(STEP, 200, axis=0))
+    time.sleep(0.3)
+    assert node.core.ik is None and robot.got["traj"] == []  # no IK model: nothing is commanded
+    latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    peer.create_publisher(String, "robot_description", latched).publish(String(data=TWO_LINK_URDF))
+    assert wait_for(lambda: node.core.ik is not None)
+    assert wait_for(lambda: robot.got["traj"])
+    traj = robot.got["traj"][-1]
+    assert traj.joint_names == ["j1", "j2"]
+    assert node.core.config.limits.joint_upper == (3.0, 2.0)  # limits taken from the URDF
