@@ -1,0 +1,139 @@
+"""The simulator without ROS: reset a seeded task, command joints and gripper, step, observe, check success.
+
+Control: the 7 arm joints and the gripper are position controlled by the Menagerie actuators
+(``apply_joint_targets``); ``step`` advances one control period (physics at 2 ms). Observations are
+what real drivers publish: RGB (and depth in metres) of a third-person and a wrist camera, joint
+positions, the hand pose in the base frame, and the sim time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .scene import ARM_JOINTS, BLOCK_HALF, GRIPPER_OPEN_CTRL, HOME_Q, build_model, intrinsics
+from .tasks import get_task, random_layout
+
+FINGER_JOINTS = ["finger_joint1", "finger_joint2"]
+OBJECTS = ["plate", "red_block", "green_block", "blue_block"]
+
+
+class SimEnv:
+    def __init__(
+        self,
+        task: str = "red_on_plate",
+        seed: int = 0,
+        control_dt: float = 0.1,
+        width: int = 320,
+        height: int = 240,
+        wrist: bool = True,
+    ) -> None:
+        import mujoco
+
+        self.mujoco = mujoco
+        self.model, self.cameras = build_model(width, height, wrist)
+        self.data = mujoco.MjData(self.model)
+        self.control_dt = control_dt
+        self.substeps = max(1, round(control_dt / self.model.opt.timestep))
+        self.task = get_task(task)
+        self._renderer = None
+        self._arm_qpos = [self.model.joint(j).qposadr[0] for j in ARM_JOINTS]
+        self._finger_qpos = [self.model.joint(j).qposadr[0] for j in FINGER_JOINTS]
+        self._hand = self.model.body("hand").id
+        self.reset(seed)
+
+    # ----------------------------------------------------------------------------------------- episode
+    def reset(self, seed: int | None = None, task: str | None = None) -> None:
+        mujoco = self.mujoco
+        if task is not None:
+            self.task = get_task(task)
+        rng = np.random.default_rng(seed)
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[self._arm_qpos] = HOME_Q
+        self.data.qpos[self._finger_qpos] = 0.04
+        layout = random_layout(rng)
+        self.model.body("plate").pos[:2] = layout["plate"]
+        for name in ("red_block", "green_block", "blue_block"):
+            adr = self.model.joint(f"{name}_joint").qposadr[0]
+            self.data.qpos[adr : adr + 3] = [*layout[name], BLOCK_HALF]
+            self.data.qpos[adr + 3 : adr + 7] = [1, 0, 0, 0]
+        self.data.ctrl[:7] = HOME_Q
+        self.data.ctrl[7] = GRIPPER_OPEN_CTRL
+        mujoco.mj_forward(self.model, self.data)
+        for _ in range(50):  # let the objects settle
+            mujoco.mj_step(self.model, self.data)
+        self.steps = 0
+        self.start_positions = self.object_positions()
+
+    # ----------------------------------------------------------------------------------------- control
+    def apply_joint_targets(self, q: np.ndarray | None = None, gripper_opening: float | None = None) -> None:
+        """Arm joint position targets (7) and/or gripper opening 0 (closed) .. 1 (open). NaN is refused."""
+        if q is not None:
+            q = np.asarray(q, dtype=np.float64)
+            if q.shape != (7,) or not np.all(np.isfinite(q)):
+                raise ValueError(f"joint targets must be 7 finite values, got {q}")
+            low, high = self.model.actuator_ctrlrange[:7, 0], self.model.actuator_ctrlrange[:7, 1]
+            self.data.ctrl[:7] = np.clip(q, low, high)
+        if gripper_opening is not None:
+            if not np.isfinite(gripper_opening):
+                raise ValueError("gripper opening must be finite")
+            self.data.ctrl[7] = float(np.clip(gripper_opening, 0.0, 1.0)) * GRIPPER_OPEN_CTRL
+
+    def step(self) -> None:
+        for _ in range(self.substeps):
+            self.mujoco.mj_step(self.model, self.data)
+        self.steps += 1
+
+    # ----------------------------------------------------------------------------------------- state
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    def arm_positions(self) -> np.ndarray:
+        return self.data.qpos[self._arm_qpos].copy()
+
+    def finger_positions(self) -> np.ndarray:
+        return self.data.qpos[self._finger_qpos].copy()
+
+    def hand_pose(self) -> np.ndarray:
+        pose = np.eye(4)
+        pose[:3, :3] = self.data.xmat[self._hand].reshape(3, 3)
+        pose[:3, 3] = self.data.xpos[self._hand]
+        return pose
+
+    def object_positions(self) -> dict[str, np.ndarray]:
+        return {name: self.data.xpos[self.model.body(name).id].copy() for name in OBJECTS}
+
+    def success(self) -> bool:
+        return self.task.success(self.object_positions(), self.start_positions)
+
+    # ----------------------------------------------------------------------------------------- sensors
+    def render(self, camera: str = "third_person", depth: bool = False) -> np.ndarray:
+        """RGB uint8 [H, W, 3] or depth float32 metres [H, W] of a named camera."""
+        spec = next(c for c in self.cameras if c.name == camera)
+        if self._renderer is None:
+            self._renderer = self.mujoco.Renderer(self.model, spec.height, spec.width)
+        if depth:
+            self._renderer.enable_depth_rendering()
+        self._renderer.update_scene(self.data, camera=camera)
+        image = self._renderer.render()
+        if depth:
+            self._renderer.disable_depth_rendering()
+            return image.astype(np.float32)
+        return image
+
+    def camera_intrinsics(self, camera: str = "third_person") -> np.ndarray:
+        return intrinsics(next(c for c in self.cameras if c.name == camera))
+
+    def camera_pose(self, camera: str = "third_person") -> np.ndarray:
+        """Optical-frame pose in the base frame (x right, y down, z forward, REP 103 '_optical')."""
+        cam = self.model.camera(camera).id
+        pose = np.eye(4)
+        # MuJoCo cameras look along -z with y up; the optical frame flips y and z
+        pose[:3, :3] = self.data.cam_xmat[cam].reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])
+        pose[:3, 3] = self.data.cam_xpos[cam]
+        return pose
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
