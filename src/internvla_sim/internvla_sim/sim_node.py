@@ -1,0 +1,244 @@
+"""sim_node: the MuJoCo scene behind the interfaces real drivers and controllers expose.
+
+Publishes (relative names): camera/image_raw (rgb8), camera/depth/image_raw (32FC1 m),
+camera/camera_info, wrist_camera/image_raw + camera_info (when render_wrist), joint_states, ee_pose
+(PoseStamped of the hand in the base frame), task/success and task/instruction (latched), /clock.
+Accepts: <controller_name>/joint_trajectory (first point, matched by joint name) and gripper/command
+(std_msgs/Float64 opening 0..1).
+
+Clocks (docs/graph-contract.md): ``lockstep`` publishes the observation of step k and advances only
+when a command stamped >= t_k arrived (or after ``lockstep_timeout`` wall seconds, holding the last
+command and saying so once); ``realtime`` steps on the wall clock whatever the controllers do. Physics
+and rendering run on a worker thread, never in a subscription callback.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Bool, Float64, Header, String
+from trajectory_msgs.msg import JointTrajectory
+
+from internvla_core.image_conversion import depth_to_image_fields, rgb_to_image_fields
+from internvla_core.rotations import matrix_to_quaternion
+
+from .env import FINGER_JOINTS, SimEnv
+from .scene import ARM_JOINTS
+from .tasks import TASKS
+
+BASE_FRAME = "panda_link0"
+
+
+def sim_stamp(seconds: float) -> Time:
+    sec = int(seconds)
+    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+
+
+class SimNode(Node):
+    def __init__(self, node_name: str = "sim", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        from rcl_interfaces.msg import ParameterDescriptor
+
+        def declare(name, default, text):
+            self.declare_parameter(name, default, ParameterDescriptor(description=text))
+
+        declare("task", "red_on_plate", f"one of {sorted(TASKS)}")
+        declare("seed", 0, "layout seed")
+        declare("clock_mode", "lockstep", "lockstep (advance when the controller answered) or realtime")
+        declare("control_rate_hz", 10.0, "control steps per simulated second")
+        declare("width", 320, "camera image width [px]")
+        declare("height", 240, "camera image height [px]")
+        declare("render_wrist", False, "also render the wrist camera (costs one more frame per step)")
+        declare("publish_depth", True, "publish camera/depth/image_raw (32FC1 metres)")
+        declare("lockstep_timeout", 10.0, "wall seconds to wait for a command before advancing anyway")
+        declare(
+            "controller_name",
+            "arm_controller",
+            "trajectories are read from <controller_name>/joint_trajectory",
+        )
+        p = lambda name: self.get_parameter(name).value  # noqa: E731
+        self.clock_mode = p("clock_mode")
+        if self.clock_mode not in ("lockstep", "realtime"):
+            raise ValueError(f"clock_mode must be lockstep or realtime, got '{self.clock_mode}'")
+        self.env = SimEnv(
+            p("task"), p("seed"), 1.0 / p("control_rate_hz"), p("width"), p("height"), p("render_wrist")
+        )
+        self.render_wrist, self.publish_depth = p("render_wrist"), p("publish_depth")
+        self.lockstep_timeout = p("lockstep_timeout")
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub = {
+            "image": self.create_publisher(Image, "camera/image_raw", 2),
+            "depth": self.create_publisher(Image, "camera/depth/image_raw", 2),
+            "info": self.create_publisher(CameraInfo, "camera/camera_info", 2),
+            "wrist": self.create_publisher(Image, "wrist_camera/image_raw", 2),
+            "wrist_info": self.create_publisher(CameraInfo, "wrist_camera/camera_info", 2),
+            "joints": self.create_publisher(JointState, "joint_states", 10),
+            "pose": self.create_publisher(PoseStamped, "ee_pose", 10),
+            "clock": self.create_publisher(Clock, "/clock", 10),
+            "success": self.create_publisher(Bool, "task/success", latched),
+            "instruction": self.create_publisher(String, "task/instruction", latched),
+        }
+        self.create_subscription(
+            JointTrajectory, f"{p('controller_name')}/joint_trajectory", self._on_trajectory, 10
+        )
+        self.create_subscription(Float64, "gripper/command", self._on_gripper, 10)
+        self._lock = threading.Condition()
+        self._pending_q: np.ndarray | None = None
+        self._pending_gripper: float | None = None
+        self._command_stamp = -1.0
+        self.steps = 0
+        self.lockstep_timeouts = 0
+        self._stop = threading.Event()
+        self.pub["instruction"].publish(String(data=self.env.task.instruction))
+        self._worker = threading.Thread(target=self._run, name="sim_worker", daemon=True)
+        self._worker.start()
+
+    # ----------------------------------------------------------------------------------- commands
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        if not msg.points:
+            return
+        positions = dict(zip(msg.joint_names, msg.points[0].positions))
+        missing = [j for j in ARM_JOINTS if j not in positions]
+        values = np.array([positions.get(j, np.nan) for j in ARM_JOINTS])
+        if missing or not np.all(np.isfinite(values)):
+            self.get_logger().warning(
+                f"trajectory ignored: needs finite positions for {ARM_JOINTS} (missing {missing})",
+                throttle_duration_sec=5.0,
+            )
+            return
+        with self._lock:
+            self._pending_q = values
+            self._command_stamp = max(
+                self._command_stamp, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            )
+            self._lock.notify_all()
+
+    def _on_gripper(self, msg: Float64) -> None:
+        if not np.isfinite(msg.data):
+            self.get_logger().warning("gripper command ignored: not finite", throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self._pending_gripper = float(msg.data)
+
+    # ----------------------------------------------------------------------------------- loop
+    def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self.env.close()  # the renderer's GL context belongs to this thread
+
+    def _loop(self) -> None:
+        last_success = None
+        while not self._stop.is_set() and rclpy.ok(context=self.context):
+            t_k = self.env.time
+            self._publish_observation(t_k)
+            success = self.env.success()
+            if success != last_success:
+                self.pub["success"].publish(Bool(data=success))
+                last_success = success
+            wall_start = time.monotonic()
+            with self._lock:
+                if self.clock_mode == "lockstep":
+                    answered = False
+                    while not answered and time.monotonic() - wall_start < self.lockstep_timeout:
+                        answered = self._lock.wait_for(
+                            lambda t_k=t_k: self._stop.is_set() or self._command_stamp >= t_k - 1e-9,
+                            timeout=1.0,
+                        )
+                        if not answered:  # late joiners get the current observation again (same stamp)
+                            self._lock.release()
+                            try:
+                                self._publish_observation(t_k)
+                            finally:
+                                self._lock.acquire()
+                    if not answered:
+                        self.lockstep_timeouts += 1
+                        if self.lockstep_timeouts == 1:
+                            self.get_logger().warning(
+                                f"lockstep: no command for step {self.steps} within {self.lockstep_timeout} s; "
+                                "holding and advancing"
+                            )
+                self.env.apply_joint_targets(self._pending_q, self._pending_gripper)
+            if self._stop.is_set():
+                return
+            self.env.step()
+            self.steps += 1
+            if self.clock_mode == "realtime":
+                time.sleep(max(0.0, self.env.control_dt - (time.monotonic() - wall_start)))
+
+    def _camera_info(self, header: Header, camera: str) -> CameraInfo:
+        k = self.env.camera_intrinsics(camera)
+        spec = next(c for c in self.env.cameras if c.name == camera)
+        info = CameraInfo(header=header, width=spec.width, height=spec.height, distortion_model="plumb_bob")
+        info.d = [0.0] * 5
+        info.k = k.ravel().tolist()
+        info.r = np.eye(3).ravel().tolist()
+        info.p = np.hstack([k, np.zeros((3, 1))]).ravel().tolist()
+        return info
+
+    def _publish_observation(self, t: float) -> None:
+        stamp = sim_stamp(t)
+        self.pub["clock"].publish(Clock(clock=stamp))
+        env = self.env
+        header = Header(stamp=stamp, frame_id="third_person_camera_optical_frame")
+        self.pub["image"].publish(Image(header=header, **rgb_to_image_fields(env.render("third_person"))))
+        if self.publish_depth:
+            self.pub["depth"].publish(
+                Image(header=header, **depth_to_image_fields(env.render("third_person", depth=True)))
+            )
+        self.pub["info"].publish(self._camera_info(header, "third_person"))
+        if self.render_wrist:
+            wrist_header = Header(stamp=stamp, frame_id="wrist_camera_optical_frame")
+            self.pub["wrist"].publish(Image(header=wrist_header, **rgb_to_image_fields(env.render("wrist"))))
+            self.pub["wrist_info"].publish(self._camera_info(wrist_header, "wrist"))
+        pose = env.hand_pose()
+        pose_msg = PoseStamped(header=Header(stamp=stamp, frame_id=BASE_FRAME))
+        pose_msg.pose.position.x, pose_msg.pose.position.y, pose_msg.pose.position.z = (
+            float(v) for v in pose[:3, 3]
+        )
+        q = matrix_to_quaternion(pose[:3, :3])
+        o = pose_msg.pose.orientation
+        o.x, o.y, o.z, o.w = (float(v) for v in q)
+        self.pub["pose"].publish(pose_msg)
+        joints = JointState(header=Header(stamp=stamp, frame_id=BASE_FRAME), name=ARM_JOINTS + FINGER_JOINTS)
+        joints.position = [float(v) for v in np.concatenate([env.arm_positions(), env.finger_positions()])]
+        self.pub["joints"].publish(joints)
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._worker.join(timeout=10)
+
+    def destroy_node(self) -> None:
+        self.close()
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    from rclpy.executors import MultiThreadedExecutor
+
+    rclpy.init(args=args)
+    node = SimNode()
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
