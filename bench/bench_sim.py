@@ -1,0 +1,46 @@
+"""Simulator numbers: render time per frame, physics steps/s, control steps/s with rendering.
+
+source scripts/env.sh && python bench/bench_sim.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    from internvla_sim.env import SimEnv
+
+    env = SimEnv("red_on_plate", seed=0, width=320, height=240, wrist=True)
+    for name, kwargs in (
+        ("rgb third_person", {}),
+        ("depth third_person", {"depth": True}),
+        ("rgb wrist", {"camera": "wrist"}),
+    ):
+        env.render(**kwargs)
+        times = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            env.render(**kwargs)
+            times.append(time.perf_counter() - t0)
+        print(f"{name:20s} {1e3 * np.median(times):7.1f} ms per 320x240 frame")
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        env.mujoco.mj_step(env.model, env.data)
+    print(
+        f"physics              {2000 / (time.perf_counter() - t0):7.0f} steps/s (dt {env.model.opt.timestep * 1e3:.0f} ms)"
+    )
+    t0 = time.perf_counter()
+    for _ in range(20):
+        env.step()
+        env.render()
+        env.render(depth=True)
+    rate = 20 / (time.perf_counter() - t0)
+    print(f"control step + rgb + depth: {rate:.1f} steps/s = {rate * env.control_dt:.2f}x real time")
+    env.close()
+
+
+if __name__ == "__main__":
+    main()
