@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -39,6 +40,24 @@ class IKResult:
     rotation_error: float  # radians
     iterations: int
 
+    @property
+    def error(self) -> float:
+        """One number for logs: position error [m] + rotation error [rad] (both at the solution)."""
+        return self.position_error + self.rotation_error
+
+    def __iter__(self):
+        """Unpacks as ``q, converged, error``."""
+        return iter((self.q, self.converged, self.error))
+
+
+class RobotDescriptionLike(Protocol):
+    """What ``IKSolver.from_description`` reads from internvla_core.robot_assets' RobotDescription."""
+
+    path: Path | str  # kinematics file
+    format: str  # "mjcf" | "urdf"
+    ee_frame: str
+    arm_joints: tuple[str, ...] | list[str]
+
 
 class IKSolver:
     """Damped least-squares IK for one end-effector frame over a subset of joints."""
@@ -54,6 +73,11 @@ class IKSolver:
         if missing:
             names = [model.names[i] for i in range(1, model.njoints)]
             raise ValueError(f"joints {missing} not in the robot model; joints: {names}")
+        multi = [j for j in arm_joints if model.joints[model.getJointId(j)].nq != 1]
+        if multi:
+            raise ValueError(
+                f"joints {multi} are not 1-DoF revolute/prismatic joints (continuous joints are unsupported)"
+            )
         self.model = model
         self.data = model.createData()
         self.ee_id = model.getFrameId(ee_frame)
@@ -78,6 +102,20 @@ class IKSolver:
         return cls(pin.buildModelFromMJCF(str(path)), ee_frame, arm_joints)
 
     @classmethod
+    def from_urdf_file(cls, path: str | Path, ee_frame: str, arm_joints: list[str]) -> IKSolver:
+        import pinocchio as pin
+
+        return cls(pin.buildModelFromUrdf(str(path)), ee_frame, arm_joints)
+
+    @classmethod
+    def from_description(cls, desc: RobotDescriptionLike) -> IKSolver:
+        """IK for a robot description (kinematics file + format, EE frame, arm joints in order)."""
+        builders = {"mjcf": cls.from_mjcf, "urdf": cls.from_urdf_file}
+        if desc.format not in builders:
+            raise ValueError(f"robot description format must be 'mjcf' or 'urdf', got '{desc.format}'")
+        return builders[desc.format](desc.path, desc.ee_frame, list(desc.arm_joints))
+
+    @classmethod
     def panda(cls) -> IKSolver:
         return cls.from_mjcf(panda_mjcf_path(), "hand", [f"joint{i}" for i in range(1, 8)])
 
@@ -98,12 +136,20 @@ class IKSolver:
         max_iters: int = 100,
         tol_pos: float = 1e-4,
         tol_rot: float = 1e-3,
+        tol: float | None = None,
     ) -> IKResult:
-        """Joint positions reaching the 4x4 ``target`` (base frame), starting from ``q_current``."""
+        """Joint positions reaching the 4x4 ``target`` (base frame), starting from ``q_current``.
+
+        Damped least squares in the end-effector frame, each iterate clipped to the joint limits (the
+        solution never leaves them, even when the target is out of reach: then ``converged`` is false
+        and ``q`` is the closest point the iteration found). ``tol`` sets both tolerances at once.
+        """
+        if tol is not None:
+            tol_pos = tol_rot = tol
         pin = self.pin
         q = np.clip(np.asarray(q_current, dtype=np.float64).copy(), self.lower, self.upper)
         target_se3 = pin.SE3(np.asarray(target[:3, :3]), np.asarray(target[:3, 3]))
-        err_p = err_r = float("inf")
+        best = (float("inf"), q, float("inf"), float("inf"))
         for it in range(1, max_iters + 1):
             full = self._full(q)
             pin.framesForwardKinematics(self.model, self.data, full)
@@ -112,11 +158,14 @@ class IKSolver:
             err_p, err_r = float(np.linalg.norm(error[:3])), float(np.linalg.norm(error[3:]))
             if err_p < tol_pos and err_r < tol_rot:
                 return IKResult(q, True, err_p, err_r, it)
+            if err_p + err_r < best[0]:
+                best = (err_p + err_r, q, err_p, err_r)
             jac = pin.computeFrameJacobian(self.model, self.data, full, self.ee_id, pin.ReferenceFrame.LOCAL)
             jac = jac[:, self.v_index]
             dq = jac.T @ np.linalg.solve(jac @ jac.T + self.damping * np.eye(6), error)
             q = np.clip(q + dq, self.lower, self.upper)
-        return IKResult(q, False, err_p, err_r, max_iters)
+        _, q_best, err_p, err_r = best
+        return IKResult(q_best, False, err_p, err_r, max_iters)
 
 
 def pose_error(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

@@ -34,16 +34,21 @@ def matrix_to_axis_angle(rotation: np.ndarray) -> tuple[np.ndarray, float]:
     angle = math.acos(min(1.0, max(-1.0, cos_angle)))
     if angle < 1e-12:
         return np.array([1.0, 0.0, 0.0]), 0.0
-    if math.pi - angle < 1e-6:
-        # near π the antisymmetric part vanishes: take the axis from the symmetric part
-        sym = (rotation + np.eye(3)) / 2.0
-        column = int(np.argmax(np.diag(sym)))
-        axis = sym[:, column] / math.sqrt(max(sym[column, column], 1e-12))
-        return axis / np.linalg.norm(axis), angle
     axis = np.array(
         [rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], rotation[1, 0] - rotation[0, 1]]
     )
-    return axis / np.linalg.norm(axis), angle
+    norm = float(np.linalg.norm(axis))  # = 2 sin(angle)
+    if math.pi - angle < 1e-6 or norm < 1e-9:
+        if angle < math.pi / 2:  # tiny rotation whose antisymmetric part rounded away
+            return np.array([1.0, 0.0, 0.0]), 0.0
+        # near π the antisymmetric part vanishes: take the axis from the symmetric part
+        sym = (rotation + np.eye(3)) / 2.0
+        column = int(np.argmax(np.diag(sym)))
+        from_sym = sym[:, column] / math.sqrt(max(sym[column, column], 1e-12))
+        if float(from_sym @ axis) < 0:  # keep the sign the antisymmetric part still carries
+            from_sym = -from_sym
+        return from_sym / np.linalg.norm(from_sym), angle
+    return axis / norm, angle
 
 
 def rpy_to_rotvec(roll: float, pitch: float, yaw: float) -> np.ndarray:
@@ -93,3 +98,58 @@ def quaternion_to_matrix(quat: np.ndarray) -> np.ndarray:
             [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
         ]
     )
+
+
+def matrix_to_rpy(rotation: np.ndarray) -> tuple[float, float, float]:
+    """Inverse of ``rpy_to_matrix`` (sxyz): pitch in [-π/2, π/2]; at the gimbal lock roll is set to 0."""
+    m = np.asarray(rotation, dtype=np.float64)
+    cos_pitch = math.hypot(m[0, 0], m[1, 0])
+    pitch = math.atan2(-m[2, 0], cos_pitch)
+    if cos_pitch < 1e-9:  # pitch = ±π/2: only roll ∓ yaw is defined; put it all in yaw
+        return 0.0, pitch, math.atan2(-m[0, 1], m[1, 1])
+    return math.atan2(m[2, 1], m[2, 2]), pitch, math.atan2(m[1, 0], m[0, 0])
+
+
+def matrix_to_rotvec(rotation: np.ndarray) -> np.ndarray:
+    """Axis * angle (angle in [0, π]) of a rotation matrix."""
+    axis, angle = matrix_to_axis_angle(np.asarray(rotation, dtype=np.float64))
+    return axis * angle
+
+
+def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product a ⊗ b of (x, y, z, w) quaternions: the rotation b first, then a."""
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return np.array(
+        [
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+            aw * bw - ax * bx - ay * by - az * bz,
+        ]
+    )
+
+
+def make_pose(translation: np.ndarray, rotation: np.ndarray | None = None) -> np.ndarray:
+    """4x4 homogeneous pose from a translation and a 3x3 rotation (identity when omitted)."""
+    pose = np.eye(4)
+    pose[:3, 3] = translation
+    if rotation is not None:
+        pose[:3, :3] = rotation
+    return pose
+
+
+def pose_from_xyz_quat(xyz: np.ndarray, quat_xyzw: np.ndarray) -> np.ndarray:
+    """4x4 pose from a position and an (x, y, z, w) quaternion, as in geometry_msgs/Pose."""
+    return make_pose(np.asarray(xyz, dtype=np.float64), quaternion_to_matrix(quat_xyzw))
+
+
+def pose_to_xyz_quat(pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position, quaternion xyzw with w ≥ 0) of a 4x4 pose."""
+    return np.array(pose[:3, 3], dtype=np.float64), matrix_to_quaternion(pose[:3, :3])
+
+
+def invert_pose(pose: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid transform without a general matrix inverse: (R, p)^-1 = (Rᵀ, -Rᵀp)."""
+    rotation_t = pose[:3, :3].T
+    return make_pose(-rotation_t @ pose[:3, 3], rotation_t)

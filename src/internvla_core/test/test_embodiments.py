@@ -50,6 +50,11 @@ def test_widowx_sends_axis_angle_and_a_signed_gripper():
     out = adapter.convert([0.01, -0.02, 0.03, 0.1, 0.0, 0.0, 0.7])
     np.testing.assert_allclose(out.env_action, [0.01, -0.02, 0.03, 0.1, 0.0, 0.0, 1.0], atol=1e-12)
     assert out.gripper_opening == 1.0 and out.frame == "base"
+    np.testing.assert_allclose(out.translation, [0.01, -0.02, 0.03])  # Bridge deltas are metres already
+    # Rz(90°)·Rx(90°) = 120° about (1, 1, 1)/√3, sent as axis * angle
+    turn = adapter.convert([0, 0, 0, math.pi / 2, 0, math.pi / 2, 0.0])
+    np.testing.assert_allclose(turn.env_action[3:6], np.full(3, 2 * math.pi / 3 / math.sqrt(3)), atol=1e-12)
+    np.testing.assert_allclose(turn.rotation, rpy_to_matrix(math.pi / 2, 0, math.pi / 2))
     assert adapter.convert([0, 0, 0, 0, 0, 0, 0.5]).env_action[6] == -1.0  # strictly greater than 0.5
 
 
@@ -72,8 +77,20 @@ def test_libero_warm_up_then_raw_rotation_and_inverted_gripper():
         np.testing.assert_allclose(adapter.convert(action).env_action, [0, 0, 0, 0, 0, 0, -1])
     out = adapter.convert(action)
     np.testing.assert_allclose(out.env_action, [0.1, 0.2, 0.3, 0.01, 0.02, 0.03, -1.0])
-    np.testing.assert_allclose(out.rotvec, [0.01, 0.02, 0.03])
+    # our EEDelta is in SI units: robosuite's OSC maps 1.0 to 0.05 m and 0.5 rad per step
+    np.testing.assert_allclose(out.translation, [0.005, 0.01, 0.015])
+    np.testing.assert_allclose(out.rotvec, [0.005, 0.01, 0.015])
+    np.testing.assert_allclose(out.rotation, rotvec_to_matrix(out.rotvec))
+    assert out.gripper_opening == 1.0 and out.frame == "base"
     assert emb.flip_images and emb.unnorm_keys == ("franka",)
+
+
+def test_libero_warm_up_can_be_switched_off():
+    adapter = get_embodiment("franka_libero").make_adapter(warmup=False)
+    out = adapter.convert([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    np.testing.assert_allclose(out.env_action, [1.0, 0, 0, 0, 0, 0, 1.0])  # g <= 0.5 -> +1 = close
+    np.testing.assert_allclose(out.translation, [0.05, 0.0, 0.0])
+    assert out.gripper_opening == 0.0
 
 
 def test_tool_frame_deltas_right_multiply_and_base_frame_deltas_translate_in_base_axes():
@@ -101,5 +118,10 @@ def test_unnorm_key_resolution_prefers_the_embodiment_keys_and_explains_failures
     with pytest.raises(UnnormKeyError, match="unnorm_key"):
         widowx.resolve_unnorm_key(["oxe_rt1", "franka"])
     assert set(EMBODIMENTS) == {"widowx_bridge", "google_robot", "franka_libero", "franka_real"}
+    for emb in EMBODIMENTS.values():  # what the policy node stamps into every ActionChunk
+        assert emb.action_dim == len(emb.dimension_names) == 7 and emb.reference_frame in ("base", "tool")
+        assert emb.control_rate_hz > 0 and emb.ensemble_horizon >= 1 and emb.source
+    assert get_embodiment("google_robot").ensemble_horizon == 2
+    assert get_embodiment("widowx_bridge").control_rate_hz == 5.0
     with pytest.raises(KeyError, match="known"):
         get_embodiment("ur5")

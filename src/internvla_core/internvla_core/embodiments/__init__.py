@@ -11,8 +11,8 @@ from .base import (
     ACTION_SPACE,
     DEFAULT_DIMENSIONS,
     ActionAdapter,
+    EEDelta,
     Embodiment,
-    RobotAction,
     compose_delta,
 )
 
@@ -34,8 +34,8 @@ __all__ = [
     "DEFAULT_DIMENSIONS",
     "EMBODIMENTS",
     "ActionAdapter",
+    "EEDelta",
     "Embodiment",
-    "RobotAction",
     "compose_delta",
     "get_embodiment",
 ]

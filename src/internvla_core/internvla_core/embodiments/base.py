@@ -10,7 +10,7 @@ documents its source.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,12 +22,14 @@ ACTION_SPACE = "delta_ee_xyz_rpy_gripper"
 
 
 @dataclass(frozen=True)
-class RobotAction:
-    """One model action interpreted for a robot.
+class EEDelta:
+    """One model action interpreted for a robot: an end-effector delta plus a gripper command.
 
-    translation: metres, in ``frame``; rotation: 3x3 delta rotation in ``frame``; rotvec: the same as
-    axis * angle; gripper_opening: 0 (closed) .. 1 (open), our ROS command convention;
-    env_action: the exact vector upstream's evaluation client would send to its benchmark environment.
+    translation: metres per control step, in ``frame``; rotation: 3x3 delta rotation in ``frame``;
+    rotvec: the same rotation as axis * angle (radians); frame: "base" (robot base axes) or "tool"
+    (current tool axes); gripper_opening: 0 (closed) .. 1 (open), our ROS command convention;
+    env_action: the exact vector upstream's evaluation client would send to its benchmark environment
+    (kept so a benchmark bridge and the tests can compare with upstream).
     """
 
     translation: np.ndarray
@@ -36,6 +38,47 @@ class RobotAction:
     frame: str
     gripper_opening: float
     env_action: np.ndarray
+
+
+class ActionAdapter:
+    """Stateful per-episode conversion of un-normalised model actions (call ``reset`` per episode).
+
+    ``warmup``: send the embodiment's warm-up action for its first ``warmup_steps`` steps (LIBERO's
+    client does so while objects settle); off, every step converts the model's action.
+    """
+
+    def __init__(self, embodiment: Embodiment, warmup: bool = True) -> None:
+        self.embodiment = embodiment
+        self.warmup = warmup
+        self.steps = 0
+
+    def reset(self) -> None:
+        self.steps = 0
+
+    def convert(self, action: np.ndarray) -> EEDelta:
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape[0] != self.embodiment.action_dim:
+            raise ValueError(f"expected {self.embodiment.action_dim} action values, got {action.shape[0]}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN or inf: {action.tolist()}")
+        if self.warmup and self.steps < self.embodiment.warmup_steps:
+            action = self._warmup_model_action()
+        self.steps += 1
+        translation = action[:3] * self.embodiment.translation_scale
+        roll, pitch, yaw = action[3:6] * self.embodiment.rotation_scale
+        rotation = rpy_to_matrix(roll, pitch, yaw)
+        rotvec = rpy_to_rotvec(roll, pitch, yaw)
+        opening = 1.0 if action[6] >= 0.5 else 0.0
+        env = self.env_action(action, rotvec)
+        return EEDelta(translation, rotation, rotvec, self.embodiment.reference_frame, opening, env)
+
+    def _warmup_model_action(self) -> np.ndarray:
+        """The model-space action equivalent of the embodiment's warm-up env action (subclasses)."""
+        return np.zeros(self.embodiment.action_dim)
+
+    def env_action(self, action: np.ndarray, rotvec: np.ndarray) -> np.ndarray:
+        """The benchmark client's action: [xyz, rpy, gripper] unchanged unless overridden."""
+        return action.copy()
 
 
 @dataclass(frozen=True)
@@ -55,7 +98,11 @@ class Embodiment:
     action_dim: int = 7
     dimension_names: tuple[str, ...] = DEFAULT_DIMENSIONS
     action_space: str = ACTION_SPACE
-    adapter_options: dict = field(default_factory=dict)
+    # SI units per model unit: 1 where the dataset logs metres / radians (Bridge, RT-1, real Franka);
+    # LIBERO logs robosuite OSC inputs in [-1, 1] that its controller scales to 0.05 m / 0.5 rad
+    translation_scale: float = 1.0
+    rotation_scale: float = 1.0
+    adapter_class: type[ActionAdapter] = ActionAdapter  # the stateful converter of this embodiment
 
     @property
     def control_period(self) -> float:
@@ -73,47 +120,12 @@ class Embodiment:
             f"has {list(available)}; set the node's unnorm_key parameter to one of those"
         )
 
-    def make_adapter(self) -> ActionAdapter:
-        return ActionAdapter(self)
+    def make_adapter(self, warmup: bool = True) -> ActionAdapter:
+        """A fresh per-episode adapter (``warmup``: honour ``warmup_steps``, see ActionAdapter)."""
+        return self.adapter_class(self, warmup)
 
 
-class ActionAdapter:
-    """Stateful per-episode conversion of un-normalised model actions (call ``reset`` per episode)."""
-
-    def __init__(self, embodiment: Embodiment) -> None:
-        self.embodiment = embodiment
-        self.steps = 0
-
-    def reset(self) -> None:
-        self.steps = 0
-
-    def convert(self, action: np.ndarray) -> RobotAction:
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape[0] != self.embodiment.action_dim:
-            raise ValueError(f"expected {self.embodiment.action_dim} action values, got {action.shape[0]}")
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action contains NaN or inf: {action.tolist()}")
-        if self.steps < self.embodiment.warmup_steps:
-            action = self._warmup_model_action()
-        self.steps += 1
-        translation = action[:3].copy()
-        roll, pitch, yaw = action[3:6]
-        rotation = rpy_to_matrix(roll, pitch, yaw)
-        rotvec = rpy_to_rotvec(roll, pitch, yaw)
-        opening = 1.0 if action[6] >= 0.5 else 0.0
-        env = self.env_action(action, rotvec)
-        return RobotAction(translation, rotation, rotvec, self.embodiment.reference_frame, opening, env)
-
-    def _warmup_model_action(self) -> np.ndarray:
-        """The model-space action equivalent of the embodiment's warm-up env action (subclasses)."""
-        return np.zeros(self.embodiment.action_dim)
-
-    def env_action(self, action: np.ndarray, rotvec: np.ndarray) -> np.ndarray:
-        """The benchmark client's action: [xyz, rpy, gripper] unchanged unless overridden."""
-        return action.copy()
-
-
-def compose_delta(current_pose: np.ndarray, robot_action: RobotAction) -> np.ndarray:
+def compose_delta(current_pose: np.ndarray, robot_action: EEDelta) -> np.ndarray:
     """Target 4x4 pose after applying a delta to ``current_pose`` (4x4, tool in base frame).
 
     base frame: translate in base axes and pre-multiply the rotation (p' = p + d, R' = ΔR·R);

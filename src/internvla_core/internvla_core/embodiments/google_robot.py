@@ -24,8 +24,8 @@ class GoogleRobotAdapter(ActionAdapter):
         self.sticky_value = 0.0
         self.repeat = 0
 
-    def __init__(self, embodiment: Embodiment) -> None:
-        super().__init__(embodiment)
+    def __init__(self, embodiment: Embodiment, warmup: bool = True) -> None:
+        super().__init__(embodiment, warmup)
         self.reset()
 
     def relative_gripper(self, current: float) -> float:
@@ -51,17 +51,13 @@ class GoogleRobotAdapter(ActionAdapter):
         return np.concatenate([action[:3], rotvec, [self.relative_gripper(float(action[6]))]])
 
 
-class _GoogleRobot(Embodiment):
-    def make_adapter(self) -> ActionAdapter:
-        return GoogleRobotAdapter(self)
-
-
-EMBODIMENT = _GoogleRobot(
+EMBODIMENT = Embodiment(
     name="google_robot",
     description="Google robot (RT-1 / fractal dataset conventions, SimplerEnv Google robot)",
     unnorm_keys=("oxe_rt1", "fractal20220817_data"),
     control_rate_hz=3.0,
     ensemble_horizon=2,
     reference_frame="base",
+    adapter_class=GoogleRobotAdapter,
     source="upstream examples/simplerEnv/m1_server.py (google_robot); model spec section 5",
 )

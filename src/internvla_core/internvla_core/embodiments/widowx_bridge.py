@@ -21,17 +21,13 @@ class WidowXBridgeAdapter(ActionAdapter):
         return np.concatenate([action[:3], rotvec, [gripper]])
 
 
-class _WidowX(Embodiment):
-    def make_adapter(self) -> ActionAdapter:
-        return WidowXBridgeAdapter(self)
-
-
-EMBODIMENT = _WidowX(
+EMBODIMENT = Embodiment(
     name="widowx_bridge",
     description="WidowX 250 6DOF, Bridge dataset conventions (SimplerEnv WidowX)",
     unnorm_keys=("oxe_bridge", "bridge_dataset"),
     control_rate_hz=5.0,
     ensemble_horizon=7,
     reference_frame="base",
+    adapter_class=WidowXBridgeAdapter,
     source="upstream examples/simplerEnv/m1_server.py (widowx_bridge); model spec section 5",
 )
