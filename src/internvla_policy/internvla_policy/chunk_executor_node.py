@@ -17,24 +17,28 @@ docs/graph-contract.md).
 
 from __future__ import annotations
 
-from dataclasses import replace
+import threading
+from dataclasses import dataclass, replace
 
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64, Header, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from internvla_core.embodiments import get_embodiment
+from internvla_core.embodiments import EMBODIMENTS, get_embodiment
 from internvla_core.executor_core import Command, ExecutorConfig, ExecutorCore
 from internvla_core.latency import RateMeter
-from internvla_core.rotations import matrix_to_quaternion, quaternion_to_matrix
+from internvla_core.rotations import matrix_to_quaternion, matrix_to_rotvec, quaternion_to_matrix
 from internvla_core.safety import SafetyFilter, SafetyLimits
 from internvla_msgs.msg import ActionChunk
 
@@ -68,14 +72,47 @@ def matrix_to_pose_msg(matrix: np.ndarray, header: Header) -> PoseStamped:
     return msg
 
 
+@dataclass(frozen=True)
+class Settings:
+    """Parameters read once on configure, so the control tick does no parameter lookups."""
+
+    mode: str
+    backend: str
+    tick_source: str
+    dry_run: bool
+    time_from_start: float
+    robot: str
+    ee_frame: str
+    arm_joints: tuple[str, ...]
+
+
 class ChunkExecutorNode(LifecycleNode):
     def __init__(self, node_name: str = "chunk_executor", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
+        self._declare_parameters()
+        self.core: ExecutorCore | None = None
+        self.settings: Settings | None = None
+        self.rate_meter = RateMeter()
+        self._joints: JointState | None = None
+        self._joint_index: dict[str, int] = {}
+        self._pose: PoseStamped | None = None
+        self._estop = False
+        self._active = False
+        self._last_state_stamp: float | None = None
+        self._last_command: Command | None = None
+        self._last_hold_reason = ""
+        self._entities: list = []
+        self.timer = None
+        # one command at a time: a tick running on the control thread must not publish after the hold
+        # that deactivate / e-stop / a stop chunk publishes from another thread
+        self._command_lock = threading.Lock()
+
+    def _declare_parameters(self) -> None:
         declare(
             self,
             "embodiment",
             "widowx_bridge",
-            "how model actions map to the robot (see internvla_core.embodiments)",
+            "how model actions map to the robot: " + ", ".join(EMBODIMENTS),
         )
         declare(
             self,
@@ -87,29 +124,36 @@ class ChunkExecutorNode(LifecycleNode):
             self,
             "backend",
             "joint_trajectory",
-            "joint_trajectory (IK -> JointTrajectory) or servo (PoseStamped to MoveIt Servo)",
+            "joint_trajectory (IK -> JointTrajectory) or servo (PoseStamped + TwistStamped to MoveIt Servo)",
         )
-        declare(self, "control_rate_hz", 0.0, "control rate; 0 = the embodiment's rate", 0.0, 1000.0)
+        declare(self, "control_rate_hz", 0.0, "control rate [Hz]; 0 = the embodiment's rate", 0.0, 1000.0)
         declare(
             self,
             "tick_source",
             "timer",
-            "timer (realtime) or state (one tick per joint_states stamp: lock-step sim)",
+            "timer (realtime) or state (one tick per joint_states stamp: lock-step simulation)",
         )
-        declare(self, "robot", "panda", "IK model: 'panda' (bundled Menagerie Panda) or 'urdf'")
+        declare(
+            self,
+            "robot",
+            "panda",
+            "IK model: 'panda' (bundled Menagerie Panda), 'urdf' (urdf_path, robot_description parameter, "
+            "else the robot_description topic), or a name known to internvla_core.robot_assets",
+        )
+        declare(self, "urdf_path", "", "URDF file for IK when robot is 'urdf' (takes precedence)")
         declare(
             self,
             "robot_description",
             "",
-            "URDF XML for IK when robot is 'urdf'; empty = wait for the robot_description topic",
+            "URDF XML for IK when robot is 'urdf' and urdf_path is empty; empty = wait for the topic",
         )
-        declare(self, "ee_frame", "hand", "end-effector frame of the IK model")
+        declare(self, "ee_frame", "hand", "end-effector frame of the IK model ('panda': hand)")
         declare(self, "arm_joints", PANDA_JOINTS, "arm joint names in command order")
         declare(
             self, "controller_name", "arm_controller", "commands go to <controller_name>/joint_trajectory"
         )
-        declare(self, "workspace_min", [0.1, -0.6, 0.02], "workspace box lower corner in the base frame [m]")
-        declare(self, "workspace_max", [0.8, 0.6, 0.9], "workspace box upper corner in the base frame [m]")
+        declare(self, "workspace_min", [0.1, -0.6, 0.02], "workspace box lower corner, robot base frame [m]")
+        declare(self, "workspace_max", [0.8, 0.6, 0.9], "workspace box upper corner, robot base frame [m]")
         declare(
             self,
             "max_translation_per_step",
@@ -126,7 +170,19 @@ class ChunkExecutorNode(LifecycleNode):
             0.0001,
             3.14,
         )
-        declare(self, "max_joint_velocity", 1.0, "joint speed limit [rad/s] applied to IK output", 0.01, 10.0)
+        declare(self, "max_joint_velocity", 1.0, "joint speed limit applied to IK output [rad/s]", 0.01, 10.0)
+        for name, side in (("joint_lower", "lower"), ("joint_upper", "upper")):
+            # no default: unset = the IK model's limits; set = one value per arm joint (never wider)
+            self.declare_parameter(
+                name,
+                Parameter.Type.DOUBLE_ARRAY,
+                ParameterDescriptor(
+                    type=ParameterType.PARAMETER_DOUBLE_ARRAY,
+                    description=f"joint position {side} limits [rad], one per arm joint; unset = the IK model's",
+                ),
+            )
+        declare(self, "gripper_min", 0.0, "smallest gripper opening sent (0 = fully closed)", 0.0, 1.0)
+        declare(self, "gripper_max", 1.0, "largest gripper opening sent (1 = fully open)", 0.0, 1.0)
         declare(
             self, "watchdog_timeout", 1.0, "hold when no fresh chunk arrived for this long [s]", 0.01, 60.0
         )
@@ -135,20 +191,28 @@ class ChunkExecutorNode(LifecycleNode):
         )
         declare(
             self,
+            "seam_max_change",
+            0.0,
+            "chunk mode: largest change of a motion action dimension per step after a chunk switch "
+            "(model units); 0 = off",
+            0.0,
+            10.0,
+        )
+        declare(
+            self,
+            "embodiment_warmup",
+            True,
+            "send the embodiment's warm-up action first, as upstream's client (LIBERO: 10 still steps)",
+        )
+        declare(
+            self,
             "dry_run",
             True,
             "publish only executor/preview*: send nothing to the robot (default true: safe)",
         )
-        declare(self, "time_from_start", 0.0, "JointTrajectory point time; 0 = one control period", 0.0, 10.0)
-        self.core: ExecutorCore | None = None
-        self.rate_meter = RateMeter()
-        self._joints: JointState | None = None
-        self._pose: PoseStamped | None = None
-        self._estop = False
-        self._active = False
-        self._last_state_stamp: float | None = None
-        self._last_command: Command | None = None
-        self._entities: list = []
+        declare(
+            self, "time_from_start", 0.0, "JointTrajectory point time [s]; 0 = one control period", 0.0, 10.0
+        )
 
     def p(self, name: str):
         return self.get_parameter(name).value
@@ -157,6 +221,11 @@ class ChunkExecutorNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.embodiment = get_embodiment(self.p("embodiment"))
+            backend, tick_source = self.p("backend"), self.p("tick_source")
+            if backend not in ("joint_trajectory", "servo"):
+                raise ValueError(f"backend must be joint_trajectory or servo, got '{backend}'")
+            if tick_source not in ("timer", "state"):
+                raise ValueError(f"tick_source must be timer or state, got '{tick_source}'")
             rate = self.p("control_rate_hz") or self.embodiment.control_rate_hz
             limits = SafetyLimits(
                 workspace_min=tuple(self.p("workspace_min")),
@@ -164,24 +233,35 @@ class ChunkExecutorNode(LifecycleNode):
                 max_translation_per_step=self.p("max_translation_per_step"),
                 max_rotation_per_step=self.p("max_rotation_per_step"),
                 max_joint_velocity=self.p("max_joint_velocity"),
+                gripper_min=self.p("gripper_min"),
+                gripper_max=self.p("gripper_max"),
             )
             config = ExecutorConfig(
                 mode=self.p("mode"),
                 control_period=1.0 / rate,
                 watchdog_timeout=self.p("watchdog_timeout"),
                 blend_steps=self.p("seam_blend_steps"),
+                seam_max_change=self.p("seam_max_change"),
+                warmup=self.p("embodiment_warmup"),
                 limits=limits,
             )
-            ik = self._make_ik() if self.p("backend") == "joint_trajectory" else None
-            if self.p("backend") not in ("joint_trajectory", "servo"):
-                raise ValueError(f"backend must be joint_trajectory or servo, got '{self.p('backend')}'")
-            if self.p("tick_source") not in ("timer", "state"):
-                raise ValueError(f"tick_source must be timer or state, got '{self.p('tick_source')}'")
+            self.settings = Settings(
+                mode=config.mode,
+                backend=backend,
+                tick_source=tick_source,
+                dry_run=self.p("dry_run"),
+                time_from_start=self.p("time_from_start") or config.control_period,
+                robot=self.p("robot"),
+                ee_frame=self.p("ee_frame"),
+                arm_joints=tuple(self.p("arm_joints")),
+            )
             self.core = ExecutorCore(self.embodiment, config, None)
+            ik = self._make_ik() if backend == "joint_trajectory" else None
             if ik is not None:
                 self._install_ik(ik)
-        except Exception as exc:
+        except Exception as exc:  # bad parameters / robot model: refuse the transition, say why
             self.get_logger().error(f"cannot configure the executor: {exc}")
+            self.core = None
             return TransitionCallbackReturn.FAILURE
         self.period = config.control_period
         self.rate_meter = RateMeter(expected_period=self.period)
@@ -212,7 +292,7 @@ class ChunkExecutorNode(LifecycleNode):
         self.diag_timer = self.create_timer(
             1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
         )
-        if self.p("dry_run"):
+        if self.settings.dry_run:
             self.get_logger().warning(
                 "dry_run is true: commands go to executor/preview only (set dry_run:=false to move the robot)"
             )
@@ -220,28 +300,52 @@ class ChunkExecutorNode(LifecycleNode):
 
     def _wants_description_topic(self) -> bool:
         return (
-            self.p("backend") == "joint_trajectory"
-            and self.p("robot") == "urdf"
+            self.settings.backend == "joint_trajectory"
+            and self.settings.robot == "urdf"
+            and not self.p("urdf_path")
             and not self.p("robot_description")
         )
 
     def _make_ik(self):
-        """IK from the bundled Panda, the robot_description parameter, or later from the topic (None)."""
+        """IK from the bundled Panda, a URDF (file, parameter, later the topic) or robot_assets."""
         from internvla_core.kinematics import IKSolver
 
-        if self.p("robot") == "panda":
+        robot, joints, frame = self.settings.robot, list(self.settings.arm_joints), self.settings.ee_frame
+        if robot == "panda":
             return IKSolver.panda()
-        if self.p("robot") == "urdf":
-            if not self.p("robot_description"):
-                return None  # built when the robot_description topic delivers the URDF
-            return IKSolver.from_urdf_string(
-                self.p("robot_description"), self.p("ee_frame"), list(self.p("arm_joints"))
-            )
-        raise ValueError(f"robot must be 'panda' or 'urdf', got '{self.p('robot')}'")
+        if robot == "urdf":
+            if self.p("urdf_path"):
+                return IKSolver.from_urdf_file(self.p("urdf_path"), frame, joints)
+            if self.p("robot_description"):
+                return IKSolver.from_urdf_string(self.p("robot_description"), frame, joints)
+            return None  # built when the robot_description topic delivers the URDF
+        try:
+            from internvla_core.robot_assets import robot_description
+        except ImportError as exc:
+            raise ValueError(
+                f"robot '{robot}' needs internvla_core.robot_assets ({exc}); use robot:=panda or robot:=urdf"
+            ) from None
+        desc = robot_description(robot)
+        ik = IKSolver.from_description(desc)
+        # the description names the arm joints and the end effector: use them for commands too
+        self.settings = replace(self.settings, arm_joints=tuple(desc.arm_joints), ee_frame=desc.ee_frame)
+        return ik
 
     def _install_ik(self, ik) -> None:
-        """Use this IK model and its joint position limits from now on."""
-        limits = replace(self.core.config.limits, joint_lower=tuple(ik.lower), joint_upper=tuple(ik.upper))
+        """Use this IK model and its joint position limits (or the configured ones) from now on."""
+        lower, upper = tuple(ik.lower), tuple(ik.upper)
+        for name, model_limits in (("joint_lower", lower), ("joint_upper", upper)):
+            try:
+                configured = list(self.p(name))
+            except ParameterUninitializedException:
+                continue
+            if len(configured) != len(model_limits):
+                raise ValueError(f"{name} needs {len(model_limits)} values (one per arm joint)")
+            if name == "joint_lower":  # never wider than the robot model allows
+                lower = tuple(max(a, b) for a, b in zip(configured, model_limits))
+            else:
+                upper = tuple(min(a, b) for a, b in zip(configured, model_limits))
+        limits = replace(self.core.config.limits, joint_lower=lower, joint_upper=upper)
         self.core.config = replace(self.core.config, limits=limits)
         self.core.safety = SafetyFilter(limits)
         self.core.ik = ik
@@ -249,36 +353,52 @@ class ChunkExecutorNode(LifecycleNode):
     def _on_description(self, msg: String) -> None:
         from internvla_core.kinematics import IKSolver
 
-        try:
-            ik = IKSolver.from_urdf_string(msg.data, self.p("ee_frame"), list(self.p("arm_joints")))
-        except Exception as exc:  # a URDF without our frame/joints: say which parameter to fix
-            self.get_logger().error(f"robot_description unusable for IK: {exc} (check ee_frame / arm_joints)")
+        if self.core is None:
             return
-        self._install_ik(ik)
+        try:
+            ik = IKSolver.from_urdf_string(msg.data, self.settings.ee_frame, list(self.settings.arm_joints))
+            self._install_ik(ik)
+        except Exception as exc:  # a URDF without our frame/joints: say which parameter to fix
+            self.get_logger().error(
+                f"robot_description unusable for IK: {exc} (check ee_frame / arm_joints / joint limits)"
+            )
+            return
         self.get_logger().info(
-            f"IK ready from robot_description ({len(ik.arm_joints)} joints, frame {self.p('ee_frame')})"
+            f"IK ready from robot_description ({len(ik.arm_joints)} joints, frame {self.settings.ee_frame})"
         )
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.core.reset(self._now())
         self._active = True
         self.timer = None
-        if self.p("tick_source") == "timer":
+        if self.settings.tick_source == "timer":
             self.timer = self.create_timer(self.period, self._tick, callback_group=self.control_group)
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
+        with self._command_lock:
+            self._active = False
+            self._publish_hold("deactivated")
         if self.timer is not None:
             self.destroy_timer(self.timer)
             self.timer = None
-        self._publish_hold("deactivated")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         for entity in self._entities:
             self.destroy_subscription(entity)
         self._entities = []
+        for publisher in (
+            self.traj_pub,
+            self.gripper_pub,
+            self.servo_pub,
+            self.twist_pub,
+            self.preview_pub,
+            self.preview_pose_pub,
+            self.diag_pub,
+        ):
+            self.destroy_publisher(publisher)
+        self.destroy_timer(self.diag_timer)
         self.core = None
         return TransitionCallbackReturn.SUCCESS
 
@@ -296,36 +416,36 @@ class ChunkExecutorNode(LifecycleNode):
             )
             return
         if msg.rows == 0:  # the policy ended its goal (finished, cancelled, preempted, ...): hold now
-            self.core.stop(msg.header.frame_id or "stop: goal ended")
-            self._publish_hold(msg.header.frame_id or "stop: goal ended")
+            with self._command_lock:
+                self.core.stop(msg.header.frame_id or "stop: goal ended")
+                self._publish_hold(msg.header.frame_id or "stop: goal ended")
             return
         if msg.rows * msg.cols != len(msg.data):
+            self.core.counters["rejected_chunks"] += 1
             self.get_logger().warning(
                 "chunk ignored: rows*cols does not match len(data)", throttle_duration_sec=5.0
             )
             return
-        chunk = (
-            np.asarray(msg.data, dtype=np.float64).reshape(msg.rows, msg.cols)
-            if msg.rows
-            else np.zeros((0, 0))
-        )
+        chunk = np.asarray(msg.data, dtype=np.float64).reshape(msg.rows, msg.cols)
         reason = self.core.add_chunk(chunk, stamp_seconds(msg.observation_stamp), self._now())
         if reason:
             self.get_logger().warning(f"chunk {msg.sequence} refused: {reason}", throttle_duration_sec=5.0)
         elif (
-            self.p("tick_source") == "state"
+            self.settings.tick_source == "state"
             and self._last_state_stamp is not None
             and abs(stamp_seconds(msg.observation_stamp) - self._last_state_stamp) < 1e-6
         ):
             self._tick()  # lock-step: the answer for the current observation is here
 
     def _on_joints(self, msg: JointState) -> None:
+        if self._joints is None or list(msg.name) != list(self._joints.name):
+            self._joint_index = {name: i for i, name in enumerate(msg.name)}
         self._joints = msg
-        if self.p("tick_source") == "state" and self._active:
+        if self.settings is not None and self.settings.tick_source == "state" and self._active:
             stamp = stamp_seconds(msg.header.stamp)
             if stamp != self._last_state_stamp:
                 self._last_state_stamp = stamp
-                if self.p("mode") == "chunk":
+                if self.settings.mode == "chunk":
                     self._tick()
 
     def _on_pose(self, msg: PoseStamped) -> None:
@@ -334,44 +454,57 @@ class ChunkExecutorNode(LifecycleNode):
     def _on_estop(self, msg: Bool) -> None:
         if msg.data and not self._estop:
             self.get_logger().error("e-stop: holding position until estop is false")
-            self._publish_hold("e-stop")
+            with self._command_lock:
+                self._estop = True
+                self._publish_hold("e-stop")
+        elif not msg.data and self._estop:
+            self.get_logger().info("e-stop released")
         self._estop = bool(msg.data)
 
     # ----------------------------------------------------------------------------------- control
     def _arm_positions(self) -> np.ndarray | None:
-        if self._joints is None:
+        if self._joints is None or self.settings is None:
             return None
-        index = {name: i for i, name in enumerate(self._joints.name)}
-        names = list(self.p("arm_joints"))
-        if not all(n in index for n in names):
+        try:
+            index = [self._joint_index[name] for name in self.settings.arm_joints]
+            return np.array([self._joints.position[i] for i in index], dtype=np.float64)
+        except (KeyError, IndexError):
+            self.get_logger().warning(
+                f"joint_states lacks some of {list(self.settings.arm_joints)} (check arm_joints)",
+                throttle_duration_sec=5.0,
+            )
             return None
-        return np.array([self._joints.position[index[n]] for n in names], dtype=np.float64)
 
     def _measured_pose(self, joints: np.ndarray | None) -> np.ndarray | None:
-        if self._pose is not None:
-            return pose_msg_to_matrix(self._pose)
+        """The IK model's FK of the joints when there is one (one frame for all), else ee_pose."""
         if joints is not None and self.core is not None and self.core.ik is not None:
             return self.core.ik.fk(joints)
+        if self._pose is not None:
+            return pose_msg_to_matrix(self._pose)
         return None
 
     def _tick(self) -> None:
+        with self._command_lock:
+            self._tick_locked()
+
+    def _tick_locked(self) -> None:
         if not self._active or self.core is None:
             return
         joints = self._arm_positions()
-        pose = self._measured_pose(joints)
-        if self.p("backend") == "joint_trajectory" and self.core.ik is None:
+        if self.settings.backend == "joint_trajectory" and self.core.ik is None:
             self.get_logger().warning(
                 "no IK model yet (waiting for robot_description): not commanding", throttle_duration_sec=5.0
             )
             return
-        if pose is None or (self.p("backend") == "joint_trajectory" and joints is None):
+        pose = self._measured_pose(joints)
+        if pose is None or (self.settings.backend == "joint_trajectory" and joints is None):
             self.get_logger().warning(
                 "no robot state yet (joint_states / ee_pose): not commanding", throttle_duration_sec=5.0
             )
             return
         now = (
             self._last_state_stamp
-            if self.p("tick_source") == "state" and self._last_state_stamp is not None
+            if self.settings.tick_source == "state" and self._last_state_stamp is not None
             else self._now()
         )
         command = self.core.tick(now, pose, joints, estop=self._estop)
@@ -379,6 +512,8 @@ class ChunkExecutorNode(LifecycleNode):
         self._publish(command, now)
 
     def _publish_hold(self, reason: str) -> None:
+        if self.core is None:
+            return
         joints = self._arm_positions()
         pose = self._measured_pose(joints)
         if pose is None:
@@ -387,6 +522,8 @@ class ChunkExecutorNode(LifecycleNode):
 
     def _publish(self, command: Command, stamp_s: float) -> None:
         self._last_command = command
+        if command.hold:
+            self._last_hold_reason = command.reason
         header = Header(frame_id=self.embodiment.reference_frame)
         header.stamp.sec = int(stamp_s)
         header.stamp.nanosec = int(round((stamp_s - int(stamp_s)) * 1e9)) % 1_000_000_000
@@ -394,15 +531,15 @@ class ChunkExecutorNode(LifecycleNode):
         self.preview_pose_pub.publish(pose_msg)
         trajectory = None
         if command.joint_targets is not None:
-            trajectory = JointTrajectory(header=header, joint_names=list(self.p("arm_joints")))
-            seconds = self.p("time_from_start") or self.period
+            trajectory = JointTrajectory(header=header, joint_names=list(self.settings.arm_joints))
+            seconds = self.settings.time_from_start
             point = JointTrajectoryPoint(positions=[float(q) for q in command.joint_targets])
-            point.time_from_start = Duration(sec=int(seconds), nanosec=int((seconds % 1) * 1e9))
+            point.time_from_start = Duration(sec=int(seconds), nanosec=int(round((seconds % 1) * 1e9)))
             trajectory.points = [point]
             self.preview_pub.publish(trajectory)
-        if self.p("dry_run"):
+        if self.settings.dry_run:
             return
-        if self.p("backend") == "servo":
+        if self.settings.backend == "servo":
             self.servo_pub.publish(pose_msg)
             self.twist_pub.publish(self._twist(command, header))
         elif trajectory is not None:
@@ -416,11 +553,8 @@ class ChunkExecutorNode(LifecycleNode):
         measured = self._measured_pose(self._arm_positions())
         if command.hold or measured is None:
             return twist
-        from internvla_core.rotations import matrix_to_axis_angle
-
         linear = (command.target_pose[:3, 3] - measured[:3, 3]) / self.period
-        axis, angle = matrix_to_axis_angle(command.target_pose[:3, :3] @ measured[:3, :3].T)
-        angular = axis * angle / self.period
+        angular = matrix_to_rotvec(command.target_pose[:3, :3] @ measured[:3, :3].T) / self.period
         twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z = (float(v) for v in linear)
         twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z = (float(v) for v in angular)
         return twist
@@ -429,21 +563,22 @@ class ChunkExecutorNode(LifecycleNode):
         if self.core is None:
             return
         status = DiagnosticStatus(name=f"{self.get_name()}: executor", hardware_id="internvla")
-        reason = self._last_command.reason if self._last_command is not None else "no command yet"
-        status.level = (
-            DiagnosticStatus.WARN
-            if self._estop or (self._last_command and self._last_command.hold)
-            else DiagnosticStatus.OK
-        )
-        status.message = reason or "commanding"
+        last = self._last_command
+        holding = self._estop or (last is not None and last.hold)
+        status.level = DiagnosticStatus.WARN if holding else DiagnosticStatus.OK
+        status.message = "no command yet" if last is None else (last.reason or "commanding")
         jitter = self.rate_meter.jitter()
         values = {
-            "mode": self.p("mode"),
-            "backend": self.p("backend"),
-            "dry_run": str(self.p("dry_run")),
+            "mode": self.settings.mode,
+            "backend": self.settings.backend,
+            "embodiment": self.embodiment.name,
+            "dry_run": str(self.settings.dry_run),
+            "estop": str(self._estop),
             "control_rate_hz": f"{self.rate_meter.rate():.2f}",
             "jitter_p50_ms": f"{1e3 * jitter['p50']:.2f}",
             "jitter_p99_ms": f"{1e3 * jitter['p99']:.2f}",
+            "last_hold_reason": self._last_hold_reason,
+            "last_limit_hits": ",".join(last.hits) if last is not None else "",
             **{k: str(v) for k, v in self.core.counters.items()},
         }
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]

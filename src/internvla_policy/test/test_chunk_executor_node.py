@@ -244,3 +244,134 @@ def test_ik_comes_from_the_robot_description_topic_when_no_urdf_parameter_is_giv
     traj = robot.got["traj"][-1]
     assert traj.joint_names == ["j1", "j2"]
     assert node.core.config.limits.joint_upper == (3.0, 2.0)  # limits taken from the URDF
+
+
+@pytest.mark.ros
+def test_lockstep_chunk_mode_answers_each_state_stamp_exactly_once_with_that_stamp(ros):
+    _node, robot = ros({**BASE, "tick_source": "state", "control_rate_hz": 10.0}, auto_state=False)
+    assert wait_for(
+        lambda: robot.joint_pub.get_subscription_count() > 0 and robot.chunk_pub.get_subscription_count() > 0
+    )
+    from builtin_interfaces.msg import Time
+
+    robot.chunk(np.repeat(STEP, 20, axis=0), obs_stamp=Time(sec=50))
+    time.sleep(0.2)
+    for k in range(4):
+        robot.publish_state(Time(sec=50, nanosec=k * 100_000_000))
+        assert wait_for(lambda k=k: len(robot.got["traj"]) == k + 1)
+        assert robot.got["traj"][k].header.stamp.nanosec == k * 100_000_000
+    robot.publish_state(Time(sec=50, nanosec=300_000_000))  # the same stamp again: no new tick
+    time.sleep(0.2)
+    assert len(robot.got["traj"]) == 4
+
+
+@pytest.mark.ros
+def test_servo_backend_streams_pose_and_twist_every_tick_and_a_zero_twist_on_hold(ros):
+    from geometry_msgs.msg import TwistStamped
+
+    node, robot = ros({**BASE, "backend": "servo"}, auto_state=False)
+    peer = robot.node
+    poses, twists = [], []
+    peer.create_subscription(PoseStamped, "servo/pose_target", poses.append, 50)
+    peer.create_subscription(TwistStamped, "servo/delta_twist", twists.append, 50)
+    start = IKSolver.panda().fk(np.array(HOME))
+    pose_pub = peer.create_publisher(PoseStamped, "ee_pose", 10)
+
+    def publish_pose() -> None:
+        msg = PoseStamped()
+        msg.header.stamp = peer.get_clock().now().to_msg()
+        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in start[:3, 3])
+        from internvla_core.rotations import matrix_to_quaternion
+
+        x, y, z, w = matrix_to_quaternion(start[:3, :3])
+        msg.pose.orientation.x, msg.pose.orientation.y = float(x), float(y)
+        msg.pose.orientation.z, msg.pose.orientation.w = float(z), float(w)
+        pose_pub.publish(msg)
+
+    peer.create_timer(0.02, publish_pose)
+    assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0 and len(twists) > 0)
+    assert all(t.twist.linear.x == 0.0 for t in twists)  # before any chunk: hold = zero twist
+    robot.chunk(np.repeat(STEP, 200, axis=0))
+    assert wait_for(lambda: any(t.twist.linear.x != 0.0 for t in twists))
+    moving = next(t for t in twists if t.twist.linear.x != 0.0)
+    # franka_real: 1 cm along the tool x axis per 50 ms period -> 0.2 m/s in the base frame
+    expected = start[:3, 0] * 0.01 / 0.05
+    got = [moving.twist.linear.x, moving.twist.linear.y, moving.twist.linear.z]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    count = len(poses)
+    assert wait_for(lambda: len(poses) >= count + 5)  # keeps streaming at the control rate
+    robot.estop_pub.publish(Bool(data=True))
+    assert wait_for(lambda: node._last_command is not None and node._last_command.reason == "e-stop")
+    n = len(twists)
+    assert wait_for(lambda: len(twists) >= n + 2)
+    last = twists[-1].twist
+    assert [last.linear.x, last.linear.y, last.linear.z, last.angular.z] == [0.0, 0.0, 0.0, 0.0]
+    assert robot.got["traj"] == []  # the servo backend sends no trajectories
+
+
+@pytest.mark.ros
+def test_diagnostics_count_refused_chunks_and_report_the_hold_reason(ros):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    _node, robot = ros(BASE)
+    diagnostics: list = []
+    robot.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
+    time.sleep(0.1)
+    robot.chunk(np.full((5, 7), np.nan))
+
+    def values():
+        for array in reversed(diagnostics):
+            for status in array.status:
+                if status.name.endswith("executor"):
+                    return {kv.key: kv.value for kv in status.values}
+        return {}
+
+    assert wait_for(lambda: values().get("rejected_chunks") == "1", timeout=4.0)
+    v = values()
+    assert v["last_hold_reason"] == "waiting for the first chunk" and v["mode"] == "chunk"
+    assert float(v["control_rate_hz"]) > 0 and "jitter_p99_ms" in v and v["watchdog_trips"] == "0"
+
+
+@pytest.mark.ros
+def test_deactivate_publishes_a_hold_at_once_and_then_nothing(ros):
+    node, robot = ros(BASE)
+    assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
+    time.sleep(0.1)
+    robot.chunk(np.repeat(STEP, 200, axis=0))
+    assert wait_for(lambda: any(not np.allclose(t.points[0].positions, HOME) for t in robot.got["traj"]))
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert wait_for(lambda: node._last_command.reason == "deactivated")
+    assert wait_for(lambda: np.allclose(robot.got["traj"][-1].points[0].positions, HOME))
+    count = len(robot.got["traj"])
+    time.sleep(0.3)
+    assert len(robot.got["traj"]) == count
+
+
+@pytest.mark.ros
+def test_configured_joint_limits_narrow_the_model_limits(ros):
+    lower = [-0.1, -1.0, -0.1, -2.5, -0.1, 1.4, 0.7]
+    upper = [0.001, -0.5, 0.1, -2.0, 0.1, 1.7, 0.9]
+    node, robot = ros({**BASE, "joint_lower": lower, "joint_upper": upper})
+    assert node.core.config.limits.joint_upper[0] == 0.001
+    assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
+    time.sleep(0.1)
+    robot.chunk(np.repeat(STEP, 200, axis=0))
+    assert wait_for(lambda: len(robot.got["traj"]) > 10)
+    for traj in robot.got["traj"]:
+        q = np.array(traj.points[0].positions)
+        assert np.all(q >= np.array(lower) - 1e-12) and np.all(q <= np.array(upper) + 1e-12)
+
+
+def test_bad_parameters_fail_configure_with_a_reason():
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        for params in ({"backend": "moveit"}, {"embodiment": "ur5"}, {"joint_lower": [0.0, 1.0]}):
+            node = ChunkExecutorNode(
+                context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]
+            )
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
