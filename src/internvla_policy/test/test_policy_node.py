@@ -278,7 +278,9 @@ def test_goal_to_chunks_to_executor_commands_and_cancel_holds_within_one_period(
     assert executor_node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     handle = send(client, instruction="push the block to the left", max_steps=10000)
     assert wait_for(lambda: any(not c.hold for _, c in commands), 60)
-    assert wait_for(lambda: trajectories, 10)  # commands reached the (double of the) joint_trajectory_controller
+    assert wait_for(
+        lambda: trajectories, 10
+    )  # commands reached the (double of the) joint_trajectory_controller
     cancel = handle.cancel_goal_async()
     t_cancel = time.monotonic()
     assert wait_for(cancel.done, 10)
