@@ -430,12 +430,23 @@ class ChunkExecutorNode(LifecycleNode):
         reason = self.core.add_chunk(chunk, stamp_seconds(msg.observation_stamp), self._now())
         if reason:
             self.get_logger().warning(f"chunk {msg.sequence} refused: {reason}", throttle_duration_sec=5.0)
-        elif (
-            self.settings.tick_source == "state"
-            and self._last_state_stamp is not None
-            and abs(stamp_seconds(msg.observation_stamp) - self._last_state_stamp) < 1e-6
-        ):
-            self._tick()  # lock-step: the answer for the current observation is here
+            return
+        self._last_chunk_obs_stamp = stamp_seconds(msg.observation_stamp)
+        self._lockstep_tick_if_answered()  # lock-step: the answer for the current observation is here
+
+    def _lockstep_tick_if_answered(self) -> None:
+        """Lock-step ensemble mode: tick once when both the state and the chunk of one observation arrived.
+
+        The chunk can overtake that observation's joint_states (the image is published first and the
+        model can be fast), so both callbacks check; each observation stamp is ticked at most once.
+        """
+        state = self._last_state_stamp
+        chunk = getattr(self, "_last_chunk_obs_stamp", None)
+        if self.settings.tick_source != "state" or state is None or chunk is None:
+            return
+        if abs(chunk - state) < 1e-6 and getattr(self, "_last_ticked_stamp", None) != state:
+            self._last_ticked_stamp = state
+            self._tick()
 
     def _on_joints(self, msg: JointState) -> None:
         if self._joints is None or list(msg.name) != list(self._joints.name):
@@ -447,6 +458,8 @@ class ChunkExecutorNode(LifecycleNode):
                 self._last_state_stamp = stamp
                 if self.settings.mode == "chunk":
                     self._tick()
+                else:
+                    self._lockstep_tick_if_answered()
 
     def _on_pose(self, msg: PoseStamped) -> None:
         self._pose = msg
