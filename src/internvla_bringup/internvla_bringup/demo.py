@@ -148,33 +148,21 @@ def run(args: argparse.Namespace) -> dict:
     recorder_node = Node("demo_recorder", context=context)
     recorder = McapRecorder(out / "episode.mcap")
     lock = threading.Lock()
-    frames: list[tuple[int, object]] = []
-    state: dict = {"grounding": None, "success": False, "chunks": [], "ee": []}
 
-    def make_callback(topic: str):
-        def callback(msg) -> None:
-            header = getattr(msg, "header", None)
-            t_ns = (
-                stamp_ns(header.stamp) if header is not None else recorder_node.get_clock().now().nanoseconds
-            )
+    raw: list[tuple[str, type, bytes]] = []  # (topic, type, CDR bytes): decoded after the episode
+
+    def make_callback(topic: str, msg_type):
+        # raw subscriptions: no Python conversion of large images while the loop runs
+        def callback(data: bytes) -> None:
             with lock:
-                recorder.write(topic, msg, t_ns)
-                if topic == "camera/image_raw":
-                    frames.append((t_ns, msg))
-                elif topic == "grounding":
-                    state["grounding"] = msg
-                elif topic == "action_chunk" and msg.rows:
-                    state["chunks"].append(msg)
-                    progress.update(1)
-                elif topic == "task/success":
-                    state["success"] = bool(msg.data)
-                elif topic == "ee_pose":
-                    p = msg.pose.position
-                    state["ee"].append((t_ns, np.array([p.x, p.y, p.z])))
+                raw.append((topic, msg_type, data))
+            if topic == "action_chunk" and deserialize_message(data, msg_type).rows:
+                progress.update(1)
 
         return callback
 
     from rclpy.qos import DurabilityPolicy, QoSProfile
+    from rclpy.serialization import deserialize_message
 
     for topic, module, name in RECORDED_TOPICS:
         msg_type = getattr(importlib.import_module(module), name)
@@ -183,7 +171,7 @@ def run(args: argparse.Namespace) -> dict:
             if topic == "task/success"
             else 50
         )
-        recorder_node.create_subscription(msg_type, topic, make_callback(topic), qos)
+        recorder_node.create_subscription(msg_type, topic, make_callback(topic, msg_type), qos, raw=True)
 
     control = SingleThreadedExecutor(context=context)  # the control loop gets an executor of its own
     control.add_node(executor_node)
@@ -234,8 +222,28 @@ def run(args: argparse.Namespace) -> dict:
         for node in (executor_node, policy, grounding, recorder_node, sim):
             node.destroy_node()
         rclpy.shutdown(context=context)
-        recorder.close()
     wall = time.perf_counter() - t_start
+
+    # ---------------------------------------------------------------------------------- decode
+    frames: list[tuple[int, object]] = []
+    state: dict = {"grounding": None, "success": False, "chunks": [], "ee": []}
+    for topic, msg_type, data in raw:
+        msg = deserialize_message(data, msg_type)
+        header = getattr(msg, "header", None)
+        t_ns = stamp_ns(header.stamp) if header is not None else 0
+        recorder.write_raw(topic, McapRecorder.type_name(msg), data, t_ns)
+        if topic == "camera/image_raw":
+            frames.append((t_ns, msg))
+        elif topic == "grounding":
+            state["grounding"] = msg
+        elif topic == "action_chunk" and msg.rows:
+            state["chunks"].append(msg)
+        elif topic == "task/success":
+            state["success"] = bool(msg.data)
+        elif topic == "ee_pose":
+            p = msg.pose.position
+            state["ee"].append((t_ns, np.array([p.x, p.y, p.z])))
+    recorder.close()
 
     # ---------------------------------------------------------------------------------- artefacts
     import imageio.v2 as imageio

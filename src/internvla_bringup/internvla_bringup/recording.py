@@ -81,7 +81,10 @@ class McapRecorder:
     def write(self, topic: str, msg, time_ns: int) -> None:
         from rclpy.serialization import serialize_message
 
-        type_name = self.type_name(msg)
+        self.write_raw(topic, self.type_name(msg), serialize_message(msg), time_ns)
+
+    def write_raw(self, topic: str, type_name: str, data: bytes, time_ns: int) -> None:
+        """Write already-serialized CDR bytes (what a ``raw=True`` subscription delivers)."""
         if type_name not in self._schemas:
             self._schemas[type_name] = self._writer.register_schema(
                 name=type_name, encoding="ros2msg", data=message_definition(type_name).encode()
@@ -90,9 +93,7 @@ class McapRecorder:
             self._channels[topic] = self._writer.register_channel(
                 topic=topic, message_encoding="cdr", schema_id=self._schemas[type_name]
             )
-        self._writer.add_message(
-            self._channels[topic], log_time=time_ns, data=serialize_message(msg), publish_time=time_ns
-        )
+        self._writer.add_message(self._channels[topic], log_time=time_ns, data=data, publish_time=time_ns)
         self.count += 1
 
     def close(self) -> None:
