@@ -1,41 +1,55 @@
-"""Executor timing: control-period jitter at 100 Hz while the policy infers in the same process.
+"""Executor timing: control-period jitter at 100 Hz while a torch model infers in the same process.
 
-    source scripts/env.sh && python bench/bench_executor.py [--seconds 8]
+    source scripts/env.sh && python bench/bench_executor.py [--seconds 8] [--load none|transformer|policy|all]
 
-Runs chunk_executor (timer at 100 Hz, chunk mode, dry_run) and policy_node (tiny model, a camera at
-20 Hz, one long goal) in ONE process with a multi-threaded executor, and prints |period - 10 ms|
-percentiles measured inside the control callback, plus the observation-to-first-command latency.
+Runs chunk_executor (timer at 100 Hz, chunk mode, franka_real with pinocchio IK on the bundled Panda,
+dry_run) on a single-threaded executor of its own thread, fed with joint_states at 50 Hz and one long
+chunk, plus one of these loads in the SAME process:
+  none         nothing else (the floor of this machine),
+  transformer  a thread running a small torch TransformerEncoder forward loop (4 layers, d=256,
+               sequence 256), torch limited to cores - 1 threads,
+  policy       policy_node with the tiny model, a 20 Hz camera and one long goal (what the runner does).
+Prints |period - 10 ms| percentiles measured by the executor's own RateMeter, the achieved rate and the
+per-tick core cost. Timings are printed, never asserted (they depend on the machine's load).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import threading
 import time
 
 import numpy as np
 
+HOME = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
 
-def main() -> None:
+
+def transformer_load(stop: threading.Event, counter: list[int]) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    layer = torch.nn.TransformerEncoderLayer(d_model=256, nhead=4, dim_feedforward=1024, batch_first=True)
+    model = torch.nn.TransformerEncoder(layer, num_layers=4).eval()
+    x = torch.randn(1, 256, 256)
+    with torch.inference_mode():
+        while not stop.is_set():
+            model(x)
+            counter[0] += 1
+
+
+def run(load: str, seconds: float) -> None:
     import rclpy
-    from rclpy.action import ActionClient
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import Image, JointState
-    from trajectory_msgs.msg import JointTrajectory
 
     from internvla_core.image_conversion import rgb_to_image_fields
     from internvla_core.latency import percentile
-    from internvla_msgs.action import ExecuteInstruction
     from internvla_msgs.msg import ActionChunk
     from internvla_policy.chunk_executor_node import ChunkExecutorNode
-    from internvla_policy.policy_node import PolicyNode
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=8.0)
-    args = parser.parse_args()
 
     context = Context()
     rclpy.init(context=context)
@@ -44,80 +58,143 @@ def main() -> None:
         Parameter("mode", value="chunk"),
         Parameter("control_rate_hz", value=100.0),
         Parameter("dry_run", value=True),
-        Parameter("watchdog_timeout", value=2.0),
+        Parameter("watchdog_timeout", value=60.0),
     ]
     executor_node = ChunkExecutorNode(context=context, parameter_overrides=params)
-    policy = PolicyNode(
-        context=context,
-        parameter_overrides=[
-            Parameter("embodiment", value="franka_real"),
-            Parameter("max_steps", value=100000),
-        ],
-    )
     peer = Node("bench_peer", context=context)
-    image_pub = peer.create_publisher(Image, "camera/image_raw", 2)
     joint_pub = peer.create_publisher(JointState, "joint_states", 10)
+    image_pub = peer.create_publisher(Image, "camera/image_raw", 2)
+    chunk_pub = peer.create_publisher(ActionChunk, "action_chunk", 10)
     rgb = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
-    home = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
 
     def publish_inputs() -> None:
         now = peer.get_clock().now().to_msg()
-        msg = Image(**rgb_to_image_fields(rgb))
-        msg.header.stamp = now
-        image_pub.publish(msg)
-        state = JointState(name=[f"joint{i}" for i in range(1, 8)], position=home)
+        state = JointState(name=[f"joint{i}" for i in range(1, 8)], position=HOME)
         state.header.stamp = now
         joint_pub.publish(state)
+        if load == "policy":
+            msg = Image(**rgb_to_image_fields(rgb))
+            msg.header.stamp = now
+            image_pub.publish(msg)
 
-    peer.create_timer(0.05, publish_inputs)
-    first: dict[str, float] = {}
-    peer.create_subscription(
-        ActionChunk, "action_chunk", lambda m: first.setdefault("chunk", time.perf_counter()), 10
-    )
-    peer.create_subscription(
-        JointTrajectory,
-        "executor/preview",
-        lambda m: first.setdefault("command", time.perf_counter()) if "chunk" in first else None,
-        10,
-    )
-
-    # the control node gets an executor of its own thread (as the runner does): Python work elsewhere
-    # then only competes for the GIL, not for executor threads
+    peer.create_timer(0.02 if load != "policy" else 0.05, publish_inputs)
     control_exec = SingleThreadedExecutor(context=context)
     control_exec.add_node(executor_node)
     other_exec = MultiThreadedExecutor(num_threads=4, context=context)
-    other_exec.add_node(policy)
     other_exec.add_node(peer)
+    policy = None
+    stop = threading.Event()
+    counter = [0]
+    load_thread = None
+    if load == "policy":
+        from internvla_policy.policy_node import PolicyNode
+
+        policy = PolicyNode(
+            context=context,
+            parameter_overrides=[
+                Parameter("embodiment", value="franka_real"),
+                Parameter("max_steps", value=100000),
+                Parameter("max_duration", value=3600.0),
+            ],
+        )
+        other_exec.add_node(policy)
     threads = [threading.Thread(target=e.spin, daemon=True) for e in (control_exec, other_exec)]
     for t in threads:
         t.start()
     executor_node.trigger_configure()
     executor_node.trigger_activate()
-    policy.trigger_configure()
-    policy.trigger_activate()
-    client = ActionClient(peer, ExecuteInstruction, "execute_instruction")
-    client.wait_for_server(timeout_sec=10)
-    t_goal = time.perf_counter()
-    client.send_goal_async(ExecuteInstruction.Goal(instruction="put the carrot on the plate"))
-    time.sleep(args.seconds)
+    if load == "policy":
+        from rclpy.action import ActionClient
+
+        from internvla_msgs.action import ExecuteInstruction
+
+        policy.trigger_configure()
+        policy.trigger_activate()
+        client = ActionClient(peer, ExecuteInstruction, "execute_instruction")
+        client.wait_for_server(timeout_sec=10)
+        client.send_goal_async(ExecuteInstruction.Goal(instruction="put the carrot on the plate"))
+    else:  # one long chunk keeps the executor commanding (IK every tick) for the whole run
+        while chunk_pub.get_subscription_count() == 0:
+            time.sleep(0.01)
+        rows = int(seconds * 100) + 500
+        chunk = np.zeros((rows, 7))
+        chunk[:, 0] = 1e-4 * np.sin(np.arange(rows) / 50)
+        chunk[:, 6] = 1.0
+        msg = ActionChunk(embodiment="franka_real", rows=rows, cols=7, data=chunk.ravel().tolist())
+        msg.observation_stamp = peer.get_clock().now().to_msg()
+        chunk_pub.publish(msg)
+        if load == "transformer":
+            load_thread = threading.Thread(target=transformer_load, args=(stop, counter), daemon=True)
+            load_thread.start()
+    time.sleep(1.0)  # settle: skip start-up periods
+    executor_node.rate_meter = type(executor_node.rate_meter)(expected_period=0.01)
+    started = time.perf_counter()
+    forwards_before = counter[0]
+    time.sleep(seconds)
+    elapsed = time.perf_counter() - started
     periods = executor_node.rate_meter.periods()
-    dev = [abs(p - 0.01) * 1e3 for p in periods[50:]]
-    stats = policy.stats.summaries()
-    print(f"control loop 100 Hz for {args.seconds:.0f} s while the tiny policy infers in the same process:")
-    print(f"  ticks {len(periods)}  rate {executor_node.rate_meter.rate():.1f} Hz")
+    dev = [abs(p - 0.01) * 1e3 for p in periods]
+    held = executor_node.core.counters["holds"]
+    print(f"load={load}: 100 Hz control loop for {elapsed:.1f} s")
+    print(f"  ticks {len(periods) + 1}  rate {executor_node.rate_meter.rate():.1f} Hz")
+    print(f"  held ticks since start {held} (last reason: {executor_node._last_hold_reason or '-'})")
     print(
-        f"  |period - 10 ms|: p50 {percentile(dev, 50):.3f} ms  p99 {percentile(dev, 99):.3f} ms  max {max(dev):.3f} ms"
+        f"  |period - 10 ms|: p50 {percentile(dev, 50):.3f} ms  p99 {percentile(dev, 99):.3f} ms  "
+        f"max {max(dev):.3f} ms"
     )
-    print(f"  inference total p50 {1e3 * stats['total']['p50']:.1f} ms ({stats['total']['count']} chunks)")
-    if "chunk" in first and "command" in first:
+    if load == "transformer":
+        print(f"  transformer forwards/s in the other thread: {(counter[0] - forwards_before) / elapsed:.1f}")
+    if policy is not None:
+        stats = policy.stats.summaries()
         print(
-            f"  goal -> first chunk {1e3 * (first['chunk'] - t_goal):.1f} ms; first chunk -> first command {1e3 * (first['command'] - first['chunk']):.1f} ms"
+            f"  policy inference total p50 {1e3 * stats['total']['p50']:.1f} ms ({stats['total']['count']} chunks)"
         )
+    stop.set()
+    if load_thread is not None:
+        load_thread.join(timeout=10)
     other_exec.shutdown()
     control_exec.shutdown()
-    for node in (executor_node, policy, peer):
-        node.destroy_node()
+    for node in (executor_node, peer, policy):
+        if node is not None:
+            node.destroy_node()
     rclpy.shutdown(context=context)
+
+
+def core_tick_cost() -> None:
+    """The pure executor step with IK, no ROS: what each tick costs in Python."""
+    from internvla_core.embodiments import get_embodiment
+    from internvla_core.executor_core import ExecutorConfig, ExecutorCore
+    from internvla_core.kinematics import IKSolver
+    from internvla_core.latency import percentile
+
+    ik = IKSolver.panda()
+    home = np.array(HOME)
+    core = ExecutorCore(
+        get_embodiment("franka_real"),
+        ExecutorConfig(mode="chunk", control_period=0.01, watchdog_timeout=1e9),
+        ik,
+    )
+    rng = np.random.default_rng(0)
+    core.add_chunk(np.c_[rng.normal(0, 0.01, (2000, 6)), np.ones(2000)], 0.0, 0.0)
+    costs = []
+    for k in range(2000):
+        start = time.perf_counter()
+        core.tick(0.01 * k, ik.fk(home), home)
+        costs.append((time.perf_counter() - start) * 1e3)
+    print(
+        f"core tick with IK (no ROS): p50 {percentile(costs, 50):.3f} ms  p99 {percentile(costs, 99):.3f} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--load", choices=["none", "transformer", "policy", "all"], default="all")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start")
+    core_tick_cost()
+    for load in ("none", "transformer", "policy") if args.load == "all" else (args.load,):
+        run(load, args.seconds)
 
 
 if __name__ == "__main__":
