@@ -180,7 +180,7 @@ class ExecutorCore:
             self.counters["watchdog_holds"] += 1
             return self._hold(
                 step,
-                f"watchdog: no fresh chunk for {now - self.last_chunk_time:.2f} s",
+                f"watchdog: no fresh chunk for {now - self.last_chunk_time:.3f} s",
                 measured_pose,
                 joints,
             )

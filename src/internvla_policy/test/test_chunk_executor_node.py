@@ -92,10 +92,10 @@ def ros():
     spinner.start()
     yield make
     executor.shutdown()
+    spinner.join(timeout=5)
     for node in nodes:
         node.destroy_node()
     rclpy.shutdown(context=context)
-    spinner.join(timeout=5)
 
 
 BASE = {
@@ -160,7 +160,7 @@ def test_watchdog_holds_when_chunks_stop_and_nan_chunks_are_refused(ros):
     assert wait_for(lambda: any("watchdog" in c.reason for c in commands), timeout=3.0)
     held = next(c for c in commands if "watchdog" in c.reason)
     silence = float(re.search(r"for ([0-9.]+) s", held.reason).group(1))
-    assert silence > 0.3  # never before the timeout (the exact tick timing is a benchmark matter)
+    assert silence >= 0.3  # never before the timeout (the exact tick timing is a benchmark matter)
     moving = [c for c in commands if not c.hold]
     assert moving and commands.index(held) > commands.index(moving[-1])  # nothing moves after the hold
     assert held.hold and held.joint_targets is not None
