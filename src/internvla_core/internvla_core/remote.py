@@ -27,6 +27,10 @@ class RemoteError(RuntimeError):
     """The remote policy server failed or answered something we cannot use."""
 
 
+class RemoteServerError(RemoteError):
+    """The server ran the request and failed (its traceback or error reply): retrying would fail again."""
+
+
 def _pack_default(obj: Any) -> Any:
     if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.kind in ("V", "O", "c"):
         raise ValueError(f"unsupported dtype for the policy protocol: {obj.dtype}")
@@ -90,14 +94,27 @@ class RemotePolicyClient:
                 ping_timeout=20,
                 **self._legacy_kwargs(connect),
             )
-            first = self._ws.recv(timeout=self.open_timeout)
         except (OSError, TimeoutError) as exc:
             self._ws = None
             raise RemoteError(f"cannot reach the policy server at {self.url}: {exc}") from exc
         except Exception as exc:  # websockets raises its own exception types
             self._ws = None
             raise RemoteError(f"websocket handshake with {self.url} failed: {exc}") from exc
+        try:
+            first = self._ws.recv(timeout=self.open_timeout)
+        except TimeoutError as exc:
+            self.close()
+            raise RemoteError(
+                f"policy server at {self.url} accepted the connection but sent no metadata within "
+                f"{self.open_timeout:g} s (is it still loading the model?)"
+            ) from exc
+        except Exception as exc:  # closed before the metadata frame
+            self.close()
+            raise RemoteError(
+                f"policy server at {self.url} closed before sending its metadata: {exc}"
+            ) from exc
         if isinstance(first, str):
+            self.close()
             raise RemoteError(f"policy server sent an error instead of its metadata: {first[:500]}")
         self.metadata = unpackb(first) or {}
         return self.metadata
@@ -124,8 +141,10 @@ class RemotePolicyClient:
                 if self._ws is None:
                     self.connect()
                 return self._exchange(kind, payload)
+            except RemoteServerError:
+                raise
             except RemoteError as exc:
-                if "server error" in str(exc) or attempt == self.retries:
+                if attempt == self.retries:
                     raise
                 last = exc
             except Exception as exc:  # connection closed mid-request: reconnect
@@ -140,12 +159,12 @@ class RemotePolicyClient:
         reply = self._ws.recv(timeout=self.reply_timeout)
         if isinstance(reply, str):
             self.close()
-            raise RemoteError(f"server error (the server sent its traceback): {reply[-2000:]}")
+            raise RemoteServerError(f"server error (the server sent its traceback): {reply[-2000:]}")
         reply = unpackb(reply)
         if not isinstance(reply, dict):
             raise RemoteError(f"unexpected reply of type {type(reply).__name__}")
         if reply.get("status") == "error" or reply.get("ok") is False:
-            raise RemoteError(f"server error: {reply.get('message', 'no message')}")
+            raise RemoteServerError(f"server error: {reply.get('message', 'no message')}")
         return reply.get("data", reply)
 
     def ping(self) -> float:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 
 import msgpack
 import numpy as np
 import pytest
 
-from internvla_core.backends import LocalBackend, RemoteBackend
-from internvla_core.normalization import action_stats, load_dataset_statistics, unnormalize_actions
-from internvla_core.remote import RemoteError, RemotePolicyClient, packb, unpackb
+from internvla_core.remote import RemoteError, RemotePolicyClient, RemoteServerError, packb, unpackb
 
 NORMALIZED = np.linspace(-1.2, 1.2, 16 * 7, dtype=np.float32).reshape(1, 16, 7)
 
@@ -110,36 +107,59 @@ def test_unreachable_server_fails_fast_with_the_url():
         RemotePolicyClient("http://host:1")
 
 
-def test_remote_backend_unnormalises_exactly_like_the_local_path(server, tmp_path):
-    from internvla_core.model import tiny_checkpoint
-
-    stats_file = tiny_checkpoint().parents[1] / "dataset_statistics.json"
-    backend = RemoteBackend(RemotePolicyClient(f"ws://127.0.0.1:{server.port}"), stats_file)
-    pred = backend.predict(
-        [np.zeros((32, 32, 3), np.uint8)], "x", unnorm_key="oxe_bridge", cfg_scale=1.5, num_ddim_steps=10
-    )
-    stats = action_stats(load_dataset_statistics(stats_file), "oxe_bridge")
-    np.testing.assert_array_equal(pred.actions, unnormalize_actions(NORMALIZED[0], stats))
-    assert pred.unnorm_key == "oxe_bridge" and "remote" in pred.stages
-    assert json.loads(stats_file.read_text())  # the same file the local policy reads
-    backend.close()
+def test_client_reconnects_when_the_server_drops_the_connection(server):
+    client = RemotePolicyClient(f"ws://127.0.0.1:{server.port}", retries=2)
+    client.connect()
+    client._ws.close()  # the link dies between two requests (server restart, Wi-Fi drop)
+    out = client.infer([np.zeros((8, 8, 3), np.uint8)], "x")
+    np.testing.assert_array_equal(out, NORMALIZED[0])
+    assert len(server.headers) == 2  # a second websocket was opened
+    client.close()
 
 
-def test_local_backend_passes_the_spatial_prompt_flag_and_seed():
-    class FakePolicy:
-        unnorm_keys = ("k",)
+def test_a_server_that_never_sends_its_metadata_times_out_with_a_clear_error():
+    from websockets.sync.server import serve
 
-        def predict_action(self, images, instruction, **kw):
-            self.kw = kw
-            from internvla_core.model.policy import ActionPrediction
+    release = threading.Event()
+    silent = serve(lambda ws: release.wait(10), "127.0.0.1", 0)
+    threading.Thread(target=silent.serve_forever, daemon=True).start()
+    try:
+        client = RemotePolicyClient(f"ws://127.0.0.1:{silent.socket.getsockname()[1]}", open_timeout=0.3)
+        with pytest.raises(RemoteError, match=r"sent no metadata within 0\.3 s"):
+            client.connect()
+    finally:
+        release.set()
+        silent.shutdown()
 
-            return ActionPrediction(np.zeros((2, 7), np.float32), np.ones((2, 7)), {"total": 0.1}, "k")
 
-    policy = FakePolicy()
-    pred = LocalBackend(policy, spatial_prompt=False).predict(
-        [], "x", unnorm_key="k", cfg_scale=2.0, num_ddim_steps=5, seed=3
-    )
-    assert (
-        policy.kw["spatial_prompt"] is False and policy.kw["seed"] == 3 and policy.kw["num_ddim_steps"] == 5
-    )
-    assert pred.actions.shape == (2, 7)
+def test_an_error_reply_is_not_retried():
+    from websockets.sync.server import serve
+
+    requests: list = []
+
+    def handle(ws) -> None:
+        ws.send(packb({}))
+        for frame in ws:
+            request = unpackb(frame)
+            requests.append(request)
+            ws.send(
+                packb(
+                    {
+                        "status": "error",
+                        "ok": False,
+                        "request_id": request["request_id"],
+                        "message": "bad key",
+                    }
+                )
+            )
+
+    erring = serve(handle, "127.0.0.1", 0)
+    threading.Thread(target=erring.serve_forever, daemon=True).start()
+    try:
+        client = RemotePolicyClient(f"ws://127.0.0.1:{erring.socket.getsockname()[1]}", retries=3)
+        with pytest.raises(RemoteServerError, match="bad key"):
+            client.infer([np.zeros((8, 8, 3), np.uint8)], "x", unnorm_key="nope")
+        assert len(requests) == 1
+        client.close()
+    finally:
+        erring.shutdown()
