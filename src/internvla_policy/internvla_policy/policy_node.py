@@ -7,8 +7,9 @@ activate accepts goals; deactivate aborts the running goal; cleanup frees the mo
 One goal at a time, and the newest wins: a new goal PREEMPTS the running one (its result says
 "preempted"), because an operator who sends a new instruction expects the robot to follow it. While
 a goal runs, its execute callback (an executor thread, never a subscription callback) loops: wait for
-an observation newer than the last one used, check it is not stale, infer, publish an ActionChunk
-stamped with the observation, send feedback. Cancel stops the loop at once (no further chunk: the
+an image newer than the last one used, assemble the embodiment's views (``internvla_core.observation``:
+refused with the reason when a view is missing or older than max_observation_age), infer, publish an
+ActionChunk stamped with the observation, send feedback. Subscription callbacks only store messages. Cancel stops the loop at once (no further chunk: the
 executor holds when its watchdog sees no fresh chunk). The goal ends "finished" after max_steps
 queries or when ``task/success`` turns true, "timeout" after max_duration.
 """
@@ -21,23 +22,33 @@ import time
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Header
 
 from internvla_core.embodiments import get_embodiment
-from internvla_core.image_conversion import ImageConversionError, image_to_rgb
+from internvla_core.image_conversion import COLOUR_ENCODINGS, ImageConversionError, image_to_rgb
 from internvla_core.latency import RateMeter, RollingStats, latency_items
+from internvla_core.observation import EE_POSE, JOINT_STATE, NotReady, ObservationStore
 from internvla_msgs.action import ExecuteInstruction
 from internvla_msgs.msg import ActionChunk, Grounding, StageLatency
 
 from .params import declare
 
+WRIST_VIEW = "wrist"
+DEFAULT_IMAGE_TOPICS = {"third_person": "camera/image_raw", WRIST_VIEW: "wrist_camera/image_raw"}
+WORKER_JOIN_TIMEOUT = 60.0  # seconds to wait for an inference in flight when deactivating
+
 
 def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def image_of(msg: Image) -> np.ndarray:
+    return image_to_rgb(msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step, msg.data)
 
 
 class PolicyNode(LifecycleNode):
@@ -88,7 +99,11 @@ class PolicyNode(LifecycleNode):
         declare(self, "max_duration", 120.0, "default goal time limit [s] (goal value 0)", 0.1, 3600.0)
         declare(self, "max_steps", 300, "default number of model queries per goal (goal value 0)", 1, 100000)
         declare(self, "max_observation_age", 1.0, "observations older than this [s] are not used", 0.01, 60.0)
-        declare(self, "wrist_view", False, "also send wrist_camera/image_raw as a second view")
+        declare(
+            self, "wrist_view", False, "also send the wrist camera as a second view (after the embodiment's)"
+        )
+        for view, topic in DEFAULT_IMAGE_TOPICS.items():
+            declare(self, f"image_topics.{view}", topic, f"sensor_msgs/Image topic of the '{view}' view")
         declare(
             self,
             "torch_threads",
@@ -104,8 +119,11 @@ class PolicyNode(LifecycleNode):
         self.stats = RollingStats(window=200)
         self.rate = RateMeter()
         self.last_error = ""
-        self._latest: dict[str, object] = {}
-        self._new_image = threading.Condition()
+        self.observation_problem = ""  # why the last observation was refused ('' once one is used)
+        self.store = ObservationStore()
+        self._grounding = None
+        self._worker_idle = threading.Event()
+        self._worker_idle.set()
         self._goal_lock = threading.Lock()
         self._current_goal = None
         self._preempted: set[bytes] = set()
@@ -128,19 +146,33 @@ class PolicyNode(LifecycleNode):
             self.get_logger().error(f"cannot configure the policy: {exc}")
             self._release()
             return TransitionCallbackReturn.FAILURE
+        self.views = list(self.embodiment.views) + (
+            [WRIST_VIEW] if self.p("wrist_view") and WRIST_VIEW not in self.embodiment.views else []
+        )
         inputs = ReentrantCallbackGroup()
-        self._entities = [
+        self.store.clear()
+        try:
+            self._entities = [
+                self.create_subscription(
+                    Image, self._image_topic(view), self._store(view), 2, callback_group=inputs
+                )
+                for view in self.views
+            ]
+        except ValueError as exc:
+            self.get_logger().error(f"cannot configure the policy: {exc}")
+            self._release()
+            return TransitionCallbackReturn.FAILURE
+        self._entities += [
             self.create_subscription(
-                Image, "camera/image_raw", self._store("image"), 2, callback_group=inputs
+                JointState, "joint_states", self._store(JOINT_STATE), 10, callback_group=inputs
             ),
-            self.create_subscription(
-                Image, "wrist_camera/image_raw", self._store("wrist"), 2, callback_group=inputs
-            ),
+            self.create_subscription(PoseStamped, "ee_pose", self._store(EE_POSE), 10, callback_group=inputs),
             self.create_subscription(Bool, "task/success", self._on_success, 10, callback_group=inputs),
-            self.create_subscription(
-                Grounding, "grounding", self._store("grounding"), 10, callback_group=inputs
-            ),
+            self.create_subscription(Grounding, "grounding", self._on_grounding, 10, callback_group=inputs),
         ]
+        self.get_logger().info(
+            f"views {self.views} from {[self._image_topic(v) for v in self.views]}; unnorm_key '{self.unnorm_key}'"
+        )
         self.chunk_pub = self.create_publisher(ActionChunk, "action_chunk", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.diag_timer = self.create_timer(
@@ -157,6 +189,15 @@ class PolicyNode(LifecycleNode):
             callback_group=ReentrantCallbackGroup(),
         )
         return TransitionCallbackReturn.SUCCESS
+
+    def _image_topic(self, view: str) -> str:
+        name = f"image_topics.{view}"
+        if not self.has_parameter(name):
+            raise ValueError(
+                f"embodiment '{self.embodiment.name}' uses view '{view}', which has no image topic parameter "
+                f"(known: {sorted(DEFAULT_IMAGE_TOPICS)})"
+            )
+        return self.p(name)
 
     def _make_backend(self):
         from internvla_core.backends import LocalBackend, RemoteBackend
@@ -205,19 +246,31 @@ class PolicyNode(LifecycleNode):
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
-        with self._new_image:
-            self._new_image.notify_all()
+        self._stop_worker()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._active = False
+        self._stop_worker()
         self._release()
         return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        """End the running goal and wait until its loop has returned.
+
+        The model must not be freed (cleanup) or the process left (destroy) while a torch inference
+        runs in the goal's thread: a torch thread alive at interpreter exit aborts the process.
+        """
+        self._active = False
+        self.store.wake()
+        if not self._worker_idle.wait(WORKER_JOIN_TIMEOUT):
+            self.get_logger().error(
+                f"the goal's inference did not return within {WORKER_JOIN_TIMEOUT:.0f} s; freeing anyway"
+            )
 
     def _release(self) -> None:
         for entity in self._entities:
@@ -236,21 +289,21 @@ class PolicyNode(LifecycleNode):
             self.policy = None
 
     def destroy_node(self) -> None:
-        self._active = False
-        with self._new_image:
-            self._new_image.notify_all()
+        self._stop_worker()
         self._release()
         super().destroy_node()
 
     # ----------------------------------------------------------------------------------- inputs
     def _store(self, key: str):
+        """Callbacks only record the message with its header stamp; the goal's thread does the work."""
+
         def callback(msg) -> None:
-            with self._new_image:
-                self._latest[key] = msg
-                if key == "image":
-                    self._new_image.notify_all()
+            self.store.put(key, msg, stamp_seconds(msg.header.stamp))
 
         return callback
+
+    def _on_grounding(self, msg: Grounding) -> None:
+        self._grounding = msg
 
     def _on_success(self, msg: Bool) -> None:
         self._success = bool(msg.data)
@@ -278,49 +331,48 @@ class PolicyNode(LifecycleNode):
             self._current_goal = goal_handle
         goal_handle.execute()
 
-    def _wait_for_observation(self, last_stamp: float | None, timeout: float):
-        """The newest image newer than ``last_stamp`` (or None on timeout/deactivation)."""
-        deadline = time.monotonic() + timeout
-        with self._new_image:
-            while self._active:
-                image = self._latest.get("image")
-                if image is not None and (
-                    last_stamp is None or stamp_seconds(image.header.stamp) > last_stamp
-                ):
-                    return image, self._latest.get("wrist")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None, None
-                self._new_image.wait(remaining)
-        return None, None
-
     def _execute(self, goal_handle):
         goal = goal_handle.request
         goal_id = bytes(goal_handle.goal_id.uuid)
         max_steps = goal.max_steps or self.p("max_steps")
         max_duration = goal.max_duration or self.p("max_duration")
-        result = ExecuteInstruction.Result()
-        start, steps, last_stamp, sequence = time.monotonic(), 0, None, 0
         self._success = False
-        seed = self.p("seed")
-
-        def finish(reason: str, success: bool = False):
-            self._publish_stop(reason)
-            result.success, result.reason = success, reason
-            result.steps_executed, result.chunks_received = steps, steps
-            result.duration = time.monotonic() - start
-            if reason == "cancelled":
-                goal_handle.canceled()
-            elif success:
-                goal_handle.succeed()
-            else:
-                goal_handle.abort()
-            self.get_logger().info(f"goal '{goal.instruction}' ended: {reason} after {steps} steps")
-            return result
-
         self.get_logger().info(
             f"executing '{goal.instruction}' ({self.embodiment.name}, max {max_steps} steps)"
         )
+        self._worker_idle.clear()
+        try:
+            return self._run_goal(goal_handle, goal_id, max_steps, max_duration)
+        finally:
+            self._worker_idle.set()
+
+    def _finish(self, goal_handle, reason: str, steps: int, start: float, success: bool = False):
+        """Stop chunk first (the executor holds), then the goal's terminal state and result."""
+        self._publish_stop(reason)
+        result = ExecuteInstruction.Result(success=success, reason=reason)
+        result.steps_executed, result.chunks_received = steps, steps
+        result.duration = time.monotonic() - start
+        if reason == "cancelled":
+            goal_handle.canceled()
+        elif success:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        self.get_logger().info(
+            f"goal '{goal_handle.request.instruction}' ended: {reason} after {steps} steps"
+        )
+        return result
+
+    def _run_goal(self, goal_handle, goal_id: bytes, max_steps: int, max_duration: float):
+        """The goal's loop: one model query per new observation until an end condition holds."""
+        goal = goal_handle.request
+        start, steps, last_stamp, sequence = time.monotonic(), 0, None, 0
+        seed = self.p("seed")
+
+        def finish(reason: str, success: bool = False):
+            return self._finish(goal_handle, reason, steps, start, success)
+
+        primary = self.views[0]
         while True:
             if goal_handle.is_cancel_requested:
                 return finish("cancelled")
@@ -336,35 +388,26 @@ class PolicyNode(LifecycleNode):
             if time.monotonic() - start > max_duration:
                 return finish("timeout")
             wait_start = time.perf_counter()
-            image, wrist = self._wait_for_observation(last_stamp, timeout=0.5)
-            if image is None:
+            if not self.store.wait_for_newer(
+                primary, last_stamp, timeout=0.5, keep_waiting=lambda: self._active
+            ):
                 continue
             wait = time.perf_counter() - wait_start
-            obs_stamp = stamp_seconds(image.header.stamp)
-            age = stamp_seconds(self.get_clock().now().to_msg()) - obs_stamp
-            if age > self.p("max_observation_age"):
-                self.last_error = f"observation is stale by {age:.2f} s (max_observation_age)"
-                last_stamp = obs_stamp
+            now = stamp_seconds(self.get_clock().now().to_msg())
+            observation = self.store.assemble(self.views, now, self.p("max_observation_age"))
+            if isinstance(observation, NotReady):
+                self._refuse_observation(observation.reason)
+                last_stamp = self.store.latest(primary).stamp  # wait for the next image, not this one again
                 continue
+            self.observation_problem = ""
+            obs_stamp = observation.stamp
+            image = observation.images[primary]
             try:
-                views = [
-                    image_to_rgb(
-                        image.height, image.width, image.encoding, image.is_bigendian, image.step, image.data
-                    )
-                ]
-                if self.p("wrist_view") and wrist is not None:
-                    views.append(
-                        image_to_rgb(
-                            wrist.height,
-                            wrist.width,
-                            wrist.encoding,
-                            wrist.is_bigendian,
-                            wrist.step,
-                            wrist.data,
-                        )
-                    )
+                t_convert = time.perf_counter()
+                views = [image_of(msg) for msg in observation.views]
                 if self.embodiment.flip_images:
                     views = [np.ascontiguousarray(v[::-1, ::-1]) for v in views]
+                convert = time.perf_counter() - t_convert
                 t0 = time.perf_counter()
                 pred = self.backend.predict(
                     views,
@@ -376,7 +419,9 @@ class PolicyNode(LifecycleNode):
                 )
                 latency = time.perf_counter() - t0
             except ImageConversionError as exc:
-                self.last_error = f"bad camera image: {exc}"
+                self._refuse_observation(
+                    f"bad camera image: {exc} (supported: {', '.join(COLOUR_ENCODINGS)})"
+                )
                 last_stamp = obs_stamp
                 continue
             except Exception as exc:  # model or remote failure ends the goal with the reason
@@ -387,7 +432,7 @@ class PolicyNode(LifecycleNode):
             t_pub = time.perf_counter()
             self.chunk_pub.publish(self._chunk_message(pred, image.header.stamp, sequence, latency, wait))
             publish = time.perf_counter() - t_pub
-            stages = {"wait_for_obs": wait, **pred.stages, "publish": publish}
+            stages = {"wait_for_obs": wait, "image_conversion": convert, **pred.stages, "publish": publish}
             self.stats.add_stages(stages)
             self.rate.tick()
             last_stamp, sequence, steps = obs_stamp, sequence + 1, steps + 1
@@ -395,6 +440,14 @@ class PolicyNode(LifecycleNode):
             feedback.last_latency = [StageLatency(stage=k, seconds=float(v)) for k, v in stages.items()]
             feedback.last_grounding = self._grounding_summary()
             goal_handle.publish_feedback(feedback)
+
+    def _refuse_observation(self, reason: str) -> None:
+        """Remember why (for /diagnostics) and log it, throttled: a stale camera repeats every frame."""
+        self.observation_problem = reason
+        self.get_logger().warning(
+            f"observation not used: {reason}; check the camera driver and clocks (use_sim_time in simulation)",
+            throttle_duration_sec=5.0,
+        )
 
     def _publish_stop(self, reason: str) -> None:
         """An empty chunk (rows = 0) tells the executor the goal ended: it holds at its next tick."""
@@ -429,7 +482,7 @@ class PolicyNode(LifecycleNode):
         return msg
 
     def _grounding_summary(self) -> str:
-        g = self._latest.get("grounding")
+        g = self._grounding
         if g is None:
             return ""
         parts = [f"{o.label} box ({(o.x1 + o.x2) / 2:.0f}, {(o.y1 + o.y2) / 2:.0f})" for o in g.objects]
@@ -438,9 +491,13 @@ class PolicyNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name=f"{self.get_name()}: policy", hardware_id="internvla")
-        status.level = DiagnosticStatus.WARN if self.last_error else DiagnosticStatus.OK
-        status.message = self.last_error or ("active" if self._active else "inactive")
+        problem = self.observation_problem or self.last_error
+        status.level = DiagnosticStatus.WARN if problem else DiagnosticStatus.OK
+        status.message = problem or ("active" if self._active else "inactive")
         values = [
+            KeyValue(key="observation", value=self.observation_problem or "ok"),
+            KeyValue(key="last_error", value=self.last_error),
+            KeyValue(key="views", value=", ".join(self.views)),
             KeyValue(key="inference_rate_hz", value=f"{self.rate.rate():.2f}"),
             KeyValue(key="embodiment", value=self.embodiment.name),
             KeyValue(key="backend", value=self.p("backend")),

@@ -11,6 +11,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="run through `make test` (needs the ROS wheels)")
 
 from action_msgs.msg import GoalStatus  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.action import ActionClient  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
@@ -18,6 +19,7 @@ from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Bool  # noqa: E402
 
 from internvla_core.image_conversion import rgb_to_image_fields  # noqa: E402
 from internvla_core.normalization import action_stats, load_dataset_statistics, unnormalize_actions  # noqa: E402
@@ -77,6 +79,9 @@ def ros():
             ActionChunk, "action_chunk", lambda m: (chunks if m.rows else stops).append(m), 50
         )
         policy.test_stops = stops
+        diagnostics: list[DiagnosticArray] = []
+        peer.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+        policy.test_diagnostics = diagnostics
         policy.executor = executor
         assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
@@ -174,7 +179,47 @@ def test_stale_images_are_never_used(ros):
     handle = send(client, instruction="pick up the cup", max_duration=1.5)
     result = result_of(handle)
     assert result.result.reason == "timeout" and not result.result.success
-    assert chunks == [] and "stale" in policy.last_error
+    assert chunks == [] and "stale view 'third_person' by" in policy.observation_problem
+
+    def diagnosed() -> bool:
+        statuses = [s for array in policy.test_diagnostics for s in array.status if "policy" in s.name]
+        return any("stale view 'third_person'" in s.message for s in statuses)
+
+    assert wait_for(diagnosed, 5)  # the operator sees why nothing moves
+
+
+@pytest.mark.ros
+def test_a_missing_wrist_view_is_never_replaced_by_inference_on_one_view(ros):
+    policy, client, chunks, _ = ros({"wrist_view": True})  # the test camera publishes no wrist image
+    result = result_of(send(client, instruction="pick up the cup", max_duration=1.0))
+    assert result.result.reason == "timeout" and chunks == []
+    assert "missing view 'wrist'" in policy.observation_problem
+
+
+@pytest.mark.ros
+def test_task_success_topic_finishes_the_goal(ros):
+    _policy, client, chunks, camera = ros()
+    handle = send(client, instruction="put the carrot on the plate", max_steps=10000)
+    assert wait_for(lambda: len(chunks) >= 1)
+    camera.node.create_publisher(Bool, "task/success", 10).publish(Bool(data=True))
+    result = result_of(handle, timeout=30)
+    assert result.result.reason == "finished" and result.result.success
+    assert 1 <= result.result.steps_executed < 10000
+
+
+@pytest.mark.ros
+def test_deactivate_ends_the_running_goal_and_waits_for_its_inference(ros):
+    policy, client, chunks, _ = ros()
+    handle = send(client, instruction="wipe the table", max_steps=10000)
+    assert wait_for(lambda: len(chunks) >= 1)
+    assert policy.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert policy._worker_idle.is_set()  # the goal's loop returned before deactivate did
+    count = len(chunks)
+    result = result_of(handle, timeout=10)
+    assert result.result.reason.startswith("error: policy_node was deactivated")
+    time.sleep(0.3)
+    assert len(chunks) == count
+    assert not send(client, instruction="pick").accepted  # inactive: goals are refused
 
 
 @pytest.mark.ros
