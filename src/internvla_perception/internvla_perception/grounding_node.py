@@ -77,14 +77,17 @@ class GroundingNode(LifecycleNode):
         self.grounder = None  # what answers ground() (the policy; tests may script it)
         self.stats = RollingStats(window=200)
         self.rate = RateMeter()
-        self.last_error = ""
+        self.last_error = ""  # the latest problem, kept for /diagnostics
+        self.last_job_ok = True  # whether the most recent request went through without a problem
         self._latest: dict[str, object] = {}
         self._lock = threading.Lock()
-        self._jobs: queue.Queue[_Request | None] = queue.Queue(maxsize=4)
+        # one request runs on the worker, at most one waits: a burst cannot pile up stale work
+        self._jobs: queue.Queue[_Request | None] = queue.Queue(maxsize=1)
         self._worker: threading.Thread | None = None
         self._active = False
         self._last_periodic_stamp: tuple[int, int] | None = None
         self._warned: dict[str, float] = {}
+        self._job_problem = ""
         self._entities: list = []
 
     # ----------------------------------------------------------------------------------- parameters
@@ -149,21 +152,24 @@ class GroundingNode(LifecycleNode):
                 "camera-optical-frame pose in target_frame: x y z qx qy qz qw, used when tf2 is unavailable"
             ),
         )
-        self.declare_parameter(
-            "image_reliable",
-            True,
-            desc(
-                "RELIABLE (true) or BEST_EFFORT subscription for images (large images over UDP need RELIABLE)"
-            ),
-        )
-        self.declare_parameter(
-            "image_qos_depth",
-            2,
-            desc(
-                "queue depth of the image subscriptions",
-                integer_range=[IntegerRange(from_value=1, to_value=100, step=1)],
-            ),
-        )
+        for stream, default_depth, what in (
+            ("image", 2, "colour images (large images over UDP need RELIABLE)"),
+            ("depth", 2, "depth images"),
+            ("info", 10, "camera_info"),
+        ):
+            self.declare_parameter(
+                f"{stream}_reliable",
+                True,
+                desc(f"RELIABLE (true) or BEST_EFFORT (false) subscription for {what}; match the driver"),
+            )
+            self.declare_parameter(
+                f"{stream}_qos_depth",
+                default_depth,
+                desc(
+                    f"queue depth of the {what} subscription (only the latest message is used)",
+                    integer_range=[IntegerRange(from_value=1, to_value=100, step=1)],
+                ),
+            )
         self.declare_parameter(
             "service_timeout",
             60.0,
@@ -197,22 +203,24 @@ class GroundingNode(LifecycleNode):
         if unknown or not kinds:
             self.get_logger().error(f"parameter kinds={list(kinds)}: use any of {list(GROUNDING_KINDS)}")
             return TransitionCallbackReturn.FAILURE
-        qos = QoSProfile(
-            depth=self.p("image_qos_depth"),
-            reliability=ReliabilityPolicy.RELIABLE
-            if self.p("image_reliable")
-            else ReliabilityPolicy.BEST_EFFORT,
-        )
+
+        def qos(stream: str) -> QoSProfile:
+            reliable = self.p(f"{stream}_reliable")
+            return QoSProfile(
+                depth=self.p(f"{stream}_qos_depth"),
+                reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+            )
+
         inputs = ReentrantCallbackGroup()
         self._entities = [
             self.create_subscription(
-                Image, "camera/image_raw", self._store("image"), qos, callback_group=inputs
+                Image, "camera/image_raw", self._store("image"), qos("image"), callback_group=inputs
             ),
             self.create_subscription(
-                Image, "camera/depth/image_raw", self._store("depth"), qos, callback_group=inputs
+                Image, "camera/depth/image_raw", self._store("depth"), qos("depth"), callback_group=inputs
             ),
             self.create_subscription(
-                CameraInfo, "camera/camera_info", self._store("info"), 10, callback_group=inputs
+                CameraInfo, "camera/camera_info", self._store("info"), qos("info"), callback_group=inputs
             ),
             self.create_subscription(String, "instruction", self._on_instruction, 10, callback_group=inputs),
         ]
@@ -263,7 +271,15 @@ class GroundingNode(LifecycleNode):
     def _stop_worker(self) -> None:
         self._active = False
         if self._worker is not None:
-            self._jobs.put(None)
+            while True:  # answer waiting requests now instead of letting their callers time out
+                try:
+                    pending = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if pending is not None:
+                    pending.error = "grounding_node was deactivated before the request ran"
+                    pending.done.set()
+            self._jobs.put(None)  # the worker finishes the job in hand (not published), then exits
             self._worker.join(timeout=30)
             self._worker = None
 
@@ -324,10 +340,13 @@ class GroundingNode(LifecycleNode):
         stamp = (image.header.stamp.sec, image.header.stamp.nanosec)
         if stamp == self._last_periodic_stamp:  # never publish a stale result as new
             return
-        self._last_periodic_stamp = stamp
-        self._submit(_Request(image, self.instruction, tuple(self.p("kinds"))))
+        if self._submit(_Request(image, self.instruction, tuple(self.p("kinds")))):
+            self._last_periodic_stamp = stamp  # a dropped image is tried again on the next tick
 
     def _submit(self, request: _Request) -> bool:
+        if not self._active:
+            request.error = "grounding_node is not active (configure and activate it)"
+            return False
         try:
             self._jobs.put_nowait(request)
             return True
@@ -356,8 +375,14 @@ class GroundingNode(LifecycleNode):
             response.message = "no image yet: publish camera/image_raw or pass an image in the request"
             return response
         job = _Request(image, request.instruction, kinds)
-        if not self._submit(job) or not job.done.wait(timeout=self.p("service_timeout")):
-            response.message = "the model did not answer in time (service_timeout)"
+        if not self._submit(job):
+            response.message = job.error or "grounding worker busy with another request: call again"
+            return response
+        if not job.done.wait(timeout=self.p("service_timeout")):
+            response.message = (
+                f"the model did not answer within service_timeout={self.p('service_timeout')} s; "
+                "the result will still be published on 'grounding' stamped with its image"
+            )
             return response
         if job.grounding is None:
             response.message = job.error
@@ -373,14 +398,20 @@ class GroundingNode(LifecycleNode):
             job = self._jobs.get()
             if job is None:
                 return
+            self._job_problem = ""
             try:
                 self._process(job)
             except Exception as exc:  # keep the node alive; report the reason to the caller
                 job.error = f"grounding failed: {exc}"
-                self.last_error = job.error
-                self._warn_once("worker_error", job.error)
+                self._problem("worker_error", job.error)
             finally:
+                self.last_job_ok = not self._job_problem
                 job.done.set()
+
+    def _problem(self, key: str, text: str) -> None:
+        """Record a problem of the current request for /diagnostics and log it (throttled)."""
+        self._job_problem = self.last_error = text
+        self._warn_once(key, text)
 
     def _process(self, job: _Request) -> None:
         timer = StageTimer()
@@ -389,16 +420,16 @@ class GroundingNode(LifecycleNode):
                 rgb = image_to_rgb(*_fields(job.image))
             except ImageConversionError as exc:
                 job.error = f"bad image: {exc}"
-                self.last_error = job.error
-                self._warn_once("bad_image", job.error)
+                self._problem("bad_image", job.error)
                 return
             camera, depth = self._camera_and_depth(job.image)
         with timer.stage("model"):
             result = self.grounder.ground(
                 rgb, job.instruction, kinds=job.kinds, max_new_tokens=self.p("max_new_tokens")
             )
-        if result.error:
+        if result.error:  # e.g. an answer that did not parse: still published, with what was found
             job.error = result.error
+            self._problem("model_answer", f"model answer: {result.error}")
         with timer.stage("draw"):
             header = Header(stamp=job.image.header.stamp, frame_id=job.image.header.frame_id)
             transform = self._target_transform(job.image.header) if self.p("target_frame") else None
@@ -407,14 +438,15 @@ class GroundingNode(LifecycleNode):
             )
             debug = draw_grounding(rgb, result)
         with timer.stage("publish"):
-            if not self._active:
+            if not self._active:  # deactivated meanwhile: never publish late
+                job.error = "grounding_node was deactivated while the request ran"
                 return
             job.grounding = msg
             self.grounding_pub.publish(msg)
             debug_msg = Image(header=header, **rgb_to_image_fields(debug))
             self.debug_pub.publish(debug_msg)
-            if depth is not None:
-                self.markers_pub.publish(markers_message(msg))
+            # always: without 3D the array holds only DELETEALL, so no stale markers stay in RViz
+            self.markers_pub.publish(markers_message(msg))
             if self.detections_pub is not None:
                 self.detections_pub.publish(self._detections(msg))
         self.stats.add_stages(timer.stages)
@@ -434,8 +466,7 @@ class GroundingNode(LifecycleNode):
                 camera = camera.scaled(image.width, image.height)
             depth = image_to_depth_m(*_fields(depth_msg))
         except (CameraModelError, ImageConversionError) as exc:
-            self.last_error = f"no 3D: {exc}"
-            self._warn_once("no_3d", self.last_error)
+            self._problem("no_3d", f"no 3D for this image (2D results still published): {exc}")
             return None, None
         return camera, depth
 
@@ -480,9 +511,14 @@ class GroundingNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         status = DiagnosticStatus(name=f"{self.get_name()}: grounding", hardware_id="internvla")
-        status.level = DiagnosticStatus.WARN if self.last_error else DiagnosticStatus.OK
-        status.message = self.last_error or ("active" if self._active else "inactive")
-        values = [KeyValue(key="rate_hz", value=f"{self.rate.rate():.2f}")]
+        status.level = DiagnosticStatus.OK if self.last_job_ok else DiagnosticStatus.WARN
+        status.message = ("active" if self._active else "inactive") + (
+            "" if self.last_job_ok else f"; last request: {self.last_error}"
+        )
+        values = [
+            KeyValue(key="rate_hz", value=f"{self.rate.rate():.2f}"),
+            KeyValue(key="last_error", value=self.last_error),
+        ]
         values += [KeyValue(key=k, value=v) for k, v in latency_items(self.stats)]
         status.values = values
         self.diag_pub.publish(

@@ -10,6 +10,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="run through `make test` (needs the ROS wheels)")
 
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from rclpy.context import Context  # noqa: E402
@@ -263,3 +264,217 @@ def test_static_extrinsic_expresses_3d_results_in_the_target_frame(graph):
     np.testing.assert_allclose(
         [g.points[0].point_3d.x, g.points[0].point_3d.y, g.points[0].point_3d.z], [1.0, 0.0, 2.5], atol=1e-6
     )
+
+
+class BlockingModel(ScriptedModel):
+    """A model that answers only when the test lets it: shows what callers see while the worker is busy."""
+
+    def __init__(self, result: GroundingResult) -> None:
+        super().__init__(result)
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    def ground(self, image, instruction, kinds=("box",), max_new_tokens=128):
+        self.started.set()
+        assert self.release.wait(timeout=30)
+        return super().ground(image, instruction, kinds, max_new_tokens)
+
+
+@pytest.mark.ros
+def test_one_request_runs_one_waits_further_ones_are_refused_and_inputs_keep_flowing(graph):
+    node, peer, _ = graph
+    start(node)
+    model = BlockingModel(GroundingResult(instruction="", kinds=("box",)))
+    node.grounder = model
+    client = peer.create_client(Ground, "ground")
+    assert client.wait_for_service(timeout_sec=10)
+    request = Ground.Request(instruction="cup", image=image_msg(scene()))
+    running = client.call_async(request)
+    assert model.started.wait(timeout=10)
+    waiting = client.call_async(request)
+    assert wait_for(lambda: node._jobs.full(), timeout=10)
+    refused = client.call_async(request)
+    assert wait_for(refused.done, timeout=10)  # answered while two service calls are still blocked
+    assert not refused.result().success and "busy" in refused.result().message
+    image_pub = peer.create_publisher(Image, "camera/image_raw", 2)  # the executor still serves inputs
+    assert wait_for(lambda: image_pub.get_subscription_count() > 0)
+    image_pub.publish(image_msg(scene(), stamp_sec=42))
+    assert wait_for(lambda: "image" in node._latest and node._latest["image"].header.stamp.sec == 42)
+    assert not running.done() and not waiting.done()
+    model.release.set()
+    assert wait_for(lambda: running.done() and waiting.done())
+    assert running.result().success and waiting.result().success and model.calls == 2
+
+
+@pytest.mark.ros
+def test_deactivating_answers_a_waiting_request_instead_of_leaving_it_to_time_out(graph):
+    node, peer, got = graph
+    start(node)
+    model = BlockingModel(GroundingResult(instruction="", kinds=("box",)))
+    node.grounder = model
+    client = peer.create_client(Ground, "ground")
+    assert client.wait_for_service(timeout_sec=10)
+    request = Ground.Request(instruction="cup", image=image_msg(scene()))
+    running = client.call_async(request)
+    assert model.started.wait(timeout=10)
+    waiting = client.call_async(request)
+    assert wait_for(lambda: node._jobs.full(), timeout=10)
+    threading.Timer(0.3, model.release.set).start()  # the job in hand finishes during the deactivation
+    node.trigger_deactivate()
+    assert wait_for(lambda: running.done() and waiting.done(), timeout=10)
+    assert "deactivated before the request ran" in waiting.result().message
+    assert not running.result().success and "deactivated while the request ran" in running.result().message
+    time.sleep(0.2)
+    assert got["grounding"] == []  # nothing published after deactivation
+
+
+def depth_16uc1(millimetres: np.ndarray) -> Image:
+    """A depth image as RGB-D drivers publish it: uint16 millimetres, 0 = no reading."""
+    h, w = millimetres.shape
+    return Image(height=h, width=w, encoding="16UC1", step=2 * w, data=millimetres.astype("<u2").tobytes())
+
+
+def diagnostics_of(peer: Node):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    seen: list = []
+    peer.create_subscription(DiagnosticArray, "/diagnostics", seen.append, 10)
+
+    def latest():
+        for array in reversed(seen):
+            for status in array.status:
+                if "grounding" in status.name:
+                    return status
+        return None
+
+    return seen, latest
+
+
+@pytest.mark.ros
+def test_bad_depth_and_camera_info_give_2d_results_a_warning_and_no_stale_markers(graph):
+    node, peer, got = graph
+    start(node)
+    _, latest = diagnostics_of(peer)
+    node.grounder = ScriptedModel(
+        GroundingResult(instruction="", kinds=("point",), points=[GroundedPoint("c", 160, 100)])
+    )
+    publish_camera(peer, depth_m=1.0)
+    assert wait_for(lambda: "depth" in node._latest and "info" in node._latest)
+    good = call(peer, Ground.Request(instruction="c", kinds=["point"])).grounding
+    assert good.points[0].point_3d_valid
+    info_pub = peer.create_publisher(CameraInfo, "camera/camera_info", 2)
+    assert wait_for(lambda: info_pub.get_subscription_count() > 0)
+    info_pub.publish(CameraInfo(width=WIDTH, height=HEIGHT))  # an uncalibrated driver: K all zero
+    assert wait_for(lambda: not any(node._latest["info"].k))
+    response = call(peer, Ground.Request(instruction="c", kinds=["point"]))
+    assert response.success and not response.grounding.points[0].point_3d_valid
+    assert wait_for(lambda: len(got["markers"]) == 2)
+    assert [m.action for m in got["markers"][-1].markers] == [3]  # only DELETEALL: the old sphere goes
+    assert wait_for(lambda: latest() is not None and latest().level == DiagnosticStatus.WARN, timeout=5)
+    assert "no intrinsics" in latest().message
+
+    info = CameraInfo(width=WIDTH, height=HEIGHT, k=K)
+    info_pub.publish(info)
+    depth_pub = peer.create_publisher(Image, "camera/depth/image_raw", 2)
+    assert wait_for(lambda: depth_pub.get_subscription_count() > 0)
+    zeros = np.zeros((HEIGHT, WIDTH), dtype=np.uint16)  # 16UC1 with no valid pixel
+    depth_pub.publish(depth_16uc1(zeros))
+    assert wait_for(lambda: node._latest["depth"].encoding == "16UC1" and any(node._latest["info"].k))
+    response = call(peer, Ground.Request(instruction="c", kinds=["point"]))
+    assert response.success and not response.grounding.points[0].point_3d_valid
+
+    depth_pub.publish(depth_16uc1(np.full((HEIGHT, WIDTH), 1500, np.uint16)))
+    assert wait_for(lambda: node._latest["depth"].data[0] != 0)
+    response = call(peer, Ground.Request(instruction="c", kinds=["point"]))
+    assert response.grounding.points[0].point_3d_valid
+    np.testing.assert_allclose(response.grounding.points[0].point_3d.z, 1.5)  # millimetres -> metres
+    assert wait_for(
+        lambda: latest().level == DiagnosticStatus.OK, timeout=5
+    )  # a good request clears the warning
+
+
+@pytest.mark.ros
+def test_diagnostics_report_rate_and_latency_of_every_stage(graph):
+    node, peer, _ = graph
+    start(node)
+    _, latest = diagnostics_of(peer)
+    node.grounder = ScriptedModel(GroundingResult(instruction="", kinds=("box",)))
+    assert call(peer, Ground.Request(instruction="cup", image=image_msg(scene()))).success
+
+    def keys():
+        status = latest()
+        return {kv.key for kv in status.values} if status is not None else set()
+
+    stages = {f"{s}_p50_ms" for s in ("convert", "model", "draw", "publish", "total")}
+    assert wait_for(lambda: stages <= keys(), timeout=5)
+    assert {"rate_hz", "last_error"} <= keys() and latest().level == DiagnosticStatus.OK
+
+
+@pytest.mark.ros
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    depth_height=st.integers(0, 6),
+    depth_width=st.integers(0, 6),
+    depth_encoding=st.sampled_from(["16UC1", "32FC1", "mono16", "rgb8", "bogus"]),
+    depth_step=st.integers(0, 30),
+    depth_data=st.binary(max_size=80),
+    k=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=9, max_size=9),
+    d=st.lists(st.floats(-1, 1), max_size=8),
+    model=st.sampled_from(["plumb_bob", "rational_polynomial", "equidistant", ""]),
+    info_size=st.tuples(st.integers(0, 400), st.integers(0, 400)),
+)
+def test_fuzzed_depth_and_camera_info_never_crash_and_never_fake_3d(
+    graph, depth_height, depth_width, depth_encoding, depth_step, depth_data, k, d, model, info_size
+):
+    node, peer, _ = graph
+    if node._state_machine.current_state[1] != "active":
+        start(node)
+        node.grounder = ScriptedModel(
+            GroundingResult(instruction="", kinds=("point",), points=[GroundedPoint("c", 3, 2)])
+        )
+    # inputs go straight into the node's latest-message store: the same path as the subscriptions
+    node._store("depth")(
+        Image(
+            height=depth_height,
+            width=depth_width,
+            encoding=depth_encoding,
+            step=depth_step,
+            data=depth_data,
+        )
+    )
+    node._store("info")(CameraInfo(width=info_size[0], height=info_size[1], k=k, d=d, distortion_model=model))
+    response = call(peer, Ground.Request(instruction="c", image=image_msg(np.zeros((4, 6, 3), np.uint8))))
+    assert response.success, response.message  # the 2D answer survives any depth / camera_info
+    point = response.grounding.points[0]
+    if point.point_3d_valid:
+        assert all(np.isfinite([point.point_3d.x, point.point_3d.y, point.point_3d.z]))
+        assert 0 < point.point_3d.z <= 10.0
+    assert node._worker is not None and node._worker.is_alive()
+
+
+@pytest.mark.ros
+def test_the_shipped_parameter_file_loads_and_covers_every_declared_parameter(tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "config" / "grounding_node.yaml"
+    shipped = yaml.safe_load(path.read_text())["grounding_node"]["ros__parameters"]
+    shipped["kinds"], shipped["rate_hz"] = ["trace"], 2.5  # overrides prove the file is what is read
+    edited = tmp_path / "grounding_node.yaml"
+    edited.write_text(yaml.safe_dump({"grounding_node": {"ros__parameters": shipped}}))
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        node = GroundingNode(context=context, cli_args=["--ros-args", "--params-file", str(edited)])
+        declared = {
+            name
+            for name in node._parameters
+            if name not in ("use_sim_time", "start_type_description_service")
+        }
+        assert declared == set(shipped)  # nothing undocumented, nothing stale in the file
+        assert node.p("kinds") == ["trace"] and node.p("rate_hz") == 2.5
+        assert all(node.describe_parameter(name).description for name in declared)
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
