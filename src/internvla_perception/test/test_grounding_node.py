@@ -319,7 +319,12 @@ def test_deactivating_answers_a_waiting_request_instead_of_leaving_it_to_time_ou
     assert model.started.wait(timeout=10)
     waiting = client.call_async(request)
     assert wait_for(lambda: node._jobs.full(), timeout=10)
-    threading.Timer(0.3, model.release.set).start()  # the job in hand finishes during the deactivation
+
+    def finish_once_deactivating() -> None:  # the job in hand finishes during the deactivation
+        wait_for(lambda: not node._active, timeout=10)
+        model.release.set()
+
+    threading.Thread(target=finish_once_deactivating, daemon=True).start()
     node.trigger_deactivate()
     assert wait_for(lambda: running.done() and waiting.done(), timeout=10)
     assert "deactivated before the request ran" in waiting.result().message
