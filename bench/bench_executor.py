@@ -98,19 +98,20 @@ def run(load: str, seconds: float) -> None:
             ],
         )
         other_exec.add_node(policy)
+        from rclpy.action import ActionClient
+
+        from internvla_msgs.action import ExecuteInstruction
+
+        # built before spinning: rclpy's ActionClient registers itself before it creates its lock
+        client = ActionClient(peer, ExecuteInstruction, "execute_instruction")
     threads = [threading.Thread(target=e.spin, daemon=True) for e in (control_exec, other_exec)]
     for t in threads:
         t.start()
     executor_node.trigger_configure()
     executor_node.trigger_activate()
     if load == "policy":
-        from rclpy.action import ActionClient
-
-        from internvla_msgs.action import ExecuteInstruction
-
         policy.trigger_configure()
         policy.trigger_activate()
-        client = ActionClient(peer, ExecuteInstruction, "execute_instruction")
         client.wait_for_server(timeout_sec=10)
         client.send_goal_async(ExecuteInstruction.Goal(instruction="put the carrot on the plate"))
     else:  # one long chunk keeps the executor commanding (IK every tick) for the whole run

@@ -61,6 +61,7 @@ def main() -> None:
     peer.create_subscription(  # stop chunks (rows 0, the end of a goal) are not inference results
         ActionChunk, "action_chunk", lambda m: m.rows and received.append((time.time(), m)), 100
     )
+    client = ActionClient(peer, ExecuteInstruction, "execute_instruction")  # before spinning (rclpy race)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(policy_node)
     executor.add_node(peer)
@@ -83,7 +84,6 @@ def main() -> None:
     bare = bare_calls(args.chunks)
 
     # 2. through ROS
-    client = ActionClient(peer, ExecuteInstruction, "execute_instruction")
     client.wait_for_server(timeout_sec=10)
 
     def wait(condition, timeout: float) -> bool:

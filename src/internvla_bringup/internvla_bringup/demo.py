@@ -173,6 +173,9 @@ def run(args: argparse.Namespace) -> dict:
         )
         recorder_node.create_subscription(msg_type, topic, make_callback(topic, msg_type), qos, raw=True)
 
+    # built before any executor spins the node: rclpy's ActionClient registers itself with the node before
+    # it creates its lock, and a spin thread that sees it half-built dies on AttributeError '_lock'
+    action = ActionClient(recorder_node, ExecuteInstruction, "execute_instruction")
     control = SingleThreadedExecutor(context=context)  # the control loop gets an executor of its own
     control.add_node(executor_node)
     others = MultiThreadedExecutor(num_threads=4, context=context)
@@ -199,7 +202,6 @@ def run(args: argparse.Namespace) -> dict:
             if ground.done() and (ground.result().success or "no image yet" not in ground.result().message):
                 break
             time.sleep(0.25)
-        action = ActionClient(recorder_node, ExecuteInstruction, "execute_instruction")
         action.wait_for_server(timeout_sec=10)
         goal = action.send_goal_async(ExecuteInstruction.Goal(instruction=instruction, max_steps=args.steps))
         deadline = time.monotonic() + args.timeout

@@ -70,6 +70,9 @@ def ros():
         policy = PolicyNode(context=context, parameter_overrides=overrides)
         peer = Node("peer", context=context)
         nodes.extend([policy, peer])
+        # rclpy 10.x ActionClient registers itself with the node before it creates its lock: built while
+        # an executor spins the node, the spin thread can die on AttributeError '_lock'. Build it first.
+        client = ActionClient(peer, ExecuteInstruction, "execute_instruction")
         executor.add_node(policy)
         executor.add_node(peer)
         camera = Camera(peer, stale=stale)
@@ -85,7 +88,6 @@ def ros():
         policy.executor = executor
         assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        client = ActionClient(peer, ExecuteInstruction, "execute_instruction")
         assert client.wait_for_server(timeout_sec=10)
         return policy, client, chunks, camera
 

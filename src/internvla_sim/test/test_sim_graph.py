@@ -60,6 +60,8 @@ def test_lockstep_sim_advances_one_step_per_command_and_the_policy_moves_the_sim
     commands: list = []
     peer.create_subscription(ActionChunk, "action_chunk", chunks.append, 50)
     peer.create_subscription(JointTrajectory, "arm_controller/joint_trajectory", commands.append, 50)
+    # built before spinning: rclpy's ActionClient registers itself before it creates its lock
+    client = ActionClient(peer, ExecuteInstruction, "execute_instruction")
     control = SingleThreadedExecutor(context=context)
     control.add_node(executor_node)
     others = MultiThreadedExecutor(num_threads=4, context=context)
@@ -75,7 +77,6 @@ def test_lockstep_sim_advances_one_step_per_command_and_the_policy_moves_the_sim
         for node in (policy, executor_node):
             node.trigger_configure()
             node.trigger_activate()
-        client = ActionClient(peer, ExecuteInstruction, "execute_instruction")
         assert client.wait_for_server(timeout_sec=10)
         timeouts_before = sim.lockstep_timeouts  # at most the start-up, before any controller existed
         goal = client.send_goal_async(
