@@ -40,6 +40,7 @@ from internvla_core.executor_core import Command, ExecutorConfig, ExecutorCore
 from internvla_core.latency import RateMeter
 from internvla_core.rotations import matrix_to_quaternion, matrix_to_rotvec, quaternion_to_matrix
 from internvla_core.safety import SafetyFilter, SafetyLimits
+from internvla_core.stamps import split_seconds
 from internvla_msgs.msg import ActionChunk
 
 from .params import declare
@@ -538,8 +539,7 @@ class ChunkExecutorNode(LifecycleNode):
         if command.hold:
             self._last_hold_reason = command.reason
         header = Header(frame_id=self.embodiment.reference_frame)
-        header.stamp.sec = int(stamp_s)
-        header.stamp.nanosec = int(round((stamp_s - int(stamp_s)) * 1e9)) % 1_000_000_000
+        header.stamp.sec, header.stamp.nanosec = split_seconds(stamp_s)
         pose_msg = matrix_to_pose_msg(command.target_pose, header)
         self.preview_pose_pub.publish(pose_msg)
         trajectory = None
@@ -547,7 +547,8 @@ class ChunkExecutorNode(LifecycleNode):
             trajectory = JointTrajectory(header=header, joint_names=list(self.settings.arm_joints))
             seconds = self.settings.time_from_start
             point = JointTrajectoryPoint(positions=[float(q) for q in command.joint_targets])
-            point.time_from_start = Duration(sec=int(seconds), nanosec=int(round((seconds % 1) * 1e9)))
+            sec, nanosec = split_seconds(seconds)
+            point.time_from_start = Duration(sec=sec, nanosec=nanosec)
             trajectory.points = [point]
             self.preview_pub.publish(trajectory)
         if self.settings.dry_run:

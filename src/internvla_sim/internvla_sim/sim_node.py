@@ -30,6 +30,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from internvla_core.image_conversion import depth_to_image_fields, rgb_to_image_fields
 from internvla_core.rotations import matrix_to_quaternion
+from internvla_core.stamps import split_seconds
 
 from .env import FINGER_JOINTS, SimEnv
 from .scene import ARM_JOINTS
@@ -39,8 +40,8 @@ BASE_FRAME = "panda_link0"
 
 
 def sim_stamp(seconds: float) -> Time:
-    sec = int(seconds)
-    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)) % 1_000_000_000)
+    sec, nanosec = split_seconds(seconds)  # keeps the carry: 2.9999999 is 3 s, not 2 s
+    return Time(sec=sec, nanosec=nanosec)
 
 
 class SimNode(Node):
