@@ -15,6 +15,8 @@ if [ -f "$_IV_ROOT/install/local_setup.bash" ]; then
   source "$_IV_ROOT/install/local_setup.bash"
   [ "$_IV_NOUNSET" = 1 ] && set -u
   unset _IV_NOUNSET
+  # internvla-run (colcon installs ament_python console scripts under lib/<package>, off the PATH)
+  export PATH="$_IV_ROOT/install/internvla_bringup/lib/internvla_bringup:$PATH"
 fi
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 export ROS_DOMAIN_ID="${ROS_DOMAIN_ID:-$(( (RANDOM % 100) + 1 ))}"

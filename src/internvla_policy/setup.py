@@ -35,6 +35,7 @@ setup(
         "console_scripts": [
             "policy_node = internvla_policy.policy_node:main",
             "chunk_executor = internvla_policy.chunk_executor_node:main",
+            "gripper_bridge = internvla_policy.gripper_bridge_node:main",
         ]
     },
 )

@@ -95,9 +95,7 @@ def run(args: argparse.Namespace) -> dict:
     import rclpy
     from rclpy.action import ActionClient
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
     from rclpy.node import Node
-    from rclpy.parameter import Parameter
     from tqdm import tqdm
 
     from internvla_core.drawing import draw_grounding
@@ -105,46 +103,23 @@ def run(args: argparse.Namespace) -> dict:
     from internvla_core.latency import RollingStats
     from internvla_msgs.action import ExecuteInstruction
     from internvla_msgs.srv import Ground
-    from internvla_perception.grounding_node import GroundingNode
-    from internvla_policy.chunk_executor_node import ChunkExecutorNode
-    from internvla_policy.policy_node import PolicyNode
-    from internvla_sim.sim_node import SimNode
 
+    from .graphs import GraphOptions, build_graph
     from .recording import McapRecorder
+    from .run import Composition
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     context = Context()
     rclpy.init(context=context)
-    sim_time = Parameter("use_sim_time", value=True)
-    common = [sim_time] + ([Parameter("checkpoint", value=args.checkpoint)] if args.checkpoint else [])
-    sim = SimNode(
-        context=context,
-        parameter_overrides=[
-            Parameter("task", value=args.task),
-            Parameter("seed", value=args.seed),
-            Parameter("clock_mode", value=args.clock),
-            Parameter("width", value=args.width),
-            Parameter("height", value=args.height),
-        ],
+    # the sim_franka graph of internvla_bringup.graphs: the nodes, YAML and overrides `ros2 launch` uses
+    graph = build_graph(
+        "sim_franka",
+        GraphOptions(checkpoint=args.checkpoint, task=args.task, seed=args.seed, clock_mode=args.clock),
     )
-    grounding = GroundingNode(
-        context=context, parameter_overrides=[*common, Parameter("kinds", value=["box", "point"])]
-    )
-    policy = PolicyNode(
-        context=context, parameter_overrides=[*common, Parameter("embodiment", value="franka_real")]
-    )
-    executor_node = ChunkExecutorNode(
-        context=context,
-        parameter_overrides=[
-            sim_time,
-            Parameter("embodiment", value="franka_real"),
-            Parameter("control_rate_hz", value=10.0),
-            Parameter("tick_source", value="state" if args.clock == "lockstep" else "timer"),
-            Parameter("dry_run", value=False),
-        ],
-    )
+    composition = Composition.create(graph, context, {"sim": {"width": args.width, "height": args.height}})
+    sim, executor_node = composition.nodes["sim"], composition.nodes["chunk_executor"]
     recorder_node = Node("demo_recorder", context=context)
     recorder = McapRecorder(out / "episode.mcap")
     lock = threading.Lock()
@@ -176,20 +151,14 @@ def run(args: argparse.Namespace) -> dict:
     # built before any executor spins the node: rclpy's ActionClient registers itself with the node before
     # it creates its lock, and a spin thread that sees it half-built dies on AttributeError '_lock'
     action = ActionClient(recorder_node, ExecuteInstruction, "execute_instruction")
-    control = SingleThreadedExecutor(context=context)  # the control loop gets an executor of its own
-    control.add_node(executor_node)
-    others = MultiThreadedExecutor(num_threads=4, context=context)
-    for node in (sim, grounding, policy, recorder_node):
-        others.add_node(node)
-    spinners = [threading.Thread(target=e.spin, daemon=True) for e in (control, others)]
-    for thread in spinners:
-        thread.start()
+    composition.add_executors(extra_nodes=(recorder_node,))
+    composition.spin_in_background()
     progress = tqdm(total=args.steps, desc=f"{args.task} (seed {args.seed})", unit="step")
     result_reason, ground_time = "not started", float("nan")
     try:
-        for node in (grounding, policy, executor_node):
-            node.trigger_configure()
-            node.trigger_activate()
+        failures = composition.activate()
+        if failures:
+            raise RuntimeError(f"the graph did not start: {failures}")
         instruction = sim.env.task.instruction
         client = recorder_node.create_client(Ground, "ground")
         client.wait_for_service(timeout_sec=10)
@@ -214,15 +183,14 @@ def run(args: argparse.Namespace) -> dict:
         time.sleep(0.3)  # the last commands and observations reach the recorder
     finally:
         progress.close()
-        others.shutdown()
-        control.shutdown()
+        composition.shutdown_executors()
         sim_seconds = sim.env.time
         sim_steps = sim.steps
         executor_rate = executor_node.rate_meter.rate()
         camera_k = sim.env.camera_intrinsics()
         camera_pose = sim.env.camera_pose()
-        for node in (executor_node, policy, grounding, recorder_node, sim):
-            node.destroy_node()
+        composition.destroy()
+        recorder_node.destroy_node()
         rclpy.shutdown(context=context)
     wall = time.perf_counter() - t_start
 

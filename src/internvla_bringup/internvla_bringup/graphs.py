@@ -1,0 +1,367 @@
+"""One description of the node graph per setup, read by the launch files and by ``internvla-run``.
+
+A setup (``sim_franka``, ``sim_widowx``, ``franka``, ``widowx``) names which of our nodes run, with which
+parameter file (``config/<setup>.yaml``), which per-node parameter overrides (the launch arguments:
+namespace, checkpoint, device, dry_run, ...), which topic remappings onto the robot's drivers, and which
+driver launch files of other packages a full ROS install brings up beside them (franka_ros2, Interbotix,
+RealSense). Nothing here imports rclpy or launch: the description is plain data, so the same object is
+turned into ``launch_ros`` actions by :mod:`internvla_bringup.launch_support` and into in-process nodes by
+:mod:`internvla_bringup.run`, and tests can compare the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PACKAGE = "internvla_bringup"
+SETUPS = ("sim_franka", "sim_widowx", "franka", "widowx")
+SIM_TASKS = ("red_on_plate", "pick_green", "push_blue_left")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One of our nodes: how ``ros2 launch`` starts it (package/executable) and how the runner builds it."""
+
+    name: str
+    package: str
+    executable: str
+    plugin: str  # "module:Class", constructed in-process by internvla-run
+    lifecycle: bool
+    control_loop: bool = False  # the runner gives it an executor (thread) of its own
+    parameters: Mapping[str, Any] = field(default_factory=dict)  # on top of the setup's YAML
+    remappings: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class IncludeSpec:
+    """A driver launch file of another package (full ROS installs only), with its arguments."""
+
+    package: str
+    launch_file: str  # relative to share/<package>/
+    arguments: Mapping[str, str]
+    why: str
+
+    def command(self) -> str:
+        args = " ".join(f"{k}:={v}" for k, v in self.arguments.items())
+        return f"ros2 launch {self.package} {Path(self.launch_file).name} {args}".strip()
+
+
+@dataclass(frozen=True)
+class GraphOptions:
+    """The launch arguments shared by ``ros2 launch`` and ``internvla-run``."""
+
+    namespace: str = ""
+    checkpoint: str = ""  # empty: the nodes' default (the untrained tiny factory model, with a warning)
+    device: str = ""  # empty: the YAML's device (cpu)
+    dry_run: bool | None = None  # None: the setup's default (true on real robots, false in simulation)
+    rviz: bool = False
+    # simulation
+    task: str = "red_on_plate"
+    seed: int = 0
+    clock_mode: str = "lockstep"  # lockstep | realtime
+    # real robots
+    robot_ip: str = ""  # Franka control box address
+    use_fake_hardware: bool = False  # franka_ros2's mock hardware (no arm needed)
+    hardware_type: str = "actual"  # Interbotix: actual | fake | gz_classic
+
+
+@dataclass(frozen=True)
+class Graph:
+    setup: str
+    description: str
+    robot: str  # "franka" | "widowx"
+    simulated: bool
+    params_file: str  # file name under share/internvla_bringup/config/
+    namespace: str
+    base_frame: str  # RViz fixed frame
+    nodes: tuple[NodeSpec, ...]
+    includes: tuple[IncludeSpec, ...] = ()
+    rviz: bool = False
+
+    def node(self, name: str) -> NodeSpec:
+        for spec in self.nodes:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"graph {self.setup} has no node '{name}'; nodes: {[n.name for n in self.nodes]}")
+
+    def params_path(self) -> Path:
+        return config_dir() / self.params_file
+
+
+def config_dir() -> Path:
+    """The parameter files beside the running code: the source tree's when run from a checkout (so an
+    edited YAML takes effect without a rebuild), else the installed share directory."""
+    source = Path(__file__).resolve().parent.parent / "config"
+    if source.is_dir():
+        return source
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory(PACKAGE)) / "config"
+
+
+def rviz_config_path() -> Path:
+    return config_dir().parent / "rviz" / "internvla.rviz"
+
+
+def _model_overrides(options: GraphOptions) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if options.checkpoint:
+        overrides["checkpoint"] = options.checkpoint
+    if options.device:
+        overrides["device"] = options.device
+    return overrides
+
+
+def _our_nodes(
+    options: GraphOptions,
+    *,
+    sim_time: bool,
+    dry_run: bool,
+    executor_extra: Mapping[str, Any] | None = None,
+    remap_camera: tuple[tuple[str, str], ...] = (),
+    remap_state: tuple[tuple[str, str], ...] = (),
+    remap_commands: tuple[tuple[str, str], ...] = (),
+) -> list[NodeSpec]:
+    common = {"use_sim_time": True} if sim_time else {}
+    model = _model_overrides(options)
+    return [
+        NodeSpec(
+            "grounding_node",
+            "internvla_perception",
+            "grounding_node",
+            "internvla_perception.grounding_node:GroundingNode",
+            lifecycle=True,
+            parameters={**common, **model},
+            remappings=remap_camera,
+        ),
+        NodeSpec(
+            "policy_node",
+            "internvla_policy",
+            "policy_node",
+            "internvla_policy.policy_node:PolicyNode",
+            lifecycle=True,
+            parameters={**common, **model},
+            remappings=remap_camera + remap_state,
+        ),
+        NodeSpec(
+            "chunk_executor",
+            "internvla_policy",
+            "chunk_executor",
+            "internvla_policy.chunk_executor_node:ChunkExecutorNode",
+            lifecycle=True,
+            control_loop=True,
+            parameters={**common, "dry_run": dry_run, **(executor_extra or {})},
+            remappings=remap_state + remap_commands,
+        ),
+    ]
+
+
+def _sim_graph(setup: str, robot: str, options: GraphOptions) -> Graph:
+    if options.task not in SIM_TASKS:
+        raise ValueError(f"unknown task '{options.task}'; known: {list(SIM_TASKS)}")
+    if options.clock_mode not in ("lockstep", "realtime"):
+        raise ValueError(f"clock_mode must be lockstep or realtime, got '{options.clock_mode}'")
+    lockstep = options.clock_mode == "lockstep"
+    sim = NodeSpec(
+        "sim",
+        "internvla_sim",
+        "sim_node",
+        "internvla_sim.sim_node:SimNode",
+        lifecycle=False,
+        parameters={
+            "use_sim_time": False,  # the sim owns /clock
+            "robot": robot,
+            "task": options.task,
+            "seed": options.seed,
+            "clock_mode": options.clock_mode,
+        },
+    )
+    dry_run = False if options.dry_run is None else options.dry_run
+    nodes = _our_nodes(
+        options,
+        sim_time=True,
+        dry_run=dry_run,
+        executor_extra={"tick_source": "state" if lockstep else "timer"},
+    )
+    arm = "Franka Panda" if robot == "franka" else "WidowX 250 6DOF"
+    return Graph(
+        setup=setup,
+        description=f"MuJoCo {arm} (sim_node) -> grounding -> policy -> chunk executor -> simulated arm",
+        robot=robot,
+        simulated=True,
+        params_file=f"{setup}.yaml",
+        namespace=options.namespace,
+        base_frame="panda_link0" if robot == "franka" else "wx250s/base_link",
+        nodes=(sim, *nodes),
+        rviz=options.rviz,
+    )
+
+
+REALSENSE = IncludeSpec(
+    "realsense2_camera",
+    "launch/rs_launch.py",
+    {
+        "camera_namespace": "",
+        "camera_name": "camera",
+        "align_depth.enable": "true",
+        "rgb_camera.color_profile": "640x480x30",
+        "depth_module.depth_profile": "640x480x30",
+    },
+    "third-person RGB-D camera (RealSense D4xx); depth aligned to colour for 3D grounding",
+)
+# Topics of rs_launch.py with camera_namespace '' and camera_name 'camera' (realsense-ros 4.x)
+REALSENSE_REMAPS = (
+    ("camera/image_raw", "/camera/color/image_raw"),
+    ("camera/depth/image_raw", "/camera/aligned_depth_to_color/image_raw"),
+    ("camera/camera_info", "/camera/color/camera_info"),
+)
+
+
+@dataclass(frozen=True)
+class RealRobot:
+    """Where a real arm's drivers put their topics, and which launch file starts them."""
+
+    robot: str
+    description: str
+    base_frame: str
+    driver: IncludeSpec
+    driver_prefix: str  # namespace of the driver's topics ("" or "/wx250s")
+    controller: str  # the JointTrajectoryController's name
+    gripper_action: str  # control_msgs/GripperCommand action of the gripper
+
+
+def _real_graph(setup: str, real: RealRobot, options: GraphOptions) -> Graph:
+    dry_run = True if options.dry_run is None else options.dry_run
+    prefix = real.driver_prefix
+    state = (("joint_states", f"{prefix}/joint_states"), ("robot_description", f"{prefix}/robot_description"))
+    commands = (("arm_controller/joint_trajectory", f"{prefix}/{real.controller}/joint_trajectory"),)
+    nodes = _our_nodes(
+        options,
+        sim_time=False,
+        dry_run=dry_run,
+        remap_camera=REALSENSE_REMAPS,
+        remap_state=state,
+        remap_commands=commands,
+    )
+    gripper = NodeSpec(
+        "gripper_bridge",
+        "internvla_policy",
+        "gripper_bridge",
+        "internvla_policy.gripper_bridge_node:GripperBridgeNode",
+        lifecycle=False,
+        parameters={"dry_run": dry_run},
+        remappings=(("gripper_action", real.gripper_action),),
+    )
+    return Graph(
+        setup=setup,
+        description=real.description,
+        robot=real.robot,
+        simulated=False,
+        params_file=f"{setup}.yaml",
+        namespace=options.namespace,
+        base_frame=real.base_frame,
+        nodes=(*nodes, gripper),
+        includes=(real.driver, REALSENSE),
+        rviz=options.rviz,
+    )
+
+
+def _franka(options: GraphOptions) -> RealRobot:
+    if not options.robot_ip and not options.use_fake_hardware:
+        raise ValueError(
+            "the franka setup needs robot_ip:=<control box address> (or use_fake_hardware:=true)"
+        )
+    driver = IncludeSpec(
+        "franka_fr3_moveit_config",
+        "launch/moveit.launch.py",
+        {
+            "robot_ip": options.robot_ip or "dont-care",
+            "use_fake_hardware": str(options.use_fake_hardware).lower(),
+            "load_gripper": "true",
+        },
+        "franka_ros2: FR3 hardware interface, fr3_arm_controller (JointTrajectoryController), "
+        "franka_gripper, robot_state_publisher and MoveIt",
+    )
+    return RealRobot(
+        robot="franka",
+        description="Franka FR3/Panda (franka_ros2 + MoveIt) with a RealSense: grounding -> policy -> "
+        "chunk executor -> fr3_arm_controller and franka_gripper",
+        base_frame="fr3_link0",
+        driver=driver,
+        driver_prefix="",
+        controller="fr3_arm_controller",
+        gripper_action="/fr3_gripper/gripper_action",
+    )
+
+
+def _widowx(options: GraphOptions) -> RealRobot:
+    if options.hardware_type not in ("actual", "fake", "gz_classic"):
+        raise ValueError(f"hardware_type must be actual, fake or gz_classic, got '{options.hardware_type}'")
+    driver = IncludeSpec(
+        "interbotix_xsarm_moveit",
+        "launch/xsarm_moveit.launch.py",
+        {"robot_model": "wx250s", "hardware_type": options.hardware_type, "use_moveit_rviz": "false"},
+        "Interbotix xsarm: wx250s ros2_control (arm_controller, gripper_controller), "
+        "robot_state_publisher and MoveIt, all under /wx250s",
+    )
+    return RealRobot(
+        robot="widowx",
+        description="WidowX 250 6DOF (Interbotix xsarm + MoveIt) with a RealSense: grounding -> policy -> "
+        "chunk executor -> arm_controller and gripper_controller",
+        base_frame="wx250s/base_link",
+        driver=driver,
+        driver_prefix="/wx250s",
+        controller="arm_controller",
+        gripper_action="/wx250s/gripper_controller/gripper_cmd",
+    )
+
+
+def build_graph(setup: str, options: GraphOptions | None = None) -> Graph:
+    """The node graph of ``setup`` with the given launch arguments (ValueError on a bad one)."""
+    options = options or GraphOptions()
+    if options.namespace and not all(part.isidentifier() for part in options.namespace.strip("/").split("/")):
+        raise ValueError(f"namespace '{options.namespace}' is not a valid ROS namespace")
+    if setup == "sim_franka":
+        return _sim_graph(setup, "franka", options)
+    if setup == "sim_widowx":
+        return _sim_graph(setup, "widowx", options)
+    if setup == "franka":
+        return _real_graph(setup, _franka(options), options)
+    if setup == "widowx":
+        return _real_graph(setup, _widowx(options), options)
+    raise ValueError(f"unknown setup '{setup}'; known: {list(SETUPS)}")
+
+
+def parse_bool(text: str | bool) -> bool:
+    """Launch-argument booleans as ``ros2 launch`` users type them."""
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got '{text}'")
+
+
+def options_from_arguments(arguments: Mapping[str, str]) -> GraphOptions:
+    """GraphOptions from launch-argument strings (``dry_run: ''`` keeps the setup's default)."""
+    known = GraphOptions.__dataclass_fields__
+    unknown = sorted(set(arguments) - set(known))
+    if unknown:
+        raise ValueError(f"unknown launch arguments {unknown}; known: {sorted(known)}")
+    values: dict[str, Any] = {}
+    for name, text in arguments.items():
+        default = known[name].default
+        if name == "dry_run":
+            values[name] = None if str(text).strip() == "" else parse_bool(text)
+        elif isinstance(default, bool):
+            values[name] = parse_bool(text)
+        elif isinstance(default, int):
+            values[name] = int(text)
+        else:
+            values[name] = str(text)
+    return GraphOptions(**values)

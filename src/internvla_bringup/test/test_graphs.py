@@ -1,0 +1,186 @@
+"""Graph descriptions: every setup builds, names real executables, and its parameter file only sets
+parameters its nodes declare (with values inside their ranges)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from internvla_bringup.graphs import (
+    SETUPS,
+    GraphOptions,
+    build_graph,
+    config_dir,
+    options_from_arguments,
+    rviz_config_path,
+)
+
+SRC = Path(__file__).resolve().parents[2]
+REAL = {"franka": GraphOptions(robot_ip="172.16.0.2"), "widowx": GraphOptions()}
+
+
+def graph_of(setup: str, **changes):
+    options = REAL.get(setup, GraphOptions())
+    return build_graph(setup, GraphOptions(**{**options.__dict__, **changes}))
+
+
+def console_scripts(package: str) -> set[str]:
+    text = (SRC / package / "setup.py").read_text()
+    return set(re.findall(r'"([\w-]+) = [\w.]+:main"', text))
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_every_node_names_an_installed_executable_and_an_importable_class(setup):
+    graph = graph_of(setup)
+    assert graph.params_path().is_file()
+    for spec in graph.nodes:
+        assert spec.executable in console_scripts(spec.package), (spec.package, spec.executable)
+        module, cls = spec.plugin.split(":")
+        assert hasattr(importlib.import_module(module), cls)
+    assert sum(spec.control_loop for spec in graph.nodes) == 1  # the chunk executor
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_parameter_files_hold_a_wildcard_section_for_each_node(setup):
+    graph = graph_of(setup)
+    data = yaml.safe_load(graph.params_path().read_text())
+    sections = {key.removeprefix("/**/") for key in data}
+    assert all(key.startswith("/**/") for key in data), "keys must be /**/<node> so namespaces still match"
+    ours = {spec.name for spec in graph.nodes}
+    assert sections <= ours, sections - ours
+    assert ours - sections <= {"sim"} or setup.startswith("sim")  # every node of a real robot is configured
+
+
+def test_dry_run_is_on_for_real_robots_and_off_in_simulation_unless_asked():
+    assert graph_of("franka").node("chunk_executor").parameters["dry_run"] is True
+    assert graph_of("widowx").node("gripper_bridge").parameters["dry_run"] is True
+    assert graph_of("sim_franka").node("chunk_executor").parameters["dry_run"] is False
+    assert graph_of("franka", dry_run=False).node("chunk_executor").parameters["dry_run"] is False
+    assert graph_of("sim_widowx", dry_run=True).node("chunk_executor").parameters["dry_run"] is True
+
+
+def test_launch_arguments_reach_the_nodes():
+    graph = graph_of("sim_widowx", checkpoint="/m/ckpt.pt", device="cuda:1", task="pick_green", seed=7)
+    for name in ("grounding_node", "policy_node"):
+        assert graph.node(name).parameters["checkpoint"] == "/m/ckpt.pt"
+        assert graph.node(name).parameters["device"] == "cuda:1"
+    sim = graph.node("sim").parameters
+    assert (sim["robot"], sim["task"], sim["seed"]) == ("widowx", "pick_green", 7)
+    assert graph.node("chunk_executor").parameters["tick_source"] == "state"
+    realtime = graph_of("sim_franka", clock_mode="realtime")
+    assert realtime.node("chunk_executor").parameters["tick_source"] == "timer"
+    assert "checkpoint" not in graph_of("sim_franka").node("policy_node").parameters  # YAML's default
+
+
+def test_real_graphs_remap_onto_the_drivers_topics():
+    franka = graph_of("franka")
+    assert ("arm_controller/joint_trajectory", "/fr3_arm_controller/joint_trajectory") in franka.node(
+        "chunk_executor"
+    ).remappings
+    assert ("camera/image_raw", "/camera/color/image_raw") in franka.node("policy_node").remappings
+    assert [inc.package for inc in franka.includes] == ["franka_fr3_moveit_config", "realsense2_camera"]
+    assert franka.includes[0].arguments["robot_ip"] == "172.16.0.2"
+    widowx = graph_of("widowx")
+    assert ("joint_states", "/wx250s/joint_states") in widowx.node("chunk_executor").remappings
+    assert widowx.node("gripper_bridge").remappings == (
+        ("gripper_action", "/wx250s/gripper_controller/gripper_cmd"),
+    )
+    assert "ros2 launch interbotix_xsarm_moveit xsarm_moveit.launch.py robot_model:=wx250s" in (
+        widowx.includes[0].command()
+    )
+
+
+@pytest.mark.parametrize(
+    ("setup", "options", "message"),
+    [
+        ("franka", GraphOptions(), "robot_ip"),
+        ("sim_franka", GraphOptions(task="fly"), "unknown task"),
+        ("sim_franka", GraphOptions(clock_mode="fast"), "clock_mode"),
+        ("widowx", GraphOptions(hardware_type="real"), "hardware_type"),
+        ("sim_franka", GraphOptions(namespace="arm 1"), "namespace"),
+        ("ur5", GraphOptions(), "unknown setup"),
+    ],
+)
+def test_bad_arguments_are_refused_with_the_reason(setup, options, message):
+    with pytest.raises(ValueError, match=message):
+        build_graph(setup, options)
+
+
+def test_launch_argument_strings_become_typed_options():
+    options = options_from_arguments(
+        {"seed": "4", "dry_run": "", "rviz": "True", "use_fake_hardware": "false", "namespace": "arm1"}
+    )
+    assert (options.seed, options.dry_run, options.rviz, options.use_fake_hardware) == (4, None, True, False)
+    assert options_from_arguments({"dry_run": "false"}).dry_run is False
+    with pytest.raises(ValueError, match="true or false"):
+        options_from_arguments({"rviz": "maybe"})
+    with pytest.raises(ValueError, match="unknown launch arguments"):
+        options_from_arguments({"robot": "ur5"})
+
+
+def test_the_rviz_config_and_the_launch_files_ship_beside_the_configs():
+    assert rviz_config_path().is_file()
+    launch_dir = config_dir().parent / "launch"
+    for setup in SETUPS:
+        tree = ast.parse((launch_dir / f"{setup}.launch.py").read_text())
+        names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+        assert names == ["generate_launch_description"]
+
+
+def flatten(parameters: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in parameters.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("setup", SETUPS)
+def test_nodes_built_from_the_graph_declare_every_configured_parameter_with_its_value(setup):
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.context import Context
+
+    from internvla_bringup.run import build_node
+
+    graph = graph_of(setup, checkpoint="/models/m1.pt", namespace="arm1")
+    sections = yaml.safe_load(graph.params_path().read_text())
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        for spec in graph.nodes:
+            if spec.name == "gripper_bridge":  # needs control_msgs (full ROS installs): checked below
+                continue
+            node = build_node(graph, spec, context)
+            try:
+                assert node.get_namespace() == "/arm1"
+                configured = flatten(sections.get(f"/**/{spec.name}", {})["ros__parameters"])
+                configured.update(spec.parameters)
+                for name, value in configured.items():
+                    assert node.has_parameter(name), f"{setup}: {spec.name} has no parameter '{name}'"
+                    actual = node.get_parameter(name).value
+                    expected = value if not isinstance(value, list) else list(value)
+                    assert (list(actual) if isinstance(actual, (list, tuple)) else actual) == expected, name
+            finally:
+                node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+@pytest.mark.parametrize("setup", ["franka", "widowx"])
+def test_gripper_bridge_settings_are_parameters_it_declares(setup):
+    source = (SRC / "internvla_policy" / "internvla_policy" / "gripper_bridge_node.py").read_text()
+    declared = set(re.findall(r'declare\("(\w+)"', source))
+    graph = graph_of(setup)
+    sections = yaml.safe_load(graph.params_path().read_text())
+    configured = set(sections["/**/gripper_bridge"]["ros__parameters"]) | set(
+        graph.node("gripper_bridge").parameters
+    )
+    assert configured <= declared, configured - declared
