@@ -1,6 +1,6 @@
 """Policy-node numbers: observation-to-chunk latency and the node's overhead over a bare core call.
 
-    source scripts/env.sh && python bench/bench_policy.py [--chunks 30]
+    source scripts/env.sh && python bench/bench_policy.py [--chunks 30] [--model mid]
 
 1. bare core: ``policy.predict_action`` on a 224x224 image, median of N calls (same process, same
    model, torch threads as the node sets them);
@@ -42,11 +42,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chunks", type=int, default=30)
     parser.add_argument("--goals", type=int, default=10)
+    parser.add_argument(
+        "--model",
+        choices=["tiny", "mid"],
+        default="tiny",
+        help="tiny (1.4M params, ~35 ms) or mid (58M params, ~0.45 s): the node's fixed cost is a few ms",
+    )
     args = parser.parse_args()
 
+    from internvla_core.model.tiny import MID_SPEC, TinySpec, tiny_checkpoint
+
+    checkpoint = str(tiny_checkpoint(spec=MID_SPEC if args.model == "mid" else TinySpec()))
     context = Context()
     rclpy.init(context=context)
-    policy_node = PolicyNode(context=context, parameter_overrides=[Parameter("seed", value=0)])
+    policy_node = PolicyNode(
+        context=context,
+        parameter_overrides=[Parameter("seed", value=0), Parameter("checkpoint", value=checkpoint)],
+    )
     peer = Node("bench_peer", context=context)
     rgb = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
     image_pub = peer.create_publisher(Image, "camera/image_raw", 2)
@@ -72,13 +84,17 @@ def main() -> None:
     # 1. bare core calls (the node is idle: no goal yet)
     model = policy_node.policy
 
+    bare_stages: dict[str, list[float]] = {}
+
     def bare_calls(n: int) -> list[float]:
         times = []
         for i in range(n + 2):
             t0 = time.perf_counter()
-            model.predict_action([rgb], "put the carrot on the plate", unnorm_key="oxe_bridge", seed=i)
+            pred = model.predict_action([rgb], "put the carrot on the plate", unnorm_key="oxe_bridge", seed=i)
             if i >= 2:
                 times.append(time.perf_counter() - t0)
+                for stage, seconds in pred.stages.items():
+                    bare_stages.setdefault(stage, []).append(seconds)
         return times
 
     bare = bare_calls(args.chunks)
@@ -115,7 +131,10 @@ def main() -> None:
         wait(future.result().get_result_async().done, 30)
     bare_after = bare_calls(args.chunks)  # same process state after the ROS part: drift check
     obs_to_chunk, inference, transport, model_total = [], [], [], []
+    node_stages: dict[str, list[float]] = {}
     for t_recv, msg in streamed[2:]:
+        for stage in msg.stages:
+            node_stages.setdefault(stage.stage, []).append(stage.seconds)
         obs = msg.observation_stamp.sec + msg.observation_stamp.nanosec * 1e-9
         sent = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         obs_to_chunk.append(t_recv - obs)
@@ -128,7 +147,7 @@ def main() -> None:
     rclpy.shutdown(context=context)
 
     med = statistics.median
-    print(f"tiny model, 224x224, torch threads {torch.get_num_threads()}, {len(inference)} chunks:")
+    print(f"{args.model} model, 224x224, torch threads {torch.get_num_threads()}, {len(inference)} chunks:")
     print(
         f"  bare core predict_action      {1e3 * med(bare):7.1f} ms (after the ROS part {1e3 * med(bare_after):.1f})"
     )
@@ -141,6 +160,10 @@ def main() -> None:
     print(
         f"  ratio (inference + transport) / bare = {(med(inference) + med(transport)) / med(bare):.3f}  (target <= 1.02)"
     )
+    print("  per stage, median ms (bare / in node):")
+    for stage, values in bare_stages.items():
+        if stage in node_stages:
+            print(f"    {stage:12s} {1e3 * med(values):8.1f} / {1e3 * med(node_stages[stage]):8.1f}")
     if round_trips:
         print(
             f"  goal sent -> first chunk      {1e3 * med(round_trips):7.1f} ms over {len(round_trips)} goals "

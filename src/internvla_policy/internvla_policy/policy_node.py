@@ -113,6 +113,16 @@ class PolicyNode(LifecycleNode):
             -1,
             256,
         )
+        declare(
+            self,
+            "gil_switch_interval",
+            0.0005,
+            "process-wide sys.setswitchinterval [s] applied on configure (0 = keep Python's 5 ms). The goal "
+            "thread releases the GIL at every torch op; with 5 ms it then waits up to 5 ms for the executor "
+            "threads each time: measured 1.13-1.33x the bare call at 5 ms, 0.98-1.03x at 0.5 ms",
+            0.0,
+            0.1,
+        )
         self.backend = None
         self.policy = None
         self.chunk_pub = None
@@ -215,6 +225,7 @@ class PolicyNode(LifecycleNode):
         if self.p("backend") != "local":
             raise ValueError(f"backend must be local or remote, got '{self.p('backend')}'")
         self._set_torch_threads()
+        self._set_gil_switch_interval()
         from internvla_core.model import acquire, tiny_checkpoint
 
         checkpoint = self.p("checkpoint")
@@ -240,6 +251,15 @@ class PolicyNode(LifecycleNode):
         if threads > 0:
             torch.set_num_threads(threads)
             self.get_logger().info(f"torch uses {threads} CPU thread(s) in this process")
+
+    def _set_gil_switch_interval(self) -> None:
+        """The model runs on a Python thread beside the executor's: hand the GIL back to it sooner."""
+        import sys
+
+        interval = self.p("gil_switch_interval")
+        if interval > 0 and abs(sys.getswitchinterval() - interval) > 1e-9:
+            sys.setswitchinterval(interval)
+            self.get_logger().info(f"Python GIL switch interval set to {interval * 1e3:.2f} ms (process-wide)")
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = True

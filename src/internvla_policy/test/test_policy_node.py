@@ -176,6 +176,18 @@ def test_empty_instruction_and_foreign_embodiment_are_rejected(ros):
 
 
 @pytest.mark.ros
+def test_configure_sets_the_process_gil_switch_interval(ros):
+    import sys
+
+    before = sys.getswitchinterval()
+    try:
+        ros({"gil_switch_interval": 0.002})
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+    finally:
+        sys.setswitchinterval(before)
+
+
+@pytest.mark.ros
 def test_stale_images_are_never_used(ros):
     policy, client, chunks, _ = ros({"max_observation_age": 1.0}, stale=True)
     handle = send(client, instruction="pick up the cup", max_duration=1.5)
