@@ -259,7 +259,9 @@ class PolicyNode(LifecycleNode):
         interval = self.p("gil_switch_interval")
         if interval > 0 and abs(sys.getswitchinterval() - interval) > 1e-9:
             sys.setswitchinterval(interval)
-            self.get_logger().info(f"Python GIL switch interval set to {interval * 1e3:.2f} ms (process-wide)")
+            self.get_logger().info(
+                f"Python GIL switch interval set to {interval * 1e3:.2f} ms (process-wide)"
+            )
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = True
