@@ -1,19 +1,19 @@
 """The simulator without ROS: reset a seeded task, command joints and gripper, step, observe, check success.
 
-Control: the 7 arm joints and the gripper are position controlled by the Menagerie actuators
+Robots: ``franka`` (Panda, 7 arm joints, Menagerie actuators) and ``widowx`` (WidowX 250 6DOF, position
+servos added by the scene). Control: arm joint position targets and a gripper opening 0..1
 (``apply_joint_targets``); ``step`` advances one control period (physics at 2 ms). Observations are
 what real drivers publish: RGB (and depth in metres) of a third-person and a wrist camera, joint
-positions, the hand pose in the base frame, and the sim time.
+positions, the end-effector pose in the base frame, and the sim time.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .scene import ARM_JOINTS, BLOCK_HALF, GRIPPER_OPEN_CTRL, HOME_Q, build_model, intrinsics
+from .scene import BLOCK_HALF, GRIPPER_OPEN_CTRL, build_model, intrinsics, robot_scene
 from .tasks import get_task, random_layout
 
-FINGER_JOINTS = ["finger_joint1", "finger_joint2"]
 OBJECTS = ["plate", "red_block", "green_block", "blue_block"]
 
 
@@ -26,19 +26,22 @@ class SimEnv:
         width: int = 320,
         height: int = 240,
         wrist: bool = True,
+        robot: str = "franka",
     ) -> None:
         import mujoco
 
         self.mujoco = mujoco
-        self.model, self.cameras = build_model(width, height, wrist)
+        self.robot = robot_scene(robot)
+        self.model, self.cameras = build_model(width, height, wrist, robot)
         self.data = mujoco.MjData(self.model)
         self.control_dt = control_dt
         self.substeps = max(1, round(control_dt / self.model.opt.timestep))
         self.task = get_task(task)
         self._renderer = None
-        self._arm_qpos = [self.model.joint(j).qposadr[0] for j in ARM_JOINTS]
-        self._finger_qpos = [self.model.joint(j).qposadr[0] for j in FINGER_JOINTS]
-        self._hand = self.model.body("hand").id
+        self._arm_qpos = [self.model.joint(j).qposadr[0] for j in self.robot.arm_joints]
+        self._finger_qpos = [self.model.joint(j).qposadr[0] for j in self.robot.finger_joints]
+        self._hand = self.model.body(self.robot.ee_body).id
+        self._n_arm = len(self.robot.arm_joints)
         self.reset(seed)
 
     # ----------------------------------------------------------------------------------------- episode
@@ -48,16 +51,17 @@ class SimEnv:
             self.task = get_task(task)
         rng = np.random.default_rng(seed)
         mujoco.mj_resetData(self.model, self.data)
-        self.data.qpos[self._arm_qpos] = HOME_Q
-        self.data.qpos[self._finger_qpos] = 0.04
-        layout = random_layout(rng)
+        robot = self.robot
+        self.data.qpos[self._arm_qpos] = robot.home
+        self.data.qpos[self._finger_qpos] = robot.finger_open
+        layout = random_layout(rng, robot.layout_x, robot.layout_y)
         self.model.body("plate").pos[:2] = layout["plate"]
         for name in ("red_block", "green_block", "blue_block"):
             adr = self.model.joint(f"{name}_joint").qposadr[0]
             self.data.qpos[adr : adr + 3] = [*layout[name], BLOCK_HALF]
             self.data.qpos[adr + 3 : adr + 7] = [1, 0, 0, 0]
-        self.data.ctrl[:7] = HOME_Q
-        self.data.ctrl[7] = GRIPPER_OPEN_CTRL
+        self.data.ctrl[: self._n_arm] = robot.home
+        self._set_gripper(1.0)
         mujoco.mj_forward(self.model, self.data)
         for _ in range(50):  # let the objects settle
             mujoco.mj_step(self.model, self.data)
@@ -66,17 +70,26 @@ class SimEnv:
 
     # ----------------------------------------------------------------------------------------- control
     def apply_joint_targets(self, q: np.ndarray | None = None, gripper_opening: float | None = None) -> None:
-        """Arm joint position targets (7) and/or gripper opening 0 (closed) .. 1 (open). NaN is refused."""
+        """Arm joint position targets and/or gripper opening 0 (closed) .. 1 (open). NaN is refused."""
+        n = self._n_arm
         if q is not None:
             q = np.asarray(q, dtype=np.float64)
-            if q.shape != (7,) or not np.all(np.isfinite(q)):
-                raise ValueError(f"joint targets must be 7 finite values, got {q}")
-            low, high = self.model.actuator_ctrlrange[:7, 0], self.model.actuator_ctrlrange[:7, 1]
-            self.data.ctrl[:7] = np.clip(q, low, high)
+            if q.shape != (n,) or not np.all(np.isfinite(q)):
+                raise ValueError(f"joint targets must be {n} finite values, got {q}")
+            low, high = self.model.actuator_ctrlrange[:n, 0], self.model.actuator_ctrlrange[:n, 1]
+            self.data.ctrl[:n] = np.clip(q, low, high)
         if gripper_opening is not None:
             if not np.isfinite(gripper_opening):
                 raise ValueError("gripper opening must be finite")
-            self.data.ctrl[7] = float(np.clip(gripper_opening, 0.0, 1.0)) * GRIPPER_OPEN_CTRL
+            self._set_gripper(float(np.clip(gripper_opening, 0.0, 1.0)))
+
+    def _set_gripper(self, opening: float) -> None:
+        n = self._n_arm
+        if self.robot.robot == "franka":  # one tendon actuator, 0 closed .. 255 open
+            self.data.ctrl[n] = opening * GRIPPER_OPEN_CTRL
+        else:  # one position servo per finger
+            closed, opened = np.array(self.robot.finger_closed), np.array(self.robot.finger_open)
+            self.data.ctrl[n : n + len(closed)] = closed + opening * (opened - closed)
 
     def step(self) -> None:
         for _ in range(self.substeps):
@@ -95,6 +108,7 @@ class SimEnv:
         return self.data.qpos[self._finger_qpos].copy()
 
     def hand_pose(self) -> np.ndarray:
+        """Pose of the end-effector body (Franka: hand, WidowX: ee_gripper_link) in the base frame."""
         pose = np.eye(4)
         pose[:3, :3] = self.data.xmat[self._hand].reshape(3, 3)
         pose[:3, 3] = self.data.xpos[self._hand]

@@ -14,7 +14,6 @@ import numpy as np
 
 from .env import SimEnv
 
-TCP_OFFSET = 0.1034  # hand origin -> point between the fingertips, along the hand z axis [m]
 MAX_STEP = 0.03  # metres per control step
 APPROACH = 0.12
 GRASP_HEIGHT = 0.008  # TCP above the block centre: the fingertip pads then clear the table
@@ -37,17 +36,21 @@ class ExpertEpisode:
 class ScriptedExpert:
     def __init__(self, env: SimEnv) -> None:
         from internvla_core.kinematics import IKSolver
+        from internvla_core.robot_assets import robot_description
 
         self.env = env
-        self.ik = IKSolver.panda()
-        self.down = env.hand_pose()[:3, :3]  # keep the home orientation (fingers pointing down)
+        self.ik = IKSolver.from_description(robot_description(env.robot.description))
+        # keep the home orientation (fingers pointing down); the WidowX, with 6 joints, can hold it
+        # anywhere in its table-top layout (checked over the layout grid)
+        self.down = self.ik.fk(np.array(env.robot.home))[:3, :3]
+        self.tcp_offset = np.array(env.robot.tcp_offset)
         self.actions: list[np.ndarray] = []
         self.gripper = 1.0
 
     def _hand_target(self, tcp: np.ndarray) -> np.ndarray:
         target = np.eye(4)
         target[:3, :3] = self.down
-        target[:3, 3] = tcp - self.down @ np.array([0.0, 0.0, TCP_OFFSET])
+        target[:3, 3] = tcp - self.down @ self.tcp_offset
         return target
 
     def _move(self, tcp: np.ndarray, max_steps: int = 60) -> None:
@@ -75,7 +78,7 @@ class ScriptedExpert:
 
     def _tcp(self) -> np.ndarray:
         hand = self.env.hand_pose()
-        return hand[:3, 3] + hand[:3, :3] @ np.array([0.0, 0.0, TCP_OFFSET])
+        return hand[:3, 3] + hand[:3, :3] @ self.tcp_offset
 
     def _command(self, hand_target: np.ndarray) -> None:
         env = self.env

@@ -1,9 +1,12 @@
-"""Table-top scene for the Franka Panda, assembled in code with ``mujoco.MjSpec``.
+"""Table-top scenes for the Franka Panda and the WidowX 250 6DOF, assembled in code with ``mujoco.MjSpec``.
 
-The robot is the MuJoCo Menagerie Panda shipped inside the genesis-world wheel (located, never
-imported or downloaded; the same file the executor's IK reads, so joint names and kinematics agree).
-Added: a floor, a table top, a plate, coloured blocks with free joints, lights, a third-person camera
-and a wrist camera on the hand. Shadows and reflections are off: on 2 CPU cores rendering dominates.
+The robots come from the files :mod:`internvla_core.robot_assets` locates inside PyPI wheels (never
+imported or downloaded; the same files the executor's IK reads, so joint names and kinematics agree):
+the MuJoCo Menagerie Panda MJCF, and the Interbotix wx250s URDF expanded from its xacro. MuJoCo's URDF
+import adds no actuators, so the WidowX gets position actuators for its six arm joints and its two
+finger joints here. Added to both: a floor, a table top, a plate, coloured blocks with free joints,
+lights, a third-person camera and a wrist camera. Shadows and reflections are off: on 2 CPU cores
+rendering dominates.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BLOCK_HALF = 0.02  # 4 cm cubes
+BLOCK_HALF = 0.02  # 4 cm cubes (both robots: the WidowX fingers open to ~7 cm)
 PLATE_RADIUS = 0.07
 TABLE_HEIGHT = 0.0  # the table top is the z = 0 plane of the robot base
 BLOCK_COLOURS = {
@@ -20,6 +23,7 @@ BLOCK_COLOURS = {
     "green": (0.1, 0.7, 0.2, 1.0),
     "blue": (0.12, 0.3, 0.85, 1.0),
 }
+# Franka names kept for the existing callers
 ARM_JOINTS = [f"joint{i}" for i in range(1, 8)]
 HOME_Q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785])
 GRIPPER_OPEN_CTRL = 255.0  # Menagerie tendon actuator: 0 closed .. 255 open
@@ -33,27 +37,172 @@ class CameraSpec:
     fovy: float
 
 
-def build_model(width: int = 320, height: int = 240, wrist: bool = True):
-    """Compile the scene; returns (model, cameras)."""
+@dataclass(frozen=True)
+class RobotScene:
+    """What the environment needs to know about a robot in its scene."""
+
+    robot: str  # "franka" | "widowx"
+    description: str  # internvla_core.robot_assets name
+    arm_joints: tuple[str, ...]
+    finger_joints: tuple[str, ...]
+    ee_body: str  # body whose pose is published as ee_pose
+    tcp_offset: tuple[float, float, float]  # ee_body origin -> point between the fingertips, ee frame [m]
+    base_frame: str
+    home: tuple[float, ...]
+    finger_closed: tuple[float, ...]  # finger joint positions (one per finger joint)
+    finger_open: tuple[float, ...]
+    layout_x: tuple[float, float]  # where objects are placed [m], robot base frame
+    layout_y: tuple[float, float]
+    table_centre: tuple[float, float]
+    table_half: tuple[float, float]
+    camera_pos: tuple[float, float, float]
+    camera_xyaxes: tuple[float, ...]
+    camera_fovy: float
+
+
+FRANKA = RobotScene(
+    robot="franka",
+    description="panda",
+    arm_joints=tuple(ARM_JOINTS),
+    finger_joints=("finger_joint1", "finger_joint2"),
+    ee_body="hand",
+    tcp_offset=(0.0, 0.0, 0.1034),
+    base_frame="panda_link0",
+    home=tuple(HOME_Q),
+    finger_closed=(0.0, 0.0),
+    finger_open=(0.04, 0.04),
+    layout_x=(0.42, 0.65),
+    layout_y=(-0.22, 0.22),
+    table_centre=(0.55, 0.0),
+    table_half=(0.35, 0.45),
+    camera_pos=(1.35, 0.0, 0.75),
+    camera_xyaxes=(0, 1, 0, -0.5, 0, 0.86),
+    camera_fovy=50.0,
+)
+WIDOWX = RobotScene(
+    robot="widowx",
+    description="wx250s",
+    arm_joints=("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate"),
+    finger_joints=("left_finger", "right_finger"),
+    ee_body="wx250s/ee_gripper_link",
+    tcp_offset=(0.0, 0.0, 0.0),  # ee_gripper_link already sits between the fingertips
+    base_frame="wx250s/base_link",
+    home=(0.0, -0.196, 0.224, 0.0, 1.543, 0.0),
+    finger_closed=(0.015, -0.015),
+    finger_open=(0.037, -0.037),
+    layout_x=(0.2, 0.4),
+    layout_y=(-0.2, 0.2),
+    table_centre=(0.3, 0.0),
+    table_half=(0.3, 0.4),
+    camera_pos=(0.8, 0.0, 0.55),
+    camera_xyaxes=(0, 1, 0, -0.6, 0, 0.8),
+    camera_fovy=55.0,
+)
+ROBOT_SCENES = {"franka": FRANKA, "widowx": WIDOWX}
+
+
+def robot_scene(robot: str) -> RobotScene:
+    try:
+        return ROBOT_SCENES[robot]
+    except KeyError:
+        raise ValueError(f"unknown robot '{robot}'; known: {sorted(ROBOT_SCENES)}") from None
+
+
+def _franka_spec():
     import mujoco
 
-    from internvla_core.kinematics import panda_mjcf_path
+    from internvla_core.robot_assets import robot_description
 
-    spec = mujoco.MjSpec.from_file(str(panda_mjcf_path()))
+    spec = mujoco.MjSpec.from_file(str(robot_description("panda").path))
+    # The Menagerie gripper squeezes with at most ~4 N (kp 100 on the tendon): enough to hold, not to
+    # lift at expert speed. Eight times stiffer (still inside its 100 N force range) grasps reliably.
+    gripper = next(a for a in spec.actuators if a.name == "actuator8")
+    gripper.gainprm[0] *= 8
+    gripper.biasprm[1] *= 8
+    return spec, next(b for b in spec.bodies if b.name == "hand"), (0.06, 0.0, 0.03), (0, -1, 0, 1, 0, 0)
+
+
+# Position-servo gains of the WidowX (kp [N m/rad or N/m], joint damping, force limit): stiff enough
+# that gravity sag stays below ~1 cm with a block in the gripper, damped so a 5 Hz step does not ring.
+WIDOWX_SERVOS = {
+    "waist": (60.0, 3.0, 10.0),
+    "shoulder": (150.0, 6.0, 20.0),
+    "elbow": (120.0, 5.0, 15.0),
+    "forearm_roll": (30.0, 1.0, 5.0),
+    "wrist_angle": (40.0, 1.5, 5.0),
+    "wrist_rotate": (15.0, 0.5, 2.0),
+    "left_finger": (300.0, 5.0, 10.0),
+    "right_finger": (300.0, 5.0, 10.0),
+}
+
+
+def _widowx_spec():
+    import mujoco
+
+    from internvla_core.robot_assets import robot_description
+
+    urdf = robot_description("wx250s").urdf_xml()
+    compiler = (
+        '<mujoco><compiler discardvisual="false" strippath="false" fusestatic="false" '
+        'balanceinertia="true"/></mujoco>'
+    )
+    start = urdf.index("<robot")
+    urdf = urdf[: urdf.index(">", start) + 1] + compiler + urdf[urdf.index(">", start) + 1 :]
+    spec = mujoco.MjSpec.from_string(urdf)
+    spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
+    spec.option.timestep = 0.002
+    joints = {j.name: j for j in spec.joints}
+    for name, (kp, damping, force) in WIDOWX_SERVOS.items():
+        joint = joints[name]
+        joint.damping = [damping, 0.0, 0.0]  # MuJoCo 4: linear coefficient first
+        joint.armature = 0.005
+        actuator = spec.add_actuator(name=f"{name}_servo", target=name, trntype=mujoco.mjtTrn.mjTRN_JOINT)
+        actuator.set_to_position(kp=kp)
+        actuator.ctrlrange = list(joint.range) if joint.range[0] < joint.range[1] else [-np.pi, np.pi]
+        actuator.ctrllimited = mujoco.mjtLimited.mjLIMITED_TRUE
+        actuator.forcerange = [-force, force]
+        actuator.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
+    # The base is welded to the world, so MuJoCo's parent filter does not exclude base/shoulder contacts
+    # and their overlapping meshes lock the waist: no arm-arm contacts at all (contype 2 never meets
+    # conaffinity 1 of another arm geom), arm-world contacts kept (world geoms have contype 1).
+    for body in spec.bodies:
+        if not body.name.startswith("wx250s/"):
+            continue
+        for geom in body.geoms:
+            if not (geom.contype or geom.conaffinity):
+                continue  # visual-only geoms stay out of collisions
+            geom.contype, geom.conaffinity = 2, 1
+            if body.name.endswith("finger_link"):  # grippy finger pads (collision meshes = visual ones)
+                geom.friction = [2.5, 0.05, 0.001]
+                geom.condim = 4
+    gripper_bar = next(b for b in spec.bodies if b.name == "wx250s/ee_arm_link")
+    return spec, gripper_bar, (0.0, 0.0, 0.06), (0, -1, 0, 0, 0, 1)
+
+
+def build_model(width: int = 320, height: int = 240, wrist: bool = True, robot: str = "franka"):
+    """Compile the scene of ``robot``; returns (model, cameras)."""
+    import mujoco
+
+    scene = robot_scene(robot)
+    spec, wrist_body, wrist_pos, wrist_xyaxes = _franka_spec() if robot == "franka" else _widowx_spec()
     spec.visual.global_.offwidth = max(width, 640)
     spec.visual.global_.offheight = max(height, 480)
     spec.visual.quality.shadowsize = 0
     world = spec.worldbody
-    world.add_light(pos=[0.5, 0.0, 2.0], dir=[0, 0, -1], diffuse=[0.8, 0.8, 0.8], castshadow=False)
+    cx, cy = scene.table_centre
+    world.add_light(pos=[cx, cy, 2.0], dir=[0, 0, -1], diffuse=[0.8, 0.8, 0.8], castshadow=False)
     world.add_light(pos=[1.5, 1.0, 1.5], dir=[-1, -0.6, -1], diffuse=[0.4, 0.4, 0.4], castshadow=False)
     world.add_geom(
         type=mujoco.mjtGeom.mjGEOM_PLANE, size=[2, 2, 0.1], pos=[0, 0, -0.4], rgba=[0.3, 0.3, 0.32, 1]
     )
-    table = world.add_body(name="table", pos=[0.55, 0.0, TABLE_HEIGHT])
+    table = world.add_body(name="table", pos=[cx, cy, TABLE_HEIGHT])
     table.add_geom(
-        type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.35, 0.45, 0.02], pos=[0, 0, -0.02], rgba=[0.62, 0.5, 0.38, 1]
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[*scene.table_half, 0.02],
+        pos=[0, 0, -0.02],
+        rgba=[0.62, 0.5, 0.38, 1],
     )
-    plate = world.add_body(name="plate", pos=[0.55, 0.2, 0.0])
+    plate = world.add_body(name="plate", pos=[cx, 0.2, 0.0])
     plate.add_geom(
         type=mujoco.mjtGeom.mjGEOM_CYLINDER,
         size=[PLATE_RADIUS, 0.004, 0],
@@ -61,7 +210,7 @@ def build_model(width: int = 320, height: int = 240, wrist: bool = True):
         rgba=[0.95, 0.95, 0.95, 1],
     )
     for colour, rgba in BLOCK_COLOURS.items():
-        body = world.add_body(name=f"{colour}_block", pos=[0.5, 0.0, BLOCK_HALF])
+        body = world.add_body(name=f"{colour}_block", pos=[cx, 0.0, BLOCK_HALF])
         body.add_freejoint(name=f"{colour}_block_joint")
         body.add_geom(
             type=mujoco.mjtGeom.mjGEOM_BOX,
@@ -71,17 +220,16 @@ def build_model(width: int = 320, height: int = 240, wrist: bool = True):
             friction=[2.5, 0.05, 0.001],
             condim=4,
         )
-    # The Menagerie gripper squeezes with at most ~4 N (kp 100 on the tendon): enough to hold, not to
-    # lift at expert speed. Eight times stiffer (still inside its 100 N force range) grasps reliably.
-    gripper = next(a for a in spec.actuators if a.name == "actuator8")
-    gripper.gainprm[0] *= 8
-    gripper.biasprm[1] *= 8
-    world.add_camera(name="third_person", pos=[1.35, 0.0, 0.75], xyaxes=[0, 1, 0, -0.5, 0, 0.86], fovy=50)
+    world.add_camera(
+        name="third_person",
+        pos=list(scene.camera_pos),
+        xyaxes=list(scene.camera_xyaxes),
+        fovy=scene.camera_fovy,
+    )
     if wrist:
-        hand = next(b for b in spec.bodies if b.name == "hand")
-        hand.add_camera(name="wrist", pos=[0.06, 0.0, 0.03], xyaxes=[0, -1, 0, 1, 0, 0], fovy=70)
+        wrist_body.add_camera(name="wrist", pos=list(wrist_pos), xyaxes=list(wrist_xyaxes), fovy=70)
     model = spec.compile()
-    cameras = [CameraSpec("third_person", width, height, 50.0)]
+    cameras = [CameraSpec("third_person", width, height, scene.camera_fovy)]
     if wrist:
         cameras.append(CameraSpec("wrist", width, height, 70.0))
     return model, cameras

@@ -1,8 +1,12 @@
 """sim_node: the MuJoCo scene behind the interfaces real drivers and controllers expose.
 
+Robots (parameter ``robot``): ``franka`` (Panda; joints joint1..7, base frame panda_link0, ee_pose of
+the hand) and ``widowx`` (WidowX 250 6DOF; joints waist .. wrist_rotate, base frame wx250s/base_link,
+ee_pose of wx250s/ee_gripper_link).
 Publishes (relative names): camera/image_raw (rgb8), camera/depth/image_raw (32FC1 m),
-camera/camera_info, wrist_camera/image_raw + camera_info (when render_wrist), joint_states, ee_pose
-(PoseStamped of the hand in the base frame), task/success and task/instruction (latched), /clock.
+camera/camera_info, wrist_camera/image_raw + camera_info (when render_wrist), joint_states (arm and
+finger joints), ee_pose (PoseStamped in the base frame), task/success and task/instruction (latched),
+/clock.
 Accepts: <controller_name>/joint_trajectory (first point, matched by joint name) and gripper/command
 (std_msgs/Float64 opening 0..1).
 
@@ -32,11 +36,9 @@ from internvla_core.image_conversion import depth_to_image_fields, rgb_to_image_
 from internvla_core.rotations import matrix_to_quaternion
 from internvla_core.stamps import split_seconds
 
-from .env import FINGER_JOINTS, SimEnv
-from .scene import ARM_JOINTS
+from .env import SimEnv
+from .scene import ROBOT_SCENES
 from .tasks import TASKS
-
-BASE_FRAME = "panda_link0"
 
 
 def sim_stamp(seconds: float) -> Time:
@@ -52,6 +54,7 @@ class SimNode(Node):
         def declare(name, default, text):
             self.declare_parameter(name, default, ParameterDescriptor(description=text))
 
+        declare("robot", "franka", f"simulated arm, one of {sorted(ROBOT_SCENES)} (read at start)")
         declare("task", "red_on_plate", f"one of {sorted(TASKS)}")
         declare("seed", 0, "layout seed")
         declare("clock_mode", "lockstep", "lockstep (advance when the controller answered) or realtime")
@@ -70,9 +73,20 @@ class SimNode(Node):
         self.clock_mode = p("clock_mode")
         if self.clock_mode not in ("lockstep", "realtime"):
             raise ValueError(f"clock_mode must be lockstep or realtime, got '{self.clock_mode}'")
+        if p("robot") not in ROBOT_SCENES:
+            raise ValueError(f"robot must be one of {sorted(ROBOT_SCENES)}, got '{p('robot')}'")
         self.env = SimEnv(
-            p("task"), p("seed"), 1.0 / p("control_rate_hz"), p("width"), p("height"), p("render_wrist")
+            p("task"),
+            p("seed"),
+            1.0 / p("control_rate_hz"),
+            p("width"),
+            p("height"),
+            p("render_wrist"),
+            robot=p("robot"),
         )
+        self.arm_joints = list(self.env.robot.arm_joints)
+        self.finger_joints = list(self.env.robot.finger_joints)
+        self.base_frame = self.env.robot.base_frame
         self.render_wrist, self.publish_depth = p("render_wrist"), p("publish_depth")
         self.lockstep_timeout = p("lockstep_timeout")
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -108,11 +122,12 @@ class SimNode(Node):
         if not msg.points:
             return
         positions = dict(zip(msg.joint_names, msg.points[0].positions))
-        missing = [j for j in ARM_JOINTS if j not in positions]
-        values = np.array([positions.get(j, np.nan) for j in ARM_JOINTS])
+        arm_joints = self.arm_joints
+        missing = [j for j in arm_joints if j not in positions]
+        values = np.array([positions.get(j, np.nan) for j in arm_joints])
         if missing or not np.all(np.isfinite(values)):
             self.get_logger().warning(
-                f"trajectory ignored: needs finite positions for {ARM_JOINTS} (missing {missing})",
+                f"trajectory ignored: needs finite positions for {arm_joints} (missing {missing})",
                 throttle_duration_sec=5.0,
             )
             return
@@ -202,7 +217,7 @@ class SimNode(Node):
             self.pub["wrist"].publish(Image(header=wrist_header, **rgb_to_image_fields(env.render("wrist"))))
             self.pub["wrist_info"].publish(self._camera_info(wrist_header, "wrist"))
         pose = env.hand_pose()
-        pose_msg = PoseStamped(header=Header(stamp=stamp, frame_id=BASE_FRAME))
+        pose_msg = PoseStamped(header=Header(stamp=stamp, frame_id=self.base_frame))
         pose_msg.pose.position.x, pose_msg.pose.position.y, pose_msg.pose.position.z = (
             float(v) for v in pose[:3, 3]
         )
@@ -210,7 +225,9 @@ class SimNode(Node):
         o = pose_msg.pose.orientation
         o.x, o.y, o.z, o.w = (float(v) for v in q)
         self.pub["pose"].publish(pose_msg)
-        joints = JointState(header=Header(stamp=stamp, frame_id=BASE_FRAME), name=ARM_JOINTS + FINGER_JOINTS)
+        joints = JointState(
+            header=Header(stamp=stamp, frame_id=self.base_frame), name=self.arm_joints + self.finger_joints
+        )
         joints.position = [float(v) for v in np.concatenate([env.arm_positions(), env.finger_positions()])]
         self.pub["joints"].publish(joints)
 

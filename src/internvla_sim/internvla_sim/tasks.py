@@ -50,13 +50,17 @@ def get_task(name: str) -> Task:
         raise KeyError(f"unknown task '{name}'; known: {sorted(TASKS)}") from None
 
 
-def random_layout(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Non-overlapping xy positions on the table for the plate and the three blocks."""
+def random_layout(
+    rng: np.random.Generator,
+    x_range: tuple[float, float] = (0.42, 0.65),
+    y_range: tuple[float, float] = (-0.22, 0.22),
+) -> dict[str, np.ndarray]:
+    """Non-overlapping xy positions inside the robot's reach for the plate and the three blocks."""
     placed: dict[str, np.ndarray] = {}
     radii = {"plate": PLATE_RADIUS, "red_block": 0.03, "green_block": 0.03, "blue_block": 0.03}
     for name, radius in radii.items():
-        for _ in range(200):
-            xy = np.array([rng.uniform(0.42, 0.65), rng.uniform(-0.22, 0.22)])
+        for _ in range(500):
+            xy = np.array([rng.uniform(*x_range), rng.uniform(*y_range)])
             if all(np.linalg.norm(xy - other) > radius + radii[o] + 0.03 for o, other in placed.items()):
                 placed[name] = xy
                 break

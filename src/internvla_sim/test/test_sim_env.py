@@ -11,21 +11,25 @@ from internvla_sim.env import SimEnv
 from internvla_sim.expert import ScriptedExpert
 from internvla_sim.tasks import TASKS
 
+ROBOTS = ["franka", "widowx"]
 
+
+@pytest.mark.parametrize("robot", ROBOTS)
 @pytest.mark.parametrize("task", sorted(TASKS))
-def test_scripted_expert_solves_each_task_on_several_seeds(task):
+def test_scripted_expert_solves_each_task_on_several_seeds(task, robot):
     results = []
     for seed in range(4):
-        env = SimEnv(task, seed=seed, wrist=False)
+        env = SimEnv(task, seed=seed, wrist=False, robot=robot)
         episode = ScriptedExpert(env).run()
         results.append(episode.success)
         assert episode.steps == len(episode.actions)
-    assert all(results), f"{task}: solved {sum(results)}/4"
+    assert all(results), f"{robot} {task}: solved {sum(results)}/4"
 
 
+@pytest.mark.parametrize("robot", ROBOTS)
 @pytest.mark.parametrize("task", sorted(TASKS))
-def test_doing_nothing_never_counts_as_success(task):
-    env = SimEnv(task, seed=1, wrist=False)
+def test_doing_nothing_never_counts_as_success(task, robot):
+    env = SimEnv(task, seed=1, wrist=False, robot=robot)
     for _ in range(20):
         env.step()
     assert not env.success()
@@ -47,21 +51,46 @@ def test_expert_actions_are_ee_deltas_with_a_binary_gripper():
     assert np.abs(actions[:, :3]).max() < 0.05  # metres per 0.1 s control step
 
 
-def test_commands_move_the_arm_and_bad_commands_are_refused():
-    env = SimEnv("pick_green", seed=0, wrist=False)
+@pytest.mark.parametrize("robot", ROBOTS)
+def test_commands_move_the_arm_and_bad_commands_are_refused(robot):
+    env = SimEnv("pick_green", seed=0, wrist=False, robot=robot)
     q0 = env.arm_positions()
-    target = q0 + np.array([0.2, 0, 0, 0, 0, 0, 0])
+    n = len(env.robot.arm_joints)
+    assert q0.shape == (n,)
+    target = q0.copy()
+    target[0] += 0.2  # the first joint turns the whole arm about the vertical axis
     env.apply_joint_targets(target, 1.0)
     for _ in range(10):
         env.step()
     assert abs(env.arm_positions()[0] - target[0]) < 0.02
     assert env.time == pytest.approx(1.0 + 50 * env.model.opt.timestep, abs=1e-6)
     with pytest.raises(ValueError):
-        env.apply_joint_targets(np.full(7, np.nan))
+        env.apply_joint_targets(np.full(n, np.nan))
+    with pytest.raises(ValueError):
+        env.apply_joint_targets(np.zeros(n + 1))
 
 
-def test_cameras_render_rgb_and_metric_depth_consistent_with_the_intrinsics():
-    env = SimEnv("red_on_plate", seed=0, width=160, height=120, wrist=True)
+@pytest.mark.parametrize("robot", ROBOTS)
+def test_gripper_opening_drives_the_fingers_between_their_limits(robot):
+    env = SimEnv("pick_green", seed=0, wrist=False, robot=robot)
+    opened = np.abs(env.finger_positions())
+    env.apply_joint_targets(gripper_opening=0.0)
+    for _ in range(10):
+        env.step()
+    closed = np.abs(env.finger_positions())
+    assert np.all(closed < opened - 0.015), (opened, closed)
+
+
+def test_widowx_end_effector_starts_pointing_down_in_front_of_the_base():
+    env = SimEnv("pick_green", seed=0, wrist=False, robot="widowx")
+    pose = env.hand_pose()
+    assert 0.2 < pose[0, 3] < 0.3 and abs(pose[1, 3]) < 0.01 and 0.15 < pose[2, 3] < 0.25
+    assert pose[:3, 0] @ np.array([0.0, 0.0, -1.0]) > 0.99  # the gripper's approach axis points down
+
+
+@pytest.mark.parametrize("robot", ROBOTS)
+def test_cameras_render_rgb_and_metric_depth_consistent_with_the_intrinsics(robot):
+    env = SimEnv("red_on_plate", seed=0, width=160, height=120, wrist=True, robot=robot)
     try:
         rgb = env.render("third_person")
         depth = env.render("third_person", depth=True)
