@@ -1,9 +1,11 @@
-"""The one-command demo: a simulated Franka runs an instruction end to end, and leaves artefacts.
+"""The one-command demo: a simulated arm runs an instruction end to end, and leaves artefacts.
 
-    python -m internvla_bringup.demo [--task red_on_plate] [--seed 0] [--steps 40] [--out demo_out]
+    python -m internvla_bringup.demo [--robot franka|widowx] [--task red_on_plate] [--seed 0] [--steps 40]
+                                     [--out demo_out]
 
-One process, real rclpy (DDS on localhost): the MuJoCo sim (lock-step clock) publishes camera, depth,
-camera_info, joint_states and ee_pose; grounding_node answers where to act (one Ground call with the
+It composes the bringup's ``sim_franka`` (default) or ``sim_widowx`` graph in one process, real rclpy
+(DDS on localhost): the MuJoCo sim (lock-step clock) publishes camera, depth, camera_info,
+joint_states and ee_pose; grounding_node answers where to act (one Ground call with the
 task's instruction); policy_node runs the ExecuteInstruction goal and publishes action chunks;
 chunk_executor turns them into joint trajectories (IK, safety limits) that move the simulated arm.
 Written to ``--out``: ``episode.mp4`` (camera view with the grounding overlay and the executed
@@ -113,9 +115,9 @@ def run(args: argparse.Namespace) -> dict:
     t_start = time.perf_counter()
     context = Context()
     rclpy.init(context=context)
-    # the sim_franka graph of internvla_bringup.graphs: the nodes, YAML and overrides `ros2 launch` uses
+    # the sim_<robot> graph of internvla_bringup.graphs: the nodes, YAML and overrides `ros2 launch` uses
     graph = build_graph(
-        "sim_franka",
+        f"sim_{args.robot}",
         GraphOptions(checkpoint=args.checkpoint, task=args.task, seed=args.seed, clock_mode=args.clock),
     )
     composition = Composition.create(graph, context, {"sim": {"width": args.width, "height": args.height}})
@@ -153,7 +155,7 @@ def run(args: argparse.Namespace) -> dict:
     action = ActionClient(recorder_node, ExecuteInstruction, "execute_instruction")
     composition.add_executors(extra_nodes=(recorder_node,))
     composition.spin_in_background()
-    progress = tqdm(total=args.steps, desc=f"{args.task} (seed {args.seed})", unit="step")
+    progress = tqdm(total=args.steps, desc=f"{args.robot} {args.task} (seed {args.seed})", unit="step")
     result_reason, ground_time = "not started", float("nan")
     try:
         failures = composition.activate()
@@ -224,7 +226,8 @@ def run(args: argparse.Namespace) -> dict:
     inverse = np.linalg.inv(camera_pose)
     path_pixels: list[tuple[float, float]] = []
     ee = state["ee"]
-    writer = imageio.get_writer(out / "episode.mp4", fps=10, codec="libx264", quality=7, macro_block_size=8)
+    fps = max(1, round(1.0 / sim.env.control_dt))  # one frame per control step: real-time playback
+    writer = imageio.get_writer(out / "episode.mp4", fps=fps, codec="libx264", quality=7, macro_block_size=8)
     seen: set[int] = set()
     for t_ns, msg in frames:
         if t_ns in seen:
@@ -254,7 +257,11 @@ def run(args: argparse.Namespace) -> dict:
         "task": args.task,
         "instruction": instruction,
         "seed": args.seed,
-        "robot": "franka_panda (MuJoCo Menagerie model)",
+        "robot": {
+            "franka": "franka_panda (MuJoCo Menagerie model)",
+            "widowx": "widowx_250_6dof (Interbotix wx250s URDF)",
+        }[args.robot],
+        "setup": graph.setup,
         "clock": args.clock,
         "checkpoint": args.checkpoint or "tiny factory model (cached)",
         "model_note": "user checkpoint"
@@ -293,7 +300,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="red_on_plate", choices=sorted(TASKS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=40, help="policy steps (10 Hz control)")
+    parser.add_argument("--robot", default="franka", choices=["franka", "widowx"], help="simulated arm")
+    parser.add_argument(
+        "--steps", type=int, default=40, help="policy steps (control steps: 10 Hz Franka, 5 Hz WidowX)"
+    )
     parser.add_argument("--clock", default="lockstep", choices=["lockstep", "realtime"])
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)

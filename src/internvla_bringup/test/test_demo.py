@@ -13,14 +13,12 @@ from internvla_bringup.demo import main
 
 
 @pytest.mark.ros
-def test_demo_runs_the_sim_graph_and_writes_video_bag_summary_and_plot(tmp_path):
-    assert (
-        main(
-            ["--out", str(tmp_path), "--steps", "5", "--width", "160", "--height", "120", "--timeout", "300"]
-        )
-        == 0
-    )
+@pytest.mark.parametrize("robot", ["franka", "widowx"])
+def test_demo_runs_the_sim_graph_and_writes_video_bag_summary_and_plot(tmp_path, robot):
+    argv = ["--out", str(tmp_path), "--steps", "5", "--width", "160", "--height", "120", "--timeout", "300"]
+    assert main([*argv, "--robot", robot]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["setup"] == f"sim_{robot}"
     assert summary["policy_steps"] == 5 and summary["goal_result"] == "finished"
     assert "untrained" in summary["model_note"] and isinstance(summary["success"], bool)
     assert summary["sim_steps"] >= 4 and summary["sim_time_s"] > 0
