@@ -9,12 +9,25 @@ positions, the end-effector pose in the base frame, and the sim time.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .scene import BLOCK_HALF, GRIPPER_OPEN_CTRL, build_model, intrinsics, robot_scene
 from .tasks import get_task, random_layout
 
 OBJECTS = ["plate", "red_block", "green_block", "blue_block"]
+OPTICAL_FRAMES = {"third_person": "third_person_camera_optical_frame", "wrist": "wrist_camera_optical_frame"}
+
+
+@dataclass(frozen=True)
+class FrameTransform:
+    """One TF edge: ``pose`` is the child frame in the parent frame (4x4)."""
+
+    parent: str
+    child: str
+    pose: np.ndarray
+    static: bool  # never changes (the base is welded to the world): goes on /tf_static
 
 
 class SimEnv:
@@ -42,7 +55,17 @@ class SimEnv:
         self._finger_qpos = [self.model.joint(j).qposadr[0] for j in self.robot.finger_joints]
         self._hand = self.model.body(self.robot.ee_body).id
         self._n_arm = len(self.robot.arm_joints)
+        self._base = self.model.body(self.robot.base_body).id
+        self._robot_bodies = self._bodies_below(self._base)
         self.reset(seed)
+
+    def _bodies_below(self, root: int) -> list[int]:
+        """Bodies of root's subtree except root, parents before children (MuJoCo's body order)."""
+        inside = {root}
+        for body in range(root + 1, self.model.nbody):
+            if self.model.body_parentid[body] in inside:
+                inside.add(body)
+        return sorted(inside - {root})
 
     # ----------------------------------------------------------------------------------------- episode
     def reset(self, seed: int | None = None, task: str | None = None) -> None:
@@ -109,10 +132,37 @@ class SimEnv:
 
     def hand_pose(self) -> np.ndarray:
         """Pose of the end-effector body (Franka: hand, WidowX: ee_gripper_link) in the base frame."""
+        return np.linalg.inv(self._body_pose(self._base)) @ self._body_pose(self._hand)
+
+    def _body_pose(self, body: int) -> np.ndarray:
         pose = np.eye(4)
-        pose[:3, :3] = self.data.xmat[self._hand].reshape(3, 3)
-        pose[:3, 3] = self.data.xpos[self._hand]
+        pose[:3, :3] = self.data.xmat[body].reshape(3, 3)
+        pose[:3, 3] = self.data.xpos[body]
         return pose
+
+    def frame_transforms(self) -> list[FrameTransform]:
+        """The robot's links and the cameras' optical frames as a TF tree rooted at the base frame.
+
+        Each robot body is given relative to its parent body (the URDF's parent link), named as the
+        real robot's URDF names it (``RobotScene.tf_frame``), so RViz's RobotModel and a real robot's
+        tools see the frames they expect. The third-person camera hangs off the base (static); the wrist
+        camera off the body it is mounted on.
+        """
+        robot, model = self.robot, self.model
+        transforms = []
+        for body in self._robot_bodies:
+            parent = int(model.body_parentid[body])
+            pose = np.linalg.inv(self._body_pose(parent)) @ self._body_pose(body)
+            name, parent_name = model.body(body).name, model.body(parent).name
+            transforms.append(FrameTransform(robot.tf_frame(parent_name), robot.tf_frame(name), pose, False))
+        for camera in self.cameras:
+            mount = int(model.cam_bodyid[model.camera(camera.name).id])
+            on_robot = mount in self._robot_bodies
+            parent = mount if on_robot else self._base
+            pose = np.linalg.inv(self._body_pose(parent)) @ self._optical_pose_in_world(camera.name)
+            parent_name = robot.tf_frame(model.body(parent).name)
+            transforms.append(FrameTransform(parent_name, OPTICAL_FRAMES[camera.name], pose, not on_robot))
+        return transforms
 
     def object_positions(self) -> dict[str, np.ndarray]:
         return {name: self.data.xpos[self.model.body(name).id].copy() for name in OBJECTS}
@@ -140,6 +190,9 @@ class SimEnv:
 
     def camera_pose(self, camera: str = "third_person") -> np.ndarray:
         """Optical-frame pose in the base frame (x right, y down, z forward, REP 103 '_optical')."""
+        return np.linalg.inv(self._body_pose(self._base)) @ self._optical_pose_in_world(camera)
+
+    def _optical_pose_in_world(self, camera: str) -> np.ndarray:
         cam = self.model.camera(camera).id
         pose = np.eye(4)
         # MuJoCo cameras look along -z with y up; the optical frame flips y and z

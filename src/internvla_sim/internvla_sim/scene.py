@@ -48,6 +48,7 @@ class RobotScene:
     ee_body: str  # body whose pose is published as ee_pose
     tcp_offset: tuple[float, float, float]  # ee_body origin -> point between the fingertips, ee frame [m]
     base_frame: str
+    base_body: str  # MuJoCo body of base_frame (the root of the robot's kinematic tree)
     home: tuple[float, ...]
     finger_closed: tuple[float, ...]  # finger joint positions (one per finger joint)
     finger_open: tuple[float, ...]
@@ -58,6 +59,12 @@ class RobotScene:
     camera_pos: tuple[float, float, float]
     camera_xyaxes: tuple[float, ...]
     camera_fovy: float
+    frame_prefix: str = ""  # TF frame = prefix + MuJoCo body name, unless renamed below
+    frame_renames: tuple[tuple[str, str], ...] = ()  # (body, TF frame) where the real robot differs
+
+    def tf_frame(self, body: str) -> str:
+        """The TF frame name of a robot body: the link name the real robot's URDF gives it."""
+        return dict(self.frame_renames).get(body, self.frame_prefix + body)
 
 
 FRANKA = RobotScene(
@@ -68,6 +75,7 @@ FRANKA = RobotScene(
     ee_body="hand",
     tcp_offset=(0.0, 0.0, 0.1034),
     base_frame="panda_link0",
+    base_body="link0",
     home=tuple(HOME_Q),
     finger_closed=(0.0, 0.0),
     finger_open=(0.04, 0.04),
@@ -78,6 +86,9 @@ FRANKA = RobotScene(
     camera_pos=(1.35, 0.0, 0.75),
     camera_xyaxes=(0, 1, 0, -0.5, 0, 0.86),
     camera_fovy=50.0,
+    # Menagerie's bodies (link0..link7, hand, fingers) carry franka_description's panda_* link names on TF
+    frame_prefix="panda_",
+    frame_renames=(("left_finger", "panda_leftfinger"), ("right_finger", "panda_rightfinger")),
 )
 WIDOWX = RobotScene(
     robot="widowx",
@@ -87,6 +98,7 @@ WIDOWX = RobotScene(
     ee_body="wx250s/ee_gripper_link",
     tcp_offset=(0.0, 0.0, 0.0),  # ee_gripper_link already sits between the fingertips
     base_frame="wx250s/base_link",
+    base_body="wx250s/base_link",  # bodies are the URDF's links, so TF frames are their names
     home=(0.0, -0.196, 0.224, 0.0, 1.543, 0.0),
     finger_closed=(0.015, -0.015),
     finger_open=(0.037, -0.037),

@@ -6,7 +6,10 @@ ee_pose of wx250s/ee_gripper_link).
 Publishes (relative names): camera/image_raw (rgb8), camera/depth/image_raw (32FC1 m),
 camera/camera_info, wrist_camera/image_raw + camera_info (when render_wrist), joint_states (arm and
 finger joints), ee_pose (PoseStamped in the base frame), task/success and task/instruction (latched),
-/clock.
+/clock; where ``tf2_msgs`` is installed (full ROS installs) /tf (every link, relative to its parent link,
+named as the real robot's URDF names it: panda_link0.., wx250s/..) and /tf_static (the third-person
+camera's optical frame on the base); robot_description (latched URDF) for robots described by a URDF
+(WidowX; the Franka scene is an MJCF, so RViz needs franka_description's panda URDF beside it).
 Accepts: <controller_name>/joint_trajectory (first point, matched by joint name) and gripper/command
 (std_msgs/Float64 opening 0..1).
 
@@ -24,7 +27,7 @@ import time
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, TransformStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from rosgraph_msgs.msg import Clock
@@ -36,7 +39,7 @@ from internvla_core.image_conversion import depth_to_image_fields, rgb_to_image_
 from internvla_core.rotations import matrix_to_quaternion
 from internvla_core.stamps import split_seconds
 
-from .env import SimEnv
+from .env import OPTICAL_FRAMES, FrameTransform, SimEnv
 from .scene import ROBOT_SCENES
 from .tasks import TASKS
 
@@ -46,29 +49,55 @@ def sim_stamp(seconds: float) -> Time:
     return Time(sec=sec, nanosec=nanosec)
 
 
+def transform_messages(transforms: list[FrameTransform], stamp: Time) -> list[TransformStamped]:
+    """geometry_msgs/TransformStamped for each TF edge (header = parent frame, child_frame_id = child)."""
+    messages = []
+    for edge in transforms:
+        msg = TransformStamped(header=Header(stamp=stamp, frame_id=edge.parent), child_frame_id=edge.child)
+        t = msg.transform.translation
+        t.x, t.y, t.z = (float(v) for v in edge.pose[:3, 3])
+        r = msg.transform.rotation
+        r.x, r.y, r.z, r.w = (float(v) for v in matrix_to_quaternion(edge.pose[:3, :3]))
+        messages.append(msg)
+    return messages
+
+
 class SimNode(Node):
     def __init__(self, node_name: str = "sim", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        from rcl_interfaces.msg import ParameterDescriptor
+        from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-        def declare(name, default, text):
-            self.declare_parameter(name, default, ParameterDescriptor(description=text))
+        def declare(name, default, text, low=None, high=None):
+            descriptor = ParameterDescriptor(description=text, read_only=True)  # all read at start
+            if isinstance(default, float) and low is not None:
+                descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high)]
+            elif isinstance(default, int) and not isinstance(default, bool) and low is not None:
+                descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
+            self.declare_parameter(name, default, descriptor)
 
-        declare("robot", "franka", f"simulated arm, one of {sorted(ROBOT_SCENES)} (read at start)")
+        declare("robot", "franka", f"simulated arm, one of {sorted(ROBOT_SCENES)}")
         declare("task", "red_on_plate", f"one of {sorted(TASKS)}")
-        declare("seed", 0, "layout seed")
+        declare("seed", 0, "layout seed", 0, 2**31 - 1)
         declare("clock_mode", "lockstep", "lockstep (advance when the controller answered) or realtime")
-        declare("control_rate_hz", 10.0, "control steps per simulated second")
-        declare("width", 320, "camera image width [px]")
-        declare("height", 240, "camera image height [px]")
+        declare("control_rate_hz", 10.0, "control steps per simulated second", 1.0, 500.0)
+        declare("width", 320, "camera image width [px]", 16, 1920)
+        declare("height", 240, "camera image height [px]", 16, 1080)
         declare("render_wrist", False, "also render the wrist camera (costs one more frame per step)")
         declare("publish_depth", True, "publish camera/depth/image_raw (32FC1 metres)")
-        declare("lockstep_timeout", 10.0, "wall seconds to wait for a command before advancing anyway")
+        declare(
+            "lockstep_timeout",
+            10.0,
+            "wall seconds to wait for a command before advancing anyway",
+            0.1,
+            3600.0,
+        )
         declare(
             "controller_name",
             "arm_controller",
             "trajectories are read from <controller_name>/joint_trajectory",
         )
+        declare("publish_tf", True, "publish /tf and /tf_static (only where tf2_msgs is installed)")
+        declare("publish_robot_description", True, "latch the URDF on robot_description (URDF robots only)")
         p = lambda name: self.get_parameter(name).value  # noqa: E731
         self.clock_mode = p("clock_mode")
         if self.clock_mode not in ("lockstep", "realtime"):
@@ -102,6 +131,15 @@ class SimNode(Node):
             "success": self.create_publisher(Bool, "task/success", latched),
             "instruction": self.create_publisher(String, "task/instruction", latched),
         }
+        self._tf_message = self._tf_message_type() if p("publish_tf") else None
+        self._last_tf_time: float | None = None
+        if self._tf_message is not None:
+            self.pub["tf"] = self.create_publisher(self._tf_message, "/tf", 100)
+            self.pub["tf_static"] = self.create_publisher(self._tf_message, "/tf_static", latched)
+            static = [t for t in self.env.frame_transforms() if t.static]
+            self.pub["tf_static"].publish(self._tf_message(transforms=transform_messages(static, Time())))
+        if p("publish_robot_description"):
+            self._publish_robot_description(latched)
         self.create_subscription(
             JointTrajectory, f"{p('controller_name')}/joint_trajectory", self._on_trajectory, 10
         )
@@ -116,6 +154,29 @@ class SimNode(Node):
         self.pub["instruction"].publish(String(data=self.env.task.instruction))
         self._worker = threading.Thread(target=self._run, name="sim_worker", daemon=True)
         self._worker.start()
+
+    def _tf_message_type(self):
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            self.get_logger().info(
+                "tf2_msgs is not installed (pip setups): no /tf; RViz needs a full ROS install anyway"
+            )
+            return None
+        return TFMessage
+
+    def _publish_robot_description(self, qos: QoSProfile) -> None:
+        from internvla_core.robot_assets import robot_description
+
+        description = robot_description(self.env.robot.description)
+        if description.format != "urdf":
+            self.get_logger().info(
+                f"no robot_description: the {self.env.robot.robot} scene is an {description.format.upper()}; "
+                "its TF frames carry the real robot's URDF link names, so a URDF of that robot shows it in RViz"
+            )
+            return
+        self.pub["description"] = self.create_publisher(String, "robot_description", qos)
+        self.pub["description"].publish(String(data=description.urdf_xml()))
 
     # ----------------------------------------------------------------------------------- commands
     def _on_trajectory(self, msg: JointTrajectory) -> None:
@@ -205,7 +266,7 @@ class SimNode(Node):
         stamp = sim_stamp(t)
         self.pub["clock"].publish(Clock(clock=stamp))
         env = self.env
-        header = Header(stamp=stamp, frame_id="third_person_camera_optical_frame")
+        header = Header(stamp=stamp, frame_id=OPTICAL_FRAMES["third_person"])
         self.pub["image"].publish(Image(header=header, **rgb_to_image_fields(env.render("third_person"))))
         if self.publish_depth:
             self.pub["depth"].publish(
@@ -213,7 +274,7 @@ class SimNode(Node):
             )
         self.pub["info"].publish(self._camera_info(header, "third_person"))
         if self.render_wrist:
-            wrist_header = Header(stamp=stamp, frame_id="wrist_camera_optical_frame")
+            wrist_header = Header(stamp=stamp, frame_id=OPTICAL_FRAMES["wrist"])
             self.pub["wrist"].publish(Image(header=wrist_header, **rgb_to_image_fields(env.render("wrist"))))
             self.pub["wrist_info"].publish(self._camera_info(wrist_header, "wrist"))
         pose = env.hand_pose()
@@ -230,6 +291,10 @@ class SimNode(Node):
         )
         joints.position = [float(v) for v in np.concatenate([env.arm_positions(), env.finger_positions()])]
         self.pub["joints"].publish(joints)
+        if self._tf_message is not None and t != self._last_tf_time:  # tf2 warns on a repeated stamp
+            self._last_tf_time = t
+            moving = [edge for edge in env.frame_transforms() if not edge.static]
+            self.pub["tf"].publish(self._tf_message(transforms=transform_messages(moving, stamp)))
 
     def close(self) -> None:
         self._stop.set()

@@ -108,3 +108,50 @@ def test_cameras_render_rgb_and_metric_depth_consistent_with_the_intrinsics(robo
         assert abs(depth[int(round(v)), int(round(u))] - p[2]) < 0.05
     finally:
         env.close()
+
+
+def _chain_to(transforms, base: str, frame: str) -> np.ndarray:
+    """Compose the TF edges from ``base`` down to ``frame`` (fails if the tree does not connect them)."""
+    parent_of = {t.child: t for t in transforms}
+    pose = np.eye(4)
+    while frame != base:
+        edge = parent_of[frame]  # KeyError = a frame not connected to the base
+        pose = edge.pose @ pose
+        frame = edge.parent
+    return pose
+
+
+@pytest.mark.parametrize("robot", ROBOTS)
+def test_tf_tree_is_rooted_at_the_base_and_composes_to_the_published_poses(robot):
+    env = SimEnv("red_on_plate", seed=2, width=64, height=48, wrist=True, robot=robot)
+    env.apply_joint_targets(np.array(env.robot.home) + 0.2)
+    for _ in range(3):
+        env.step()
+    transforms = env.frame_transforms()
+    children = [t.child for t in transforms]
+    assert len(children) == len(set(children)), "a frame with two parents"
+    base = env.robot.base_frame
+    assert base not in children
+    assert {t.parent for t in transforms} <= {base, *children}
+    hand = env.robot.tf_frame(env.robot.ee_body)
+    np.testing.assert_allclose(_chain_to(transforms, base, hand), env.hand_pose(), atol=1e-9)
+    for camera, frame in (
+        ("third_person", "third_person_camera_optical_frame"),
+        ("wrist", "wrist_camera_optical_frame"),
+    ):
+        np.testing.assert_allclose(_chain_to(transforms, base, frame), env.camera_pose(camera), atol=1e-9)
+    static = {t.child for t in transforms if t.static}
+    assert static == {"third_person_camera_optical_frame"}  # everything on the arm moves
+    env.close()
+
+
+def test_franka_tf_frames_carry_franka_description_link_names():
+    env = SimEnv("red_on_plate", seed=0, width=64, height=48, wrist=False, robot="franka")
+    children = {t.child for t in env.frame_transforms()}
+    expected = {f"panda_link{i}" for i in range(1, 8)} | {
+        "panda_hand",
+        "panda_leftfinger",
+        "panda_rightfinger",
+    }
+    assert expected <= children
+    assert env.robot.base_frame == "panda_link0"
