@@ -153,6 +153,8 @@ def run(load: str, seconds: float) -> None:
     stop.set()
     if load_thread is not None:
         load_thread.join(timeout=10)
+    if policy is not None:  # ends the goal: its loop holds an executor thread that shutdown() would wait for
+        policy.trigger_deactivate()
     other_exec.shutdown()
     control_exec.shutdown()
     for node in (executor_node, peer, policy):

@@ -132,7 +132,19 @@ class Composition:
                     break
         return failures
 
+    def deactivate(self) -> None:
+        """Deactivate the active lifecycle nodes, last first: the executor holds, then a running goal
+        ends. A goal's loop occupies an executor thread, and an executor's shutdown waits for its
+        threads: without this, stopping during a goal (Ctrl-C, SIGTERM, a timeout) hung for good."""
+        for spec in reversed(self.graph.nodes):
+            node = self.nodes.get(spec.name)
+            # rclpy has no public getter for the current state
+            if node is not None and spec.lifecycle and node._state_machine.current_state[1] == "active":
+                node.trigger_deactivate()
+
     def shutdown_executors(self) -> None:
+        """Stop the nodes' work (``deactivate``), then the executors and their spin threads."""
+        self.deactivate()
         for executor in self.executors:
             executor.shutdown()
         for thread in self.threads:

@@ -14,6 +14,7 @@ pytest.importorskip("rclpy", reason="run through `make test` (needs the ROS whee
 pytest.importorskip("mujoco")
 
 SRC = Path(__file__).resolve().parents[2]
+SMALL_IMAGES = ("-p", "sim:width:=160", "-p", "sim:height:=120")  # rendering dominates on 2 cores
 
 
 def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -42,10 +43,7 @@ def test_runner_moves_the_simulated_arm_and_writes_the_episode_summary(tmp_path,
         "2",
         "--summary",
         str(summary_path),
-        "-p",
-        "sim:width:=160",
-        "-p",
-        "sim:height:=120",
+        *SMALL_IMAGES,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(summary_path.read_text())
@@ -65,3 +63,27 @@ def test_runner_refuses_bad_arguments_with_the_reason():
     assert done.returncode == 2 and "robot_ip" in done.stderr
     done = run("sim_franka", "-p", "sim:width")
     assert done.returncode == 2 and "NODE:NAME:=VALUE" in done.stderr
+
+
+@pytest.mark.ros
+def test_runner_stops_cleanly_when_its_wall_clock_limit_ends_a_running_goal(tmp_path):
+    """A goal still running at the end (timeout here; Ctrl-C and SIGTERM take the same path) is ended
+    by deactivating the nodes before the executors shut down: that shutdown waits for the goal's thread,
+    which hung the process for good before."""
+    summary_path = tmp_path / "summary.json"
+    done = run(
+        "sim_franka",
+        "--steps",
+        "100000",  # more than fit in the time: only the timeout ends it
+        "--timeout",
+        "6",
+        "--summary",
+        str(summary_path),
+        *SMALL_IMAGES,
+        timeout=120,
+    )
+    summary = json.loads(summary_path.read_text())
+    assert summary["goal_result"].startswith("runner timeout"), summary
+    assert not summary["goal_finished"]
+    assert summary["policy_chunks"] > 0  # it was running when the limit came
+    assert done.returncode == 0, done.stderr[-3000:]
