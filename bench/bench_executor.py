@@ -157,6 +157,8 @@ def run(load: str, seconds: float) -> None:
         policy.trigger_deactivate()
     other_exec.shutdown()
     control_exec.shutdown()
+    for t in threads:  # rclpy's shutdown() does not wait for a callback in flight: the spin threads do
+        t.join(timeout=5)
     for node in (executor_node, peer, policy):
         if node is not None:
             node.destroy_node()
