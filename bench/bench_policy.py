@@ -10,7 +10,11 @@
 The ratio (node inference + publish/transport) / bare core is the ROS overhead per call
 (target <= 1.02);
 3. ROS round trip: send an action goal (max_steps 1) -> first chunk received, N goals, vs one bare
-   call (includes goal acceptance, the image conversion and the node's bookkeeping). Obs->chunk also contains the age of the newest image when inference starts (the
+   call (includes goal acceptance, the image conversion and the node's bookkeeping).
+4. observation -> first command: chunk_executor (ensemble mode, joint_trajectory backend, WidowX IK,
+   the embodiment's 5 Hz control rate) in the same process; per goal, the first chunk's observation
+   stamp -> the first JointTrajectory that is not a hold (includes waiting for the next control tick:
+   up to one 200 ms period), and chunk received -> that command. Obs->chunk also contains the age of the newest image when inference starts (the
 node always takes the newest image, up to one camera period old).
 """
 
@@ -69,6 +73,42 @@ def main() -> None:
         image_pub.publish(msg)
 
     peer.create_timer(0.05, camera)
+
+    # the executor of part 4 (activated only there); its robot state comes from the peer at 50 Hz
+    from sensor_msgs.msg import JointState
+    from trajectory_msgs.msg import JointTrajectory
+
+    from internvla_core.robot_assets import robot_description
+    from internvla_policy.chunk_executor_node import ChunkExecutorNode
+
+    widowx = robot_description("widowx")
+    executor_node = ChunkExecutorNode(
+        context=context,
+        parameter_overrides=[
+            Parameter("robot", value="widowx"),
+            Parameter("dry_run", value=False),
+            Parameter("workspace_min", value=[0.0, -0.5, 0.0]),
+            Parameter("workspace_max", value=[0.6, 0.5, 0.6]),
+        ],
+    )
+    state_pub = peer.create_publisher(JointState, "joint_states", 10)
+
+    def joint_states() -> None:
+        msg = JointState(name=list(widowx.arm_joints), position=list(widowx.home))
+        msg.header.stamp = peer.get_clock().now().to_msg()
+        state_pub.publish(msg)
+
+    peer.create_timer(0.02, joint_states)
+    moves: list[float] = []  # receive times of commands that are not holds (holds repeat the home pose)
+    peer.create_subscription(
+        JointTrajectory,
+        "arm_controller/joint_trajectory",
+        lambda m: (
+            np.max(np.abs(np.subtract(m.points[0].positions, widowx.home))) > 1e-6
+            and moves.append(time.time())
+        ),
+        10,
+    )
     received: list[tuple[float, ActionChunk]] = []
     peer.create_subscription(  # stop chunks (rows 0, the end of a goal) are not inference results
         ActionChunk, "action_chunk", lambda m: m.rows and received.append((time.time(), m)), 100
@@ -76,6 +116,7 @@ def main() -> None:
     client = ActionClient(peer, ExecuteInstruction, "execute_instruction")  # before spinning (rclpy race)
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(policy_node)
+    executor.add_node(executor_node)
     executor.add_node(peer)
     threading.Thread(target=executor.spin, daemon=True).start()
     policy_node.trigger_configure()
@@ -129,6 +170,30 @@ def main() -> None:
         round_trips.append(received[0][0] - t_send)
         wait(future.done, 10)
         wait(future.result().get_result_async().done, 30)
+    # 4. observation -> first command
+    executor_node.trigger_configure()
+    executor_node.trigger_activate()
+    obs_to_command, chunk_to_command = [], []
+    for _ in range(args.goals):
+        received.clear()
+        moves.clear()
+        future = client.send_goal_async(
+            ExecuteInstruction.Goal(instruction="put the carrot on the plate", max_steps=1000)
+        )
+        if not wait(lambda: received, 60) or not wait(future.done, 10):
+            break
+        t_chunk, first = received[0]
+        if wait(lambda t_chunk=t_chunk: any(t >= t_chunk for t in moves), 5):
+            t_move = next(t for t in moves if t >= t_chunk)
+            obs = first.observation_stamp.sec + first.observation_stamp.nanosec * 1e-9
+            obs_to_command.append(t_move - obs)
+            chunk_to_command.append(t_move - t_chunk)
+        handle = future.result()
+        cancelled = handle.cancel_goal_async()
+        wait(cancelled.done, 10)
+        wait(handle.get_result_async().done, 30)
+        time.sleep(0.3)
+    executor_node.trigger_deactivate()
     bare_after = bare_calls(args.chunks)  # same process state after the ROS part: drift check
     obs_to_chunk, inference, transport, model_total = [], [], [], []
     node_stages: dict[str, list[float]] = {}
@@ -143,6 +208,7 @@ def main() -> None:
         transport.append(t_recv - sent)
     executor.shutdown()
     policy_node.destroy_node()
+    executor_node.destroy_node()
     peer.destroy_node()
     rclpy.shutdown(context=context)
 
@@ -168,6 +234,13 @@ def main() -> None:
         print(
             f"  goal sent -> first chunk      {1e3 * med(round_trips):7.1f} ms over {len(round_trips)} goals "
             f"(ratio to bare {med(round_trips) / med(bare):.3f})"
+        )
+    if obs_to_command:
+        print(
+            f"  obs stamp -> first command    {1e3 * med(obs_to_command):7.1f} ms (max {1e3 * max(obs_to_command):.1f}) "
+            f"over {len(obs_to_command)} goals; chunk received -> command {1e3 * med(chunk_to_command):.1f} ms "
+            f"median ({1e3 * min(chunk_to_command):.1f}-{1e3 * max(chunk_to_command):.1f}: the wait for the next "
+            "5 Hz control tick)"
         )
 
 
