@@ -83,7 +83,9 @@ def latency_plot(latency: dict[str, dict[str, float]], path: Path) -> None:
     ax.bar(x - 0.2, [1e3 * latency[s]["p50"] for s in stages], 0.4, label="p50")
     ax.bar(x + 0.2, [1e3 * latency[s]["p95"] for s in stages], 0.4, label="p95")
     ax.set_xticks(x, stages, rotation=30, ha="right")
-    ax.set_ylabel("ms")
+    ax.set_yscale("log")  # grounding (one autoregressive answer) is ~100x a policy stage: keep both readable
+    ax.set_ylabel("ms (log scale)")
+    ax.grid(axis="y", which="both", alpha=0.3)
     ax.set_title("per-stage latency (policy chunks and grounding)")
     ax.legend()
     fig.tight_layout()
