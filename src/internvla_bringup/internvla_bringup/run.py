@@ -67,6 +67,7 @@ class Composition:
     nodes: dict[str, Any] = field(default_factory=dict)
     executors: list[Any] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
+    _stop_spinning: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def create(
@@ -112,9 +113,17 @@ class Composition:
 
     def spin_in_background(self) -> None:
         for executor in self.executors:
-            thread = threading.Thread(target=executor.spin, daemon=True, name="internvla_run_spin")
+            thread = threading.Thread(
+                target=self._spin, args=(executor,), daemon=True, name="internvla_run_spin"
+            )
             thread.start()
             self.threads.append(thread)
+
+    def _spin(self, executor) -> None:
+        """``executor.spin()`` that a flag can end between two waits: rclpy's spin loop may still submit
+        work after another thread shut the executor down ("cannot schedule new futures after shutdown")."""
+        while not self._stop_spinning.is_set() and self.context.ok():
+            executor.spin_once(timeout_sec=0.1)
 
     def activate(self) -> list[str]:
         """Configure and activate the lifecycle nodes in graph order; returns the failures (empty = ok)."""
@@ -143,12 +152,14 @@ class Composition:
                 node.trigger_deactivate()
 
     def shutdown_executors(self) -> None:
-        """Stop the nodes' work (``deactivate``), then the executors and their spin threads."""
+        """Stop the nodes' work (``deactivate``), then the spin threads, then the executors (which wait
+        for the callbacks still running)."""
         self.deactivate()
-        for executor in self.executors:
-            executor.shutdown()
+        self._stop_spinning.set()
         for thread in self.threads:
             thread.join(timeout=5.0)
+        for executor in self.executors:
+            executor.shutdown()
 
     def destroy(self) -> None:
         for node in reversed(list(self.nodes.values())):
