@@ -122,8 +122,13 @@ class Composition:
     def _spin(self, executor) -> None:
         """``executor.spin()`` that a flag can end between two waits: rclpy's spin loop may still submit
         work after another thread shut the executor down ("cannot schedule new futures after shutdown")."""
+        from rclpy.exceptions import InvalidHandle
+
         while not self._stop_spinning.is_set() and self.context.ok():
-            executor.spin_once(timeout_sec=0.1)
+            try:
+                executor.spin_once(timeout_sec=0.1)
+            except InvalidHandle:  # an entity destroyed by another thread while rclpy built its wait set
+                continue  # the next wait set is built without it
 
     def activate(self) -> list[str]:
         """Configure and activate the lifecycle nodes in graph order; returns the failures (empty = ok)."""

@@ -7,7 +7,6 @@ process with its own rclpy context, so the test does not depend on other process
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
@@ -39,7 +38,7 @@ DEADLINE_S = 10.0
 
 
 @pytest.fixture
-def ros():
+def ros(spin_in_background):
     """A private rclpy context with two nodes and a multi-threaded executor spinning in a thread."""
     context = Context()
     rclpy.init(context=context)
@@ -48,14 +47,13 @@ def ros():
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(talker)
     executor.add_node(listener)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    halt = spin_in_background(executor)
     yield talker, listener
+    halt()
     executor.shutdown()
     talker.destroy_node()
     listener.destroy_node()
     rclpy.shutdown(context=context)
-    spinner.join(timeout=5)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = DEADLINE_S) -> bool:

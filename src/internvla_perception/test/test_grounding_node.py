@@ -54,7 +54,7 @@ def wait_for(condition, timeout=30.0) -> bool:
 
 
 @pytest.fixture
-def graph():
+def graph(spin_in_background):
     context = Context()
     rclpy.init(context=context)
     node = GroundingNode(context=context)
@@ -62,18 +62,17 @@ def graph():
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(node)
     executor.add_node(peer)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    halt = spin_in_background(executor)
     got: dict[str, list] = {"grounding": [], "debug": [], "markers": []}
     peer.create_subscription(Grounding, "grounding", got["grounding"].append, 10)
     peer.create_subscription(Image, "grounding/debug_image", got["debug"].append, 10)
     peer.create_subscription(MarkerArray, "grounding/markers", got["markers"].append, 10)
     yield node, peer, got
+    halt()
     executor.shutdown()
     node.destroy_node()
     peer.destroy_node()
     rclpy.shutdown(context=context)
-    spinner.join(timeout=5)
 
 
 def start(node: GroundingNode) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 import time
 
 import numpy as np
@@ -70,7 +69,7 @@ class RobotDouble:
 
 
 @pytest.fixture
-def ros():
+def ros(spin_in_background):
     context = Context()
     rclpy.init(context=context)
     nodes: list = []
@@ -88,11 +87,10 @@ def ros():
         assert executor_node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         return executor_node, robot
 
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    halt = spin_in_background(executor)
     yield make
+    halt()
     executor.shutdown()
-    spinner.join(timeout=5)
     for node in nodes:
         node.destroy_node()
     rclpy.shutdown(context=context)

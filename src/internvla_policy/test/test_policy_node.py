@@ -59,7 +59,7 @@ class Camera:
 
 
 @pytest.fixture
-def ros():
+def ros(spin_in_background):
     context = Context()
     rclpy.init(context=context)
     executor = MultiThreadedExecutor(num_threads=6, context=context)
@@ -91,14 +91,13 @@ def ros():
         assert client.wait_for_server(timeout_sec=10)
         return policy, client, chunks, camera
 
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    halt = spin_in_background(executor)
     yield make
+    halt()
     executor.shutdown()
     for node in nodes:
         node.destroy_node()
     rclpy.shutdown(context=context)
-    spinner.join(timeout=5)
 
 
 def send(client: ActionClient, feedback: list | None = None, **goal):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -35,7 +34,9 @@ def wait_for(condition, timeout=60.0) -> bool:
 
 
 @pytest.mark.ros
-def test_lockstep_sim_advances_one_step_per_command_and_the_policy_moves_the_simulated_arm():
+def test_lockstep_sim_advances_one_step_per_command_and_the_policy_moves_the_simulated_arm(
+    spin_in_background,
+):
     context = Context()
     rclpy.init(context=context)
     sim_time = [Parameter("use_sim_time", value=True)]
@@ -67,9 +68,7 @@ def test_lockstep_sim_advances_one_step_per_command_and_the_policy_moves_the_sim
     others = MultiThreadedExecutor(num_threads=4, context=context)
     for node in (sim, policy, peer):
         others.add_node(node)
-    spinners = [threading.Thread(target=e.spin, daemon=True) for e in (control, others)]
-    for thread in spinners:
-        thread.start()
+    halt = spin_in_background(control, others)
     try:
         q_start = sim.env.arm_positions()
         steps_before = sim.steps
@@ -101,6 +100,7 @@ def test_lockstep_sim_advances_one_step_per_command_and_the_policy_moves_the_sim
             gaps, np.round(gaps / 0.1) * 0.1, atol=1e-6
         )  # sim time moves in control steps
     finally:
+        halt()
         others.shutdown()
         control.shutdown()
         for node in (executor_node, policy, peer, sim):
