@@ -8,8 +8,8 @@ camera/camera_info, wrist_camera/image_raw + camera_info (when render_wrist), jo
 finger joints), ee_pose (PoseStamped in the base frame), task/success and task/instruction (latched),
 /clock; where ``tf2_msgs`` is installed (full ROS installs) /tf (every link, relative to its parent link,
 named as the real robot's URDF names it: panda_link0.., wx250s/..) and /tf_static (the third-person
-camera's optical frame on the base); robot_description (latched URDF) for robots described by a URDF
-(WidowX; the Franka scene is an MJCF, so RViz needs franka_description's panda URDF beside it).
+camera's optical frame on the base); robot_description (latched URDF: the WidowX's own, the Panda's
+exported from its MJCF by ``urdf_export``).
 Accepts: <controller_name>/joint_trajectory (first point, matched by joint name) and gripper/command
 (std_msgs/Float64 opening 0..1).
 
@@ -97,7 +97,7 @@ class SimNode(Node):
             "trajectories are read from <controller_name>/joint_trajectory",
         )
         declare("publish_tf", True, "publish /tf and /tf_static (only where tf2_msgs is installed)")
-        declare("publish_robot_description", True, "latch the URDF on robot_description (URDF robots only)")
+        declare("publish_robot_description", True, "latch the robot's URDF on robot_description")
         p = lambda name: self.get_parameter(name).value  # noqa: E731
         self.clock_mode = p("clock_mode")
         if self.clock_mode not in ("lockstep", "realtime"):
@@ -168,15 +168,16 @@ class SimNode(Node):
     def _publish_robot_description(self, qos: QoSProfile) -> None:
         from internvla_core.robot_assets import robot_description
 
-        description = robot_description(self.env.robot.description)
-        if description.format != "urdf":
-            self.get_logger().info(
-                f"no robot_description: the {self.env.robot.robot} scene is an {description.format.upper()}; "
-                "its TF frames carry the real robot's URDF link names, so a URDF of that robot shows it in RViz"
-            )
-            return
+        from .urdf_export import urdf_from_mjcf
+
+        scene = self.env.robot
+        description = robot_description(scene.description)
+        if description.format == "urdf":
+            xml = description.urdf_xml()
+        else:  # the Menagerie Panda: exported with panda_* link names and the simulator's joint names
+            xml = urdf_from_mjcf(description.path, scene.base_body, scene.tf_frame, scene.description)
         self.pub["description"] = self.create_publisher(String, "robot_description", qos)
-        self.pub["description"].publish(String(data=description.urdf_xml()))
+        self.pub["description"].publish(String(data=xml))
 
     # ----------------------------------------------------------------------------------- commands
     def _on_trajectory(self, msg: JointTrajectory) -> None:

@@ -41,7 +41,7 @@ def _latched_strings(context, topic: str, seconds: float) -> list[str]:
 
 
 @pytest.mark.ros
-def test_widowx_sim_latches_its_urdf_on_robot_description_and_franka_publishes_none():
+def test_sim_latches_a_urdf_of_each_robot_on_robot_description():
     context = Context()
     rclpy.init(context=context)
     try:
@@ -53,7 +53,8 @@ def test_widowx_sim_latches_its_urdf_on_robot_description_and_franka_publishes_n
             urdf = _latched_strings(context, "/wx/robot_description", 10.0)
             assert urdf and "<robot" in urdf[0] and 'name="wx250s/ee_gripper_link"' in urdf[0]
             assert "package://" not in urdf[0]  # mesh paths resolved to files on this machine
-            assert _latched_strings(context, "/fr/robot_description", 1.0) == []
+            panda = _latched_strings(context, "/fr/robot_description", 10.0)
+            assert panda and 'link name="panda_hand"' in panda[0] and 'joint name="joint7"' in panda[0]
         finally:
             widowx.destroy_node()
             franka.destroy_node()
