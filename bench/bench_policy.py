@@ -6,7 +6,9 @@
    model, torch threads as the node sets them);
 2. through ROS: a camera publishes at 20 Hz, policy_node runs one goal; per chunk we take
    obs stamp -> chunk received (what the executor sees), the node's own inference time, and the
-   receive time minus the inference end (publish + DDS transport).
+   receive time minus the inference end (publish + DDS transport). Obs->chunk also contains the age of
+   the newest image when inference starts (the node always takes the newest image, up to one camera
+   period old).
 The ratio (node inference + publish/transport) / bare core is the ROS overhead per call
 (target <= 1.02);
 3. ROS round trip: send an action goal (max_steps 1) -> first chunk received, N goals, vs one bare
@@ -14,8 +16,7 @@ The ratio (node inference + publish/transport) / bare core is the ROS overhead p
 4. observation -> first command: chunk_executor (ensemble mode, joint_trajectory backend, WidowX IK,
    the embodiment's 5 Hz control rate) in the same process; per goal, the first chunk's observation
    stamp -> the first JointTrajectory that is not a hold (includes waiting for the next control tick:
-   up to one 200 ms period), and chunk received -> that command. Obs->chunk also contains the age of the newest image when inference starts (the
-node always takes the newest image, up to one camera period old).
+   up to one 200 ms period), and chunk received -> that command.
 """
 
 from __future__ import annotations

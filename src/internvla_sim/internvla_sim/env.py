@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scene import BLOCK_HALF, GRIPPER_OPEN_CTRL, build_model, intrinsics, robot_scene
+from .scene import BLOCK_HALF, GRIPPER_OPEN_CTRL, bodies_below, build_model, intrinsics, robot_scene
 from .tasks import get_task, random_layout
 
 OBJECTS = ["plate", "red_block", "green_block", "blue_block"]
@@ -56,16 +56,8 @@ class SimEnv:
         self._hand = self.model.body(self.robot.ee_body).id
         self._n_arm = len(self.robot.arm_joints)
         self._base = self.model.body(self.robot.base_body).id
-        self._robot_bodies = self._bodies_below(self._base)
+        self._robot_bodies = bodies_below(self.model, self._base)
         self.reset(seed)
-
-    def _bodies_below(self, root: int) -> list[int]:
-        """Bodies of root's subtree except root, parents before children (MuJoCo's body order)."""
-        inside = {root}
-        for body in range(root + 1, self.model.nbody):
-            if self.model.body_parentid[body] in inside:
-                inside.add(body)
-        return sorted(inside - {root})
 
     # ----------------------------------------------------------------------------------------- episode
     def reset(self, seed: int | None = None, task: str | None = None) -> None:

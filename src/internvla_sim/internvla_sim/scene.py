@@ -247,6 +247,16 @@ def build_model(width: int = 320, height: int = 240, wrist: bool = True, robot: 
     return model, cameras
 
 
+def bodies_below(model, root: int) -> list[int]:
+    """Ids of the bodies in ``root``'s subtree of a compiled MuJoCo model, ``root`` excluded, parents
+    before children (MuJoCo numbers a parent before its children)."""
+    inside = {root}
+    for body in range(root + 1, model.nbody):
+        if model.body_parentid[body] in inside:
+            inside.add(body)
+    return sorted(inside - {root})
+
+
 def intrinsics(camera: CameraSpec) -> np.ndarray:
     """Pinhole K of a MuJoCo camera (vertical field of view, square pixels, centre at the middle)."""
     fy = 0.5 * camera.height / np.tan(np.deg2rad(camera.fovy) / 2)

@@ -18,6 +18,8 @@ from xml.etree import ElementTree as ET
 
 import numpy as np
 
+from .scene import bodies_below
+
 VISUAL_GROUP = 2
 
 
@@ -49,13 +51,9 @@ def urdf_from_mjcf(mjcf: str | Path, root_body: str, link_name: Callable[[str], 
     mesh_dir = mjcf.parent / (spec.meshdir or "")
     mesh_files = {m.name: (mesh_dir / m.file).resolve() for m in spec.meshes}
     root = model.body(root_body).id
-    inside = {root}
     robot = ET.Element("robot", name=robot_name)
-    for body in range(model.nbody):
+    for body in [root, *bodies_below(model, root)]:
         parent = int(model.body_parentid[body])
-        if body != root and parent not in inside:
-            continue
-        inside.add(body)
         name = model.body(body).name
         link = ET.SubElement(robot, "link", name=link_name(name))
         for geom in spec.body(name).geoms:
