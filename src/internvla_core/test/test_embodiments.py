@@ -125,3 +125,18 @@ def test_unnorm_key_resolution_prefers_the_embodiment_keys_and_explains_failures
     assert get_embodiment("widowx_bridge").control_rate_hz == 5.0
     with pytest.raises(KeyError, match="known"):
         get_embodiment("ur5")
+
+
+@pytest.mark.parametrize("frame", ["base", "tool"])
+def test_delta_between_is_the_inverse_of_compose_delta(frame):
+    from internvla_core.embodiments import EEDelta, compose_delta, delta_between
+    from internvla_core.rotations import make_pose, rpy_to_matrix, rpy_to_rotvec
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        start = make_pose(rng.uniform(-0.5, 0.5, 3), rpy_to_matrix(*rng.uniform(-1.2, 1.2, 3)))
+        d = np.concatenate([rng.uniform(-0.05, 0.05, 3), rng.uniform(-0.3, 0.3, 3)])
+        step = EEDelta(d[:3], rpy_to_matrix(*d[3:]), rpy_to_rotvec(*d[3:]), frame, 1.0, np.zeros(7))
+        target = compose_delta(start, step)
+        np.testing.assert_allclose(delta_between(start, target, frame), d, atol=1e-9)
+        np.testing.assert_allclose(compose_delta(start, step), target, atol=1e-12)

@@ -14,6 +14,7 @@ from .base import (
     EEDelta,
     Embodiment,
     compose_delta,
+    delta_between,
 )
 
 EMBODIMENTS: dict[str, Embodiment] = {
@@ -37,5 +38,6 @@ __all__ = [
     "EEDelta",
     "Embodiment",
     "compose_delta",
+    "delta_between",
     "get_embodiment",
 ]

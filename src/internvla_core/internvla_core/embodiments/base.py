@@ -140,3 +140,26 @@ def compose_delta(current_pose: np.ndarray, robot_action: EEDelta) -> np.ndarray
     target[:3, 3] = current_pose[:3, 3] + robot_action.translation
     target[:3, :3] = robot_action.rotation @ current_pose[:3, :3]
     return target
+
+
+def delta_between(previous_target: np.ndarray, next_target: np.ndarray, frame: str) -> np.ndarray:
+    """The 6-vector [dx, dy, dz, droll, dpitch, dyaw] that :func:`compose_delta` turns ``previous_target``
+    into ``next_target`` with (its exact inverse, up to the sxyz Euler angles' range).
+
+    This is how a dataset's action is made from two successive *commanded* end-effector targets (never
+    from measured poses: the difference between them is the tracking error, which an executor that
+    integrates deltas on its last commanded target would otherwise accumulate). ``frame`` "base":
+    translation in base axes and the Euler angles of ``R_next R_prevᵀ``; "tool": the pose
+    ``T_prev⁻¹ T_next``.
+    """
+    from ..rotations import matrix_to_rpy
+
+    previous_target = np.asarray(previous_target, dtype=np.float64)
+    next_target = np.asarray(next_target, dtype=np.float64)
+    if frame == "tool":
+        relative = np.linalg.inv(previous_target) @ next_target
+        return np.concatenate([relative[:3, 3], matrix_to_rpy(relative[:3, :3])])
+    if frame != "base":
+        raise ValueError(f"frame must be 'base' or 'tool', got '{frame}'")
+    rotation = next_target[:3, :3] @ previous_target[:3, :3].T
+    return np.concatenate([next_target[:3, 3] - previous_target[:3, 3], matrix_to_rpy(rotation)])
