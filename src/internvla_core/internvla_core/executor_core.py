@@ -3,11 +3,25 @@
 Per control step (``tick``): pick the action for this step (``ensemble``: adaptive ensemble over the
 chunks of the last H observation steps, upstream's way; ``chunk``: stream the newest chunk, skipping
 stale rows and blending the seam), convert it with the embodiment's adapter, apply the delta to the
-reference pose (measured pose in the base frame; last commanded pose for tool-frame embodiments),
-limit it (workspace, per-step translation/rotation), solve IK and limit the joints (position,
+**last commanded target** (the setpoint), limit it (workspace, per-step translation/rotation relative to
+that setpoint), solve IK from the last commanded joint targets and limit the joints (position,
 velocity), then check the FK of the joint targets against the Cartesian limits again (shrinking the
-joint step if needed), so no command moves the end effector more than the per-step limits. Anything wrong — e-stop, no fresh chunk within the watchdog timeout, NaN, a chunk that ran
-out — yields a HOLD command at the measured state with the reason.
+joint step if needed), so no command moves the setpoint more than the per-step limits.
+
+Why the commanded target and not the measured pose: a position-controlled arm lags and sags under
+gravity (about 1 cm on our simulated arms); a delta applied to the measured pose loses that error at
+every step and it accumulates (the scripted expert's own actions replayed that way solved 0 of 10
+episodes), and a hold that re-commands the measured joints lets the arm sink a little further each
+cycle. Datasets record deltas between successive commanded targets (``embodiments.delta_between``), and
+upstream's real-robot client integrates them on its last commanded pose; so does this core. The
+setpoint is taken from the measured state only when there is none (first tick after ``reset``), at the
+start of a new goal (first chunk after ``stop``), and when the measured pose is further than
+``max_tracking_error`` / ``max_tracking_rotation`` from it (the arm was pushed, blocked or re-homed by
+someone else): that re-synchronisation is counted (``resyncs``) and reported on the command.
+
+Anything wrong — e-stop, no fresh chunk within the watchdog timeout, NaN, a chunk that ran out — yields
+a HOLD command: the last commanded setpoint (joint targets and pose) again, with the reason; before the
+first command, no joint targets at all (the controller keeps holding its own setpoint).
 
 Time is in seconds on whatever clock the node uses (sim time in simulation); control steps are
 counted from ``reset(start_time)`` so chunk rows line up with steps across inference latency.
@@ -22,6 +36,7 @@ import numpy as np
 
 from .embodiments import Embodiment, compose_delta
 from .ensemble import TimedEnsembler
+from .rotations import matrix_to_axis_angle
 from .safety import SafetyFilter, SafetyLimits
 from .scheduling import ChunkStreamer
 
@@ -39,6 +54,9 @@ class ExecutorConfig:
     ensemble_horizon: int | None = None  # None = the embodiment's
     warmup: bool = True  # send the embodiment's warm-up action first (LIBERO: 10 steps), as upstream
     limits: SafetyLimits = field(default_factory=SafetyLimits)
+    # re-synchronise the setpoint to the measured pose beyond this tracking error [m] / [rad]
+    max_tracking_error: float = 0.05
+    max_tracking_rotation: float = 0.5
 
     def __post_init__(self) -> None:
         if self.mode not in ("ensemble", "chunk"):
@@ -51,6 +69,8 @@ class ExecutorConfig:
             raise ValueError("blend_steps must be >= 0")
         if not self.seam_max_change >= 0:
             raise ValueError("seam_max_change must be >= 0 (0 = off)")
+        if not (self.max_tracking_error > 0 and self.max_tracking_rotation > 0):
+            raise ValueError("max_tracking_error and max_tracking_rotation must be > 0")
 
 
 @dataclass
@@ -63,6 +83,7 @@ class Command:
     gripper_opening: float | None  # 0..1, None = leave as is
     hits: list[str] = field(default_factory=list)
     action: np.ndarray | None = None  # the model action executed (un-normalised)
+    resynced: bool = False  # the setpoint was re-taken from the measured state on this step
 
 
 class ExecutorCore:
@@ -78,6 +99,7 @@ class ExecutorCore:
             "watchdog_trips": 0,
             "limit_hits": 0,
             "holds": 0,
+            "resyncs": 0,
         }
         self.reset(0.0)
 
@@ -88,9 +110,11 @@ class ExecutorCore:
         self.ensembler = TimedEnsembler(horizon, self.config.alpha)
         self.streamer = self._make_streamer()
         self.last_chunk_time: float | None = None
-        self.last_commanded: np.ndarray | None = None
+        self.last_commanded: np.ndarray | None = None  # setpoint pose (4x4, base frame)
+        self.last_commanded_joints: np.ndarray | None = None  # setpoint joint targets (with IK)
         self.last_reason = ""
         self.stop_reason = ""
+        self._resync_on_next_motion = True
 
     def stop(self, reason: str) -> None:
         """Drop every buffered chunk: the next ticks hold until a new chunk arrives (goal ended)."""
@@ -99,6 +123,7 @@ class ExecutorCore:
         self.streamer = self._make_streamer()
         self.last_chunk_time = None
         self.stop_reason = reason
+        self._resync_on_next_motion = True  # the next goal starts from where the arm is
 
     def _make_streamer(self) -> ChunkStreamer:
         gripper = self.embodiment.dimension_names.index("gripper")
@@ -131,17 +156,42 @@ class ExecutorCore:
         return ""
 
     def _hold(self, step: int, reason: str, pose: np.ndarray, joints: np.ndarray | None) -> Command:
+        """Hold the last commanded setpoint; with none yet, command nothing at all.
+
+        Never re-commands what is measured: a position-controlled arm sits a little below its target
+        under gravity, so each re-commanded measurement lets it sink further (0.20 m in 22 s in our
+        simulator). Before this executor has commanded anything the controller still holds its own
+        setpoint, so the hold sends no joint targets (``joint_targets`` None; ``target_pose`` is the
+        measured pose, for previews only).
+        """
         self.counters["holds"] += 1
         self.last_reason = reason
-        self.last_commanded = None  # after a hold, tool-frame deltas start again from the measured pose
+        target = self.last_commanded if self.last_commanded is not None else pose
+        held_joints = self.last_commanded_joints if self.last_commanded is not None else None
         return Command(
             step,
             True,
             reason,
-            np.array(pose, dtype=np.float64),
-            None if joints is None else np.array(joints),
+            np.array(target, dtype=np.float64),
+            None if held_joints is None else np.array(held_joints, dtype=np.float64),
             None,
         )
+
+    def hold_command(self, reason: str, pose: np.ndarray, joints: np.ndarray | None = None) -> Command:
+        """A hold outside the control step (goal ended, deactivation, e-stop edge): the same setpoint."""
+        return self._hold(-1, reason, pose, joints)
+
+    def _resync(self, measured_pose: np.ndarray, joints: np.ndarray | None) -> None:
+        self.last_commanded = np.array(measured_pose, dtype=np.float64)
+        self.last_commanded_joints = None if joints is None else np.array(joints, dtype=np.float64)
+
+    def tracking_error(self, measured_pose: np.ndarray) -> tuple[float, float]:
+        """(metres, radians) between the setpoint and the measured pose; (0, 0) without a setpoint."""
+        if self.last_commanded is None:
+            return 0.0, 0.0
+        translation = float(np.linalg.norm(measured_pose[:3, 3] - self.last_commanded[:3, 3]))
+        _, angle = matrix_to_axis_angle(measured_pose[:3, :3] @ self.last_commanded[:3, :3].T)
+        return translation, float(angle)
 
     def _within_cartesian_limits(
         self, measured_pose: np.ndarray, joints: np.ndarray, joint_targets: np.ndarray
@@ -165,13 +215,16 @@ class ExecutorCore:
         self, now: float, measured_pose: np.ndarray, joints: np.ndarray | None = None, estop: bool = False
     ) -> Command:
         step = self.step_of(now)
-        if estop:
-            return self._hold(step, "e-stop", measured_pose, joints)
-        if not np.all(np.isfinite(measured_pose)) or (joints is not None and not np.all(np.isfinite(joints))):
-            return self._hold(step, "robot state is not finite", measured_pose, joints)
-        if self.ik is not None and joints is not None:
+        finite = bool(np.all(np.isfinite(measured_pose))) and (
+            joints is None or bool(np.all(np.isfinite(joints)))
+        )
+        if finite and self.ik is not None and joints is not None:
             # one frame for everything: the IK model's FK of the measured joints is the measured pose
             measured_pose = self.ik.fk(joints)
+        if estop:
+            return self._hold(step, "e-stop", measured_pose, joints)
+        if not finite:
+            return self._hold(step, "robot state is not finite", measured_pose, joints)
         if self.last_chunk_time is None:
             return self._hold(step, self.stop_reason or "waiting for the first chunk", measured_pose, joints)
         if now - self.last_chunk_time > self.config.watchdog_timeout:
@@ -196,26 +249,42 @@ class ExecutorCore:
             robot_action = self.adapter.convert(action)
         except ValueError as exc:
             return self._hold(step, f"bad action: {exc}", measured_pose, joints)
-        reference = measured_pose
-        if robot_action.frame == "tool" and self.last_commanded is not None:
-            reference = self.last_commanded
+        resynced = False
+        translation_error, rotation_error = self.tracking_error(measured_pose)
+        if (
+            self._resync_on_next_motion
+            or self.last_commanded is None
+            or translation_error > self.config.max_tracking_error
+            or rotation_error > self.config.max_tracking_rotation
+        ):
+            resynced = not self._resync_on_next_motion and self.last_commanded is not None
+            if resynced:
+                self.counters["resyncs"] += 1
+            self._resync(measured_pose, joints)
+            self._resync_on_next_motion = False
+        reference = self.last_commanded
+        reference_joints = self.last_commanded_joints if self.last_commanded_joints is not None else joints
         target = compose_delta(reference, robot_action)
-        safe_pose, report = self.safety.limit_pose(measured_pose, target)
+        safe_pose, report = self.safety.limit_pose(reference, target)
         if report.held:
             return self._hold(step, report.hold_reason, measured_pose, joints)
         hits = list(report.hits)
+        if resynced:
+            hits.append("resync_tracking_error")
         joint_targets = None
         if self.ik is not None and joints is not None:
-            solution = self.ik.solve(joints, safe_pose)
+            solution = self.ik.solve(reference_joints, safe_pose)
             if not solution.converged:
                 hits.append("ik_not_converged")
             joint_targets, joint_report = self.safety.limit_joints(
-                joints, solution.q, self.config.control_period
+                reference_joints, solution.q, self.config.control_period
             )
             if joint_report.held:
                 return self._hold(step, joint_report.hold_reason, measured_pose, joints)
             hits += joint_report.hits
-            joint_targets, safe_pose = self._within_cartesian_limits(measured_pose, joints, joint_targets)
+            joint_targets, safe_pose = self._within_cartesian_limits(
+                reference, reference_joints, joint_targets
+            )
             if joint_targets is None:
                 return self._hold(step, "IK solution leaves the Cartesian limits", measured_pose, joints)
         gripper, gripper_report = self.safety.limit_gripper(robot_action.gripper_opening)
@@ -223,5 +292,7 @@ class ExecutorCore:
         if hits:
             self.counters["limit_hits"] += 1
         self.last_commanded = safe_pose
+        if joint_targets is not None:
+            self.last_commanded_joints = joint_targets
         self.last_reason = ""
-        return Command(step, False, "", safe_pose, joint_targets, gripper, hits, action)
+        return Command(step, False, "", safe_pose, joint_targets, gripper, hits, action, resynced)

@@ -81,7 +81,7 @@ def test_ensemble_mode_averages_the_chunks_for_this_step():
     assert core.tick(0.1, START, estop=True).hold
 
 
-def test_nan_chunks_are_refused_and_estop_holds_at_the_measured_pose():
+def test_nan_chunks_are_refused_and_estop_before_any_command_holds_the_measured_pose():
     core = make("ensemble")
     assert "NaN" in core.add_chunk(np.full((4, 7), np.nan), 0.0, 0.0)
     assert "not T x 7" in core.add_chunk(np.zeros((4, 6)), 0.0, 0.0)
@@ -146,19 +146,28 @@ def test_seam_rate_limit_reaches_the_executor_for_motion_but_not_the_gripper():
     assert cmd.gripper_opening == 0.0
 
 
-def assert_bounded(cmd, measured) -> None:
+def assert_bounded(cmd, previous, measured) -> None:
+    """Each command moves the setpoint at most one step from the previous one (or from the measured pose
+    on a re-synchronisation), stays near the measured pose and inside the workspace."""
     lo, hi = np.array(LIMITS.workspace_min), np.array(LIMITS.workspace_max)
     assert np.all(np.isfinite(cmd.target_pose))
-    assert np.linalg.norm(cmd.target_pose[:3, 3] - measured[:3, 3]) <= LIMITS.max_translation_per_step + 1e-6
-    _, angle = matrix_to_axis_angle(cmd.target_pose[:3, :3] @ measured[:3, :3].T)
-    assert angle <= LIMITS.max_rotation_per_step + 1e-6
+    reference = measured if (cmd.resynced or previous is None) else previous
+    if not cmd.hold:
+        assert (
+            np.linalg.norm(cmd.target_pose[:3, 3] - reference[:3, 3])
+            <= LIMITS.max_translation_per_step + 1e-6
+        )
+        _, angle = matrix_to_axis_angle(cmd.target_pose[:3, :3] @ reference[:3, :3].T)
+        assert angle <= LIMITS.max_rotation_per_step + 1e-6
+    tracking = ExecutorConfig().max_tracking_error + LIMITS.max_translation_per_step
+    assert np.linalg.norm(cmd.target_pose[:3, 3] - measured[:3, 3]) <= tracking + 1e-6
     assert np.all(cmd.target_pose[:3, 3] >= lo - 1e-6) and np.all(cmd.target_pose[:3, 3] <= hi + 1e-6)
     assert cmd.gripper_opening is None or 0.0 <= cmd.gripper_opening <= 1.0
 
 
 @settings(max_examples=80, deadline=None)
 @given(
-    chunk=arrays(np.float64, (4, 7), elements=anything),
+    chunk=arrays(np.float64, (8, 7), elements=anything),
     delay=st.floats(0, 0.5),
     mode=st.sampled_from(["chunk", "ensemble"]),
     embodiment=st.sampled_from(["widowx_bridge", "franka_real", "google_robot"]),
@@ -166,8 +175,11 @@ def assert_bounded(cmd, measured) -> None:
 def test_for_any_chunk_and_timing_no_command_leaves_the_limits(chunk, delay, mode, embodiment):
     core = make(mode, embodiment)
     core.add_chunk(chunk, observation_time=0.0, now=delay)
-    for k in range(5):
-        assert_bounded(core.tick(delay + 0.1 * k, START), START)
+    previous = None
+    for k in range(8):  # the arm never moves: the setpoint runs ahead until the tracking bound re-syncs it
+        cmd = core.tick(delay + 0.1 * k, START)
+        assert_bounded(cmd, previous, START)
+        previous = cmd.target_pose
 
 
 @settings(max_examples=25, deadline=None)
@@ -176,9 +188,65 @@ def test_with_ik_the_forward_kinematics_of_every_command_stays_within_the_limits
     core = make("chunk", embodiment="franka_real", ik=panda)
     start = panda.fk(PANDA_HOME)
     core.add_chunk(chunk, 0.0, 0.0)
+    previous_pose, previous_joints = None, PANDA_HOME
     for k in range(3):
         cmd = core.tick(0.1 * k, start, joints=PANDA_HOME)
-        assert_bounded(cmd, start)
+        assert_bounded(cmd, previous_pose, start)
         if cmd.joint_targets is not None:
-            assert np.all(np.abs(cmd.joint_targets - PANDA_HOME) <= 0.1 + 1e-12)
+            reference = PANDA_HOME if cmd.resynced else previous_joints
+            assert np.all(np.abs(cmd.joint_targets - reference) <= 0.1 + 1e-12)
             np.testing.assert_allclose(panda.fk(cmd.joint_targets), cmd.target_pose, atol=1e-12)
+            previous_joints = cmd.joint_targets
+        previous_pose = cmd.target_pose
+
+
+def test_base_frame_deltas_integrate_on_the_last_commanded_target_while_the_arm_lags():
+    core = make()
+    core.add_chunk(np.tile(MOVE_X, (4, 1)), 0.0, 0.0)
+    sagging = START.copy()
+    for k in range(4):
+        cmd = core.tick(0.1 * k, sagging)
+        np.testing.assert_allclose(cmd.target_pose[:3, 3], START[:3, 3] + [0.01 * (k + 1), 0, 0], atol=1e-12)
+        sagging = cmd.target_pose.copy()
+        sagging[2, 3] -= 0.01  # the arm reaches 1 cm below every target (gravity): never fed back
+    assert core.counters["resyncs"] == 0
+
+
+def test_the_setpoint_resyncs_to_the_measured_pose_beyond_the_tracking_bound_and_says_so():
+    core = make(max_tracking_error=0.03)
+    core.add_chunk(np.tile(MOVE_X, (10, 1)), 0.0, 0.0)
+    assert not core.tick(0.0, START).resynced  # the first setpoint comes from the arm: not a re-sync
+    pushed = pose([0.45, 0.1, 0.4])  # someone moved the arm 10 cm
+    cmd = core.tick(0.1, pushed)
+    assert cmd.resynced and "resync_tracking_error" in cmd.hits and core.counters["resyncs"] == 1
+    np.testing.assert_allclose(cmd.target_pose[:3, 3], [0.46, 0.1, 0.4], atol=1e-12)
+
+
+def test_holds_keep_the_last_commanded_setpoint_and_never_re_command_the_measured_joints(panda):
+    core = make("chunk", embodiment="franka_real", ik=panda)
+    start = panda.fk(PANDA_HOME)
+    core.add_chunk(np.tile([0.0, 0.0, 0.01, 0.0, 0.0, 0.0, 1.0], (2, 1)), 0.0, 0.0)
+    moved = [core.tick(0.1 * k, start, joints=PANDA_HOME) for k in range(2)][-1]
+    sagged = moved.joint_targets + 0.01  # measured joints drift under gravity
+    for t in (0.2, 0.3, 0.6, 0.9):  # "no chunk covers", then watchdog: every hold is the same setpoint
+        held = core.tick(t, panda.fk(sagged), joints=sagged)
+        assert held.hold
+        np.testing.assert_array_equal(held.joint_targets, moved.joint_targets)
+        np.testing.assert_array_equal(held.target_pose, moved.target_pose)
+    estop = core.tick(1.0, panda.fk(sagged), joints=sagged, estop=True)
+    np.testing.assert_array_equal(estop.joint_targets, moved.joint_targets)
+    np.testing.assert_array_equal(core.hold_command("deactivated", panda.fk(sagged), sagged).joint_targets,
+                                  moved.joint_targets)  # fmt: skip
+
+
+def test_a_new_goal_after_stop_starts_from_the_measured_pose():
+    core = make()
+    core.add_chunk(np.tile(MOVE_X, (3, 1)), 0.0, 0.0)
+    core.tick(0.0, START)
+    core.stop("stop: goal ended")
+    assert core.tick(0.1, START).hold
+    elsewhere = pose([0.5, 0.05, 0.35])
+    core.add_chunk(np.tile(MOVE_X, (3, 1)), 0.2, 0.2)
+    cmd = core.tick(0.2, elsewhere)
+    np.testing.assert_allclose(cmd.target_pose[:3, 3], [0.51, 0.05, 0.35], atol=1e-12)
+    assert not cmd.resynced and core.counters["resyncs"] == 0  # a goal start is not a tracking fault

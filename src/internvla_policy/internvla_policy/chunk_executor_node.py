@@ -7,7 +7,7 @@ topics: nothing reaches the robot until you set it false.
 
 Backends: ``joint_trajectory`` (IK -> trajectory_msgs/JointTrajectory for a joint_trajectory_controller)
 and ``servo`` (geometry_msgs/PoseStamped targets for MoveIt Servo, republished every tick so Servo's
-command timeout never fires while active; on hold the current pose is sent). The gripper gets a
+command timeout never fires while active; on hold the last commanded pose is sent again). The gripper gets a
 std_msgs/Float64 opening fraction (0 closed, 1 open) on ``gripper/command``.
 
 ``tick_source``: ``timer`` (realtime) or ``state`` (lock-step simulation: one tick per new
@@ -532,7 +532,8 @@ class ChunkExecutorNode(LifecycleNode):
         pose = self._measured_pose(joints)
         if pose is None:
             return
-        self._publish(Command(-1, True, reason, pose, joints, None), self._now())
+        # the last commanded setpoint again (never the measured joints: re-commanding them lets the arm sag)
+        self._publish(self.core.hold_command(reason, pose, joints), self._now())
 
     def _publish(self, command: Command, stamp_s: float) -> None:
         self._last_command = command

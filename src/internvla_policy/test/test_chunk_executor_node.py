@@ -162,7 +162,9 @@ def test_watchdog_holds_when_chunks_stop_and_nan_chunks_are_refused(ros):
     moving = [c for c in commands if not c.hold]
     assert moving and commands.index(held) > commands.index(moving[-1])  # nothing moves after the hold
     assert held.hold and held.joint_targets is not None
-    np.testing.assert_allclose(held.joint_targets, HOME)
+    # the hold repeats the last commanded setpoint, not the measured joints (the fake arm never moved)
+    np.testing.assert_allclose(held.joint_targets, moving[-1].joint_targets)
+    assert not np.allclose(held.joint_targets, HOME)
 
 
 @pytest.mark.ros
@@ -180,8 +182,12 @@ def test_estop_holds_at_once_and_keeps_holding(ros):
         lambda: node._last_command is not None and node._last_command.reason == "e-stop", timeout=2.0
     )
 
+    # the hold is the last commanded setpoint (where the arm was told to be), not the measured HOME
+    setpoint = np.array(node._last_command.joint_targets)
+    assert not np.allclose(setpoint, HOME)
+
     def is_hold(trajectory: JointTrajectory) -> bool:
-        return np.allclose(trajectory.points[0].positions, HOME)
+        return np.allclose(trajectory.points[0].positions, setpoint)
 
     # commands published before the e-stop may still be in delivery: count from the first hold received
     assert wait_for(lambda: any(is_hold(t) for t in robot.got["traj"][before:]), timeout=2.0)
@@ -246,6 +252,9 @@ def test_ik_comes_from_the_robot_description_topic_when_no_urdf_parameter_is_giv
     latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     peer.create_publisher(String, "robot_description", latched).publish(String(data=TWO_LINK_URDF))
     assert wait_for(lambda: node.core.ik is not None)
+    robot.chunk(
+        np.repeat(STEP, 200, axis=0)
+    )  # the first chunk may have run out meanwhile (holds send nothing)
     assert wait_for(lambda: robot.got["traj"])
     traj = robot.got["traj"][-1]
     assert traj.joint_names == ["j1", "j2"]
@@ -348,7 +357,15 @@ def test_deactivate_publishes_a_hold_at_once_and_then_nothing(ros):
     assert wait_for(lambda: any(not np.allclose(t.points[0].positions, HOME) for t in robot.got["traj"]))
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert wait_for(lambda: node._last_command.reason == "deactivated")
-    assert wait_for(lambda: np.allclose(robot.got["traj"][-1].points[0].positions, HOME))
+    setpoint = node._last_command.joint_targets  # the last commanded setpoint, held
+    assert not np.allclose(setpoint, HOME)
+    # the last motion command and the hold carry the same positions: wait for both to be delivered
+    assert wait_for(
+        lambda: (
+            len(robot.got["traj"]) >= 2
+            and all(np.allclose(t.points[0].positions, setpoint) for t in robot.got["traj"][-2:])
+        )
+    )
     count = len(robot.got["traj"])
     time.sleep(0.3)
     assert len(robot.got["traj"]) == count
