@@ -9,7 +9,8 @@ joint_states and ee_pose; grounding_node answers where to act (one Ground call w
 task's instruction); policy_node runs the ExecuteInstruction goal and publishes action chunks;
 chunk_executor turns them into joint trajectories (IK, safety limits) that move the simulated arm.
 Written to ``--out``: ``episode.mp4`` (camera view with the grounding overlay and the executed
-end-effector path), ``episode.mcap`` (every topic; ``ros2 bag info`` / Foxglove), ``summary.json``
+end-effector path), ``episode.mcap`` with rosbag2's ``metadata.yaml`` (every topic,
+see :mod:`internvla_bringup.recording`; ``ros2 bag info <out>``, Foxglove, ``rosbags``), ``summary.json``
 (task, seed, success from the sim's own check, steps, wall/sim time, per-stage latency p50/p95, loop
 rates) and ``latency.png``.
 
@@ -27,19 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-RECORDED_TOPICS = (
-    ("camera/image_raw", "sensor_msgs.msg", "Image"),
-    ("camera/depth/image_raw", "sensor_msgs.msg", "Image"),
-    ("camera/camera_info", "sensor_msgs.msg", "CameraInfo"),
-    ("joint_states", "sensor_msgs.msg", "JointState"),
-    ("ee_pose", "geometry_msgs.msg", "PoseStamped"),
-    ("grounding", "internvla_msgs.msg", "Grounding"),
-    ("grounding/debug_image", "sensor_msgs.msg", "Image"),
-    ("action_chunk", "internvla_msgs.msg", "ActionChunk"),
-    ("arm_controller/joint_trajectory", "trajectory_msgs.msg", "JointTrajectory"),
-    ("gripper/command", "std_msgs.msg", "Float64"),
-    ("task/success", "std_msgs.msg", "Bool"),
-)
+# the topics the artefacts are made from (every topic is recorded: recording.SIM_TOPICS)
+ARTEFACT_TOPICS = ("camera/image_raw", "grounding", "action_chunk", "task/success", "ee_pose")
 
 
 def stamp_ns(stamp) -> int:
@@ -94,7 +84,6 @@ def latency_plot(latency: dict[str, dict[str, float]], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    import importlib
 
     import rclpy
     from rclpy.action import ActionClient
@@ -109,7 +98,7 @@ def run(args: argparse.Namespace) -> dict:
     from internvla_msgs.srv import Ground
 
     from .graphs import GraphOptions, build_graph
-    from .recording import McapRecorder
+    from .recording import SIM_TOPICS, McapRecorder, TopicRecorder, available_topics
     from .run import Composition
 
     out = Path(args.out)
@@ -124,33 +113,30 @@ def run(args: argparse.Namespace) -> dict:
     )
     composition = Composition.create(graph, context, {"sim": {"width": args.width, "height": args.height}})
     sim, executor_node = composition.nodes["sim"], composition.nodes["chunk_executor"]
-    recorder_node = Node("demo_recorder", context=context)
-    recorder = McapRecorder(out / "episode.mcap")
-    lock = threading.Lock()
-
-    raw: list[tuple[str, type, bytes]] = []  # (topic, type, CDR bytes): decoded after the episode
-
-    def make_callback(topic: str, msg_type):
-        # raw subscriptions: no Python conversion of large images while the loop runs
-        def callback(data: bytes) -> None:
-            with lock:
-                raw.append((topic, msg_type, data))
-            if topic == "action_chunk" and deserialize_message(data, msg_type).rows:
-                progress.update(1)
-
-        return callback
-
-    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from rclpy.parameter import Parameter
     from rclpy.serialization import deserialize_message
 
-    for topic, module, name in RECORDED_TOPICS:
-        msg_type = getattr(importlib.import_module(module), name)
-        qos = (
-            QoSProfile(depth=50, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-            if topic == "task/success"
-            else 50
-        )
-        recorder_node.create_subscription(msg_type, topic, make_callback(topic, msg_type), qos, raw=True)
+    # the recorder's clock is the graph's (sim time): log_time = receive time on /clock
+    recorder_node = Node(
+        "demo_recorder", context=context, parameter_overrides=[Parameter("use_sim_time", value=True)]
+    )
+    # episode.mcap plus rosbag2's metadata.yaml: `ros2 bag info <out>` and rosbags' Reader open both
+    recorder = McapRecorder(
+        out / "episode.mcap", custom_data={"task": args.task, "seed": args.seed, "robot": args.robot}
+    )
+    lock = threading.Lock()
+    raw: list[tuple[str, type, bytes, int]] = []  # (topic, type, CDR bytes, stamp): decoded afterwards
+
+    def on_message(topic: str, msg_type, data: bytes, stamp: int) -> None:
+        if topic not in ARTEFACT_TOPICS:
+            return
+        with lock:
+            raw.append((topic, msg_type, data, stamp))
+        if topic == "action_chunk" and deserialize_message(data, msg_type).rows:
+            progress.update(1)
+
+    topic_recorder = TopicRecorder(recorder_node, available_topics(SIM_TOPICS), on_message)
+    topic_recorder.start(recorder)
 
     # built before any executor spins the node: rclpy's ActionClient registers itself with the node before
     # it creates its lock, and a spin thread that sees it half-built dies on AttributeError '_lock'
@@ -199,13 +185,12 @@ def run(args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - t_start
 
     # ---------------------------------------------------------------------------------- decode
+    topic_recorder.stop()
+    recorder.close()
     frames: list[tuple[int, object]] = []
     state: dict = {"grounding": None, "success": False, "chunks": [], "ee": []}
-    for topic, msg_type, data in raw:
+    for topic, msg_type, data, t_ns in raw:
         msg = deserialize_message(data, msg_type)
-        header = getattr(msg, "header", None)
-        t_ns = stamp_ns(header.stamp) if header is not None else 0
-        recorder.write_raw(topic, McapRecorder.type_name(msg), data, t_ns)
         if topic == "camera/image_raw":
             frames.append((t_ns, msg))
         elif topic == "grounding":
@@ -217,7 +202,6 @@ def run(args: argparse.Namespace) -> dict:
         elif topic == "ee_pose":
             p = msg.pose.position
             state["ee"].append((t_ns, np.array([p.x, p.y, p.z])))
-    recorder.close()
 
     # ---------------------------------------------------------------------------------- artefacts
     import imageio.v2 as imageio
