@@ -25,6 +25,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         share("launch"),
         share("config"),
+        share("config/recording"),
         share("rviz"),
     ],
     install_requires=["setuptools"],
@@ -33,5 +34,10 @@ setup(
     maintainer_email="maintainers@internvla-ros.org",
     description="Node-graph descriptions, launch files, configs, RViz config and the in-process runner.",
     license="MIT",
-    entry_points={"console_scripts": ["internvla-run = internvla_bringup.run:main"]},
+    entry_points={
+        "console_scripts": [
+            "internvla-run = internvla_bringup.run:main",
+            "recorder_node = internvla_bringup.recorder_node:main",
+        ]
+    },
 )
