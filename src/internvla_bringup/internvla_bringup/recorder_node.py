@@ -232,9 +232,9 @@ class RecorderNode(LifecycleNode):
         limit = float((self.contract.get("episode") or {}).get("max_duration_s", 0) or 0)
         with self._lock:
             episode = self._episode
-        if episode is not None and limit > 0:
-            if (self.get_clock().now().nanoseconds - episode["start"]) / 1e9 > limit:
-                self._stop_episode(discard=False, reason=f"longer than max_duration_s {limit}")
+        elapsed = (self.get_clock().now().nanoseconds - episode["start"]) / 1e9 if episode else 0.0
+        if episode is not None and limit > 0 and elapsed > limit:
+            self._stop_episode(discard=False, reason=f"longer than max_duration_s {limit}")
 
     # ------------------------------------------------------------------------------- services
     def _on_start(self, request, response):
