@@ -106,8 +106,12 @@ class SimEnv:
             closed, opened = np.array(self.robot.finger_closed), np.array(self.robot.finger_open)
             self.data.ctrl[n : n + len(closed)] = closed + opening * (opened - closed)
 
-    def step(self) -> None:
+    def step(self, on_substep=None) -> None:
+        """One control period. ``on_substep(env)``, if given, runs before every physics substep (2 ms):
+        a controller emulation sets its targets there (``apply_joint_targets``) at the physics rate."""
         for _ in range(self.substeps):
+            if on_substep is not None:
+                on_substep(self)
             self.mujoco.mj_step(self.model, self.data)
         self.steps += 1
 
