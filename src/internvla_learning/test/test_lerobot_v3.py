@@ -232,3 +232,25 @@ def test_memory_does_not_grow_with_episode_count(tmp_path):
     # Measured: ~0.86 MB both, within ~20 kB. Keeping only each episode's parquet columns (no images)
     # would add ~200 kB for the 30 extra episodes; keeping the images ~700 kB.
     assert large - small < 100_000, (small, large)
+
+
+def test_episodes_without_grounding(tmp_path):
+    plain = [make_episode(s, length=12, grounding=False, cameras=("wrist",)) for s in range(2)]
+    with LeRobotV3Writer(tmp_path / "plain", 10, "franka", {"wrist": (64, 64)}, JOINTS) as writer:
+        for ep in plain:
+            writer.add_episode(ep)
+    info = json.loads((tmp_path / "plain" / "meta" / "info.json").read_text())
+    assert not any(k.startswith("annotation.") for k in info["features"])
+    for got, want in zip(read_lerobot_v3(tmp_path / "plain"), plain, strict=True):
+        assert_same_episode(got, want)
+    # a labelled dataset may hold an unlabelled episode: its labels read back as absent, stored as missing
+    mixed = [make_episode(0, length=12, cameras=("wrist",)), plain[1]]
+    with LeRobotV3Writer(tmp_path / "mixed", 10, "franka", {"wrist": (64, 64)}, JOINTS) as writer:
+        for ep in mixed:
+            writer.add_episode(ep)
+    back = list(read_lerobot_v3(tmp_path / "mixed"))
+    assert_same_episode(back[0], mixed[0])
+    assert_same_episode(back[1], mixed[1])
+    data = pq.read_table(next((tmp_path / "mixed" / "data").rglob("*.parquet")))
+    visible = np.asarray(data.column("annotation.target_visible"))
+    assert np.all(visible[12:] == 0.0)
