@@ -132,3 +132,23 @@ def plan_chunk_trajectory(
         grippers=tuple(grippers),
         end_reason=end_reason,
     )
+
+
+def anchored_points(
+    plan: PlannedTrajectory, anchor: np.ndarray, before_anchor: np.ndarray | None, dt: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times, positions, velocities) for the controller: the current setpoint ``anchor`` at time 0, then
+    the plan. ``before_anchor`` is the setpoint one step earlier (None: the arm was at rest there).
+
+    The anchor at the stamp makes a JTC sample the first segment from the commanded setpoint (the point
+    is already "now" when the message arrives) instead of interpolating from the measured state, which
+    lags the setpoint under load: no setpoint snap back at every new chunk.
+    """
+    anchor = np.asarray(anchor, dtype=np.float64)
+    positions = np.vstack([anchor[None, :], plan.positions])
+    times = np.concatenate([[0.0], plan.times])
+    start = anchor if before_anchor is None else np.asarray(before_anchor, dtype=np.float64)
+    velocities = finite_difference_velocities(start, positions, dt)
+    if before_anchor is None:
+        velocities[0] = 0.0
+    return times, positions, velocities

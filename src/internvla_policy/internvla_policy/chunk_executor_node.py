@@ -10,6 +10,16 @@ and ``servo`` (geometry_msgs/PoseStamped targets for MoveIt Servo, republished e
 command timeout never fires while active; on hold the last commanded pose is sent again). The gripper gets a
 std_msgs/Float64 opening fraction (0 closed, 1 open) on ``gripper/command``.
 
+Chunk mode with the joint_trajectory backend (``chunk_trajectory``, default true): each new chunk goes to
+the controller as ONE multi-point trajectory (``internvla_core.trajectory``): the current setpoint at
+time 0, then the limited IK setpoints of the rows from the one for "now" at the control period,
+central-difference velocities, zero at the last point; the next chunk replaces it before it ends. Between
+chunks the ticks still run (watchdog, e-stop, limits, setpoint bookkeeping) but send nothing to the arm
+unless they hold or the plan must change (a new chunk, a re-synchronisation, a hold before). In lock-step
+simulation every tick must answer, so it re-sends the rest of the running trajectory from the knot of
+"now" (same knots, same times: the controller's motion does not change). Ensemble mode and the servo
+backend stream one command per tick.
+
 ``tick_source``: ``timer`` (realtime) or ``state`` (lock-step simulation: one tick per new
 joint_states stamp; in ensemble mode the tick waits for the chunk of that observation, see
 docs/graph-contract.md).
@@ -41,6 +51,7 @@ from internvla_core.latency import RateMeter
 from internvla_core.rotations import matrix_to_quaternion, matrix_to_rotvec, quaternion_to_matrix
 from internvla_core.safety import SafetyFilter, SafetyLimits
 from internvla_core.stamps import split_seconds
+from internvla_core.trajectory import anchored_points, plan_chunk_trajectory
 from internvla_msgs.msg import ActionChunk
 
 from .params import declare
@@ -82,6 +93,7 @@ class Settings:
     tick_source: str
     dry_run: bool
     time_from_start: float
+    chunk_trajectory: bool  # chunk mode + joint_trajectory: one multi-point trajectory per chunk
     robot: str
     ee_frame: str
     arm_joints: tuple[str, ...]
@@ -102,6 +114,8 @@ class ChunkExecutorNode(LifecycleNode):
         self._last_state_stamp: float | None = None
         self._last_command: Command | None = None
         self._last_hold_reason = ""
+        self._plan: dict | None = None  # the running chunk trajectory (chunk_trajectory)
+        self._before_anchor: np.ndarray | None = None
         self._entities: list = []
         self.timer = None
         # one command at a time: a tick running on the control thread must not publish after the hold
@@ -214,6 +228,13 @@ class ChunkExecutorNode(LifecycleNode):
         declare(
             self, "time_from_start", 0.0, "JointTrajectory point time [s]; 0 = one control period", 0.0, 10.0
         )
+        declare(
+            self,
+            "chunk_trajectory",
+            True,
+            "chunk mode, joint_trajectory backend: send each chunk as one multi-point trajectory "
+            "(false: one single-point trajectory per tick, which a JTC executes stop-and-go)",
+        )
 
     def p(self, name: str):
         return self.get_parameter(name).value
@@ -252,6 +273,9 @@ class ChunkExecutorNode(LifecycleNode):
                 tick_source=tick_source,
                 dry_run=self.p("dry_run"),
                 time_from_start=self.p("time_from_start") or config.control_period,
+                chunk_trajectory=bool(self.p("chunk_trajectory"))
+                and config.mode == "chunk"
+                and backend == "joint_trajectory",
                 robot=self.p("robot"),
                 ee_frame=self.p("ee_frame"),
                 arm_joints=tuple(self.p("arm_joints")),
@@ -370,6 +394,7 @@ class ChunkExecutorNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.core.reset(self._now())
+        self._plan = None
         self._active = True
         self.timer = None
         if self.settings.tick_source == "timer":
@@ -521,13 +546,100 @@ class ChunkExecutorNode(LifecycleNode):
             if self.settings.tick_source == "state" and self._last_state_stamp is not None
             else self._now()
         )
+        if self.settings.chunk_trajectory:
+            self._follow_plan(now)
+        previous = self.core.last_commanded_joints
+        previous_pose = self.core.last_commanded
         command = self.core.tick(now, pose, joints, estop=self._estop)
         self.rate_meter.tick()
-        self._publish(command, now)
+        if self.settings.chunk_trajectory:
+            self._publish_chunk_trajectory(command, now, previous, previous_pose, joints)
+        else:
+            self._publish(command, now)
+
+    # ------------------------------------------------------------------------------ chunk trajectory
+    def _follow_plan(self, now: float) -> None:
+        """The controller plays the trajectory by time, ticks or not: a late tick (a skipped step) takes
+        the setpoint the trajectory has reached at this step, so the core integrates on from there."""
+        plan = self._plan
+        if plan is None:
+            return
+        knot = self.core.step_of(now) - plan["step"]
+        if 0 < knot < len(plan["times"]) and self.core.last_commanded_joints is not None:
+            self.core.last_commanded_joints = np.array(plan["positions"][knot])
+            self.core.last_commanded = np.array(plan["poses"][knot])
+
+    def _publish_chunk_trajectory(
+        self, command: Command, now: float, previous, previous_pose, joints
+    ) -> None:
+        """Chunk mode: plan one trajectory per chunk; send it, or the hold, or (lock-step) its rest."""
+        if command.hold or command.joint_targets is None:
+            self._plan = None
+            self._publish(command, now)
+            return
+        index = self._plan_index(command)
+        if index is None:  # a new chunk, a re-sync, a hold before, or the plan ran out / diverged
+            # the controller's setpoint now: what we last commanded (the measured joints if nothing yet)
+            anchor = joints if previous is None or command.resynced else previous
+            plan = plan_chunk_trajectory(self.core, command, anchor)
+            before = None if previous is None or command.resynced else self._before_anchor
+            times, positions, velocities = anchored_points(plan, anchor, before, self.period)
+            anchor_pose = (
+                self.core.ik.fk(anchor) if previous_pose is None or command.resynced else previous_pose
+            )
+            self._plan = {
+                "step": command.step,
+                "chunks": self.core.counters["chunks"],
+                "times": times,
+                "positions": positions,
+                "velocities": velocities,
+                "poses": [anchor_pose, *plan.poses],
+            }
+            self.core.counters["trajectories"] = self.core.counters.get("trajectories", 0) + 1
+            index, send = 0, True
+        else:
+            send = self.settings.tick_source == "state"  # lock-step: every step needs an answer
+        self._before_anchor = None if previous is None else np.array(previous)
+        plan = self._plan
+        trajectory = self._trajectory_msg(
+            now,
+            plan["times"][index:] - plan["times"][index],
+            plan["positions"][index:],
+            plan["velocities"][index:],
+        )
+        self._publish(command, now, trajectory=trajectory, send_arm=send)
+
+    def _plan_index(self, command: Command) -> int | None:
+        """Knot of the running plan at this tick (the command is its next point), or None to re-plan."""
+        plan = self._plan
+        if plan is None or command.resynced or plan["chunks"] != self.core.counters["chunks"]:
+            return None
+        index = command.step - plan["step"]
+        if not 0 < index < len(plan["times"]) - 1:
+            return None
+        if not np.allclose(plan["positions"][index + 1], command.joint_targets, rtol=0.0, atol=1e-9):
+            return None
+        return index
+
+    def _trajectory_msg(self, stamp_s: float, times, positions, velocities) -> JointTrajectory:
+        header = Header(frame_id=self.embodiment.reference_frame)
+        header.stamp.sec, header.stamp.nanosec = split_seconds(stamp_s)
+        trajectory = JointTrajectory(header=header, joint_names=list(self.settings.arm_joints))
+        for t, q, v in zip(times, positions, velocities):
+            sec, nanosec = split_seconds(float(t))
+            trajectory.points.append(
+                JointTrajectoryPoint(
+                    positions=[float(x) for x in q],
+                    velocities=[float(x) for x in v],
+                    time_from_start=Duration(sec=sec, nanosec=nanosec),
+                )
+            )
+        return trajectory
 
     def _publish_hold(self, reason: str) -> None:
         if self.core is None:
             return
+        self._plan = None  # motion after a hold starts a new trajectory
         joints = self._arm_positions()
         pose = self._measured_pose(joints)
         if pose is None:
@@ -535,7 +647,14 @@ class ChunkExecutorNode(LifecycleNode):
         # the last commanded setpoint again (never the measured joints: re-commanding them lets the arm sag)
         self._publish(self.core.hold_command(reason, pose, joints), self._now())
 
-    def _publish(self, command: Command, stamp_s: float) -> None:
+    def _publish(
+        self,
+        command: Command,
+        stamp_s: float,
+        trajectory: JointTrajectory | None = None,
+        send_arm: bool = True,
+    ) -> None:
+        """Preview and (unless dry_run) send one command; ``trajectory`` replaces the single-point one."""
         self._last_command = command
         if command.hold:
             self._last_hold_reason = command.reason
@@ -543,8 +662,9 @@ class ChunkExecutorNode(LifecycleNode):
         header.stamp.sec, header.stamp.nanosec = split_seconds(stamp_s)
         pose_msg = matrix_to_pose_msg(command.target_pose, header)
         self.preview_pose_pub.publish(pose_msg)
-        trajectory = None
-        if command.joint_targets is not None:
+        if trajectory is not None:
+            self.preview_pub.publish(trajectory)
+        elif command.joint_targets is not None:
             trajectory = JointTrajectory(header=header, joint_names=list(self.settings.arm_joints))
             seconds = self.settings.time_from_start
             point = JointTrajectoryPoint(positions=[float(q) for q in command.joint_targets])
@@ -557,7 +677,7 @@ class ChunkExecutorNode(LifecycleNode):
         if self.settings.backend == "servo":
             self.servo_pub.publish(pose_msg)
             self.twist_pub.publish(self._twist(command, header))
-        elif trajectory is not None:
+        elif trajectory is not None and send_arm:
             self.traj_pub.publish(trajectory)
         if command.gripper_opening is not None:
             self.gripper_pub.publish(Float64(data=float(command.gripper_opening)))

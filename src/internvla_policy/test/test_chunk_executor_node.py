@@ -104,11 +104,12 @@ BASE = {
     "watchdog_timeout": 0.3,
 }
 STEP = np.array([[0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]])
+SMALL_STEP = np.array([[0.003, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]])
 
 
 @pytest.mark.ros
 def test_chunks_become_joint_trajectories_that_reach_the_tool_frame_target(ros):
-    _node, robot = ros(BASE)
+    _node, robot = ros({**BASE, "chunk_trajectory": False})  # the per-tick single-point stream
     assert wait_for(
         lambda: robot.joint_pub.get_subscription_count() > 0 and robot.chunk_pub.get_subscription_count() > 0
     )
@@ -131,6 +132,43 @@ def test_chunks_become_joint_trajectories_that_reach_the_tool_frame_target(ros):
     assert joint_step <= 1.0 * 0.05 + 1e-9  # max_joint_velocity * period
 
 
+def _seconds(duration) -> float:
+    return duration.sec + duration.nanosec * 1e-9
+
+
+@pytest.mark.ros
+def test_chunk_mode_sends_each_chunk_once_as_one_time_parameterised_multi_point_trajectory(ros):
+    # small steps: the double never moves, so more than max_tracking_error (5 cm) would re-synchronise
+    node, robot = ros({**BASE, "watchdog_timeout": 1.0})
+    assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
+    time.sleep(0.1)
+    robot.chunk(np.repeat(SMALL_STEP, 12, axis=0))
+    assert wait_for(lambda: robot.got["traj"])
+    time.sleep(0.3)  # six more ticks: they continue the running trajectory and send nothing
+    assert len(robot.got["traj"]) == 1
+    traj = robot.got["traj"][0]
+    times = [_seconds(p.time_from_start) for p in traj.points]
+    assert len(traj.points) >= 10  # the current setpoint, then the rows from the one for now
+    np.testing.assert_allclose(times, 0.05 * np.arange(len(times)), atol=1e-9)
+    np.testing.assert_allclose(traj.points[0].positions, HOME)  # anchor: the setpoint at the stamp
+    ik = IKSolver.panda()
+    start, end = ik.fk(np.array(HOME)), ik.fk(np.array(traj.points[-1].positions))
+    steps = len(traj.points) - 1
+    np.testing.assert_allclose(end[:3, 3] - start[:3, 3], start[:3, :3] @ [0.003 * steps, 0, 0], atol=3e-3)
+    assert np.all(np.array(traj.points[-1].velocities) == 0.0)
+    q = np.array([p.positions for p in traj.points])
+    v = np.array([p.velocities for p in traj.points])
+    np.testing.assert_allclose(v[1:-1], (q[2:] - q[:-2]) / 0.1, atol=1e-9)  # central differences
+    assert np.abs(np.diff(q, axis=0)).max() <= 1.0 * 0.05 + 1e-9  # joint velocity limit on every point
+    # the next chunk replaces it, planned from the setpoint the running trajectory is at by now
+    robot.chunk(np.repeat(SMALL_STEP, 12, axis=0))
+    assert wait_for(lambda: len(robot.got["traj"]) == 2)
+    second = robot.got["traj"][1]
+    k = int(round((_seconds(second.header.stamp) - _seconds(traj.header.stamp)) / 0.05))
+    np.testing.assert_allclose(second.points[0].positions, traj.points[k].positions, atol=1e-9)
+    assert node.core.counters["trajectories"] == 2
+
+
 @pytest.mark.ros
 def test_dry_run_publishes_the_preview_and_nothing_to_the_robot(ros):
     _node, robot = ros({**BASE, "dry_run": True})
@@ -147,7 +185,7 @@ def test_watchdog_holds_when_chunks_stop_and_nan_chunks_are_refused(ros):
     node, robot = ros(BASE)
     commands: list = []
     publish = node._publish
-    node._publish = lambda command, stamp: (commands.append(command), publish(command, stamp))
+    node._publish = lambda command, stamp, **kw: (commands.append(command), publish(command, stamp, **kw))
     assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
     time.sleep(0.1)
     robot.chunk(np.full((5, 7), np.nan))
@@ -174,7 +212,7 @@ def test_estop_holds_at_once_and_keeps_holding(ros):
     time.sleep(0.1)
     robot.chunk(np.repeat(STEP, 200, axis=0))
     # the chunk moves the arm (an activation hold at HOME may come first)
-    assert wait_for(lambda: any(not np.allclose(t.points[0].positions, HOME) for t in robot.got["traj"]))
+    assert wait_for(lambda: any(not np.allclose(t.points[-1].positions, HOME) for t in robot.got["traj"]))
     before = len(robot.got["traj"])
     robot.estop_pub.publish(Bool(data=True))
     # the e-stop callback itself publishes the hold: no waiting for the next control tick
@@ -187,7 +225,7 @@ def test_estop_holds_at_once_and_keeps_holding(ros):
     assert not np.allclose(setpoint, HOME)
 
     def is_hold(trajectory: JointTrajectory) -> bool:
-        return np.allclose(trajectory.points[0].positions, setpoint)
+        return len(trajectory.points) == 1 and np.allclose(trajectory.points[0].positions, setpoint)
 
     # commands published before the e-stop may still be in delivery: count from the first hold received
     assert wait_for(lambda: any(is_hold(t) for t in robot.got["traj"][before:]), timeout=2.0)
@@ -350,7 +388,7 @@ def test_diagnostics_count_refused_chunks_and_report_the_hold_reason(ros):
 
 @pytest.mark.ros
 def test_deactivate_publishes_a_hold_at_once_and_then_nothing(ros):
-    node, robot = ros(BASE)
+    node, robot = ros({**BASE, "chunk_trajectory": False})
     assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
     time.sleep(0.1)
     robot.chunk(np.repeat(STEP, 200, axis=0))
@@ -375,7 +413,7 @@ def test_deactivate_publishes_a_hold_at_once_and_then_nothing(ros):
 def test_configured_joint_limits_narrow_the_model_limits(ros):
     lower = [-0.1, -1.0, -0.1, -2.5, -0.1, 1.4, 0.7]
     upper = [0.001, -0.5, 0.1, -2.0, 0.1, 1.7, 0.9]
-    node, robot = ros({**BASE, "joint_lower": lower, "joint_upper": upper})
+    node, robot = ros({**BASE, "joint_lower": lower, "joint_upper": upper, "chunk_trajectory": False})
     assert node.core.config.limits.joint_upper[0] == 0.001
     assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
     time.sleep(0.1)

@@ -10,8 +10,15 @@ finger joints), ee_pose (PoseStamped in the base frame), task/success and task/i
 named as the real robot's URDF names it: panda_link0.., wx250s/..) and /tf_static (the third-person
 camera's optical frame on the base); robot_description (latched URDF: the WidowX's own, the Panda's
 exported from its MJCF by ``urdf_export``).
-Accepts: <controller_name>/joint_trajectory (first point, matched by joint name) and gripper/command
-(std_msgs/Float64 opening 0..1).
+Accepts what the real drivers accept, with their semantics (:mod:`internvla_sim.controllers`, sampled at
+every 2 ms physics substep): the arm's JointTrajectoryController on <controller_name>/joint_trajectory
+(whole trajectories: replaced by the next, stamp 0 = now, a trajectory ending in the past rejected,
+interpolated from the measured state at its arrival, linear or cubic, holding the last point); on the
+WidowX the gripper as Interbotix runs it, a second JTC on <gripper_controller_name>/joint_trajectory with
+the single joint ``left_finger`` (0.015 m closed .. 0.037 m open; the right finger mirrors it); on the
+Franka the gripper still as std_msgs/Float64 on gripper/command (opening 0..1): franka_gripper's
+Grasp/Move actions need franka_msgs, which has no wheels for pip setups (gripper_bridge speaks them on
+the real robot).
 
 Clocks (docs/graph-contract.md): ``lockstep`` publishes the observation of step k and advances only
 when a command stamped >= t_k arrived (or after ``lockstep_timeout`` wall seconds, holding the last
@@ -39,6 +46,7 @@ from internvla_core.image_conversion import depth_to_image_fields, rgb_to_image_
 from internvla_core.rotations import matrix_to_quaternion
 from internvla_core.stamps import split_seconds
 
+from .controllers import JointTrajectoryControllerEmulation
 from .env import OPTICAL_FRAMES, FrameTransform, SimEnv
 from .scene import ROBOT_SCENES
 from .tasks import TASKS
@@ -96,6 +104,22 @@ class SimNode(Node):
             "arm_controller",
             "trajectories are read from <controller_name>/joint_trajectory",
         )
+        declare(
+            "gripper_controller_name",
+            "gripper_controller",
+            "WidowX: gripper trajectories are read from <gripper_controller_name>/joint_trajectory",
+        )
+        declare("gripper_joint", "left_finger", "WidowX: the gripper controller's joint")
+        declare(
+            "open_loop_control",
+            False,
+            "JTC emulation: start new trajectories from the last setpoint instead of the measured state",
+        )
+        declare(
+            "allow_nonzero_velocity_at_trajectory_end",
+            False,
+            "JTC emulation: accept a moving last point (Humble's default true, Jazzy's false)",
+        )
         declare("publish_tf", True, "publish /tf and /tf_static (only where tf2_msgs is installed)")
         declare("publish_robot_description", True, "latch the robot's URDF on robot_description")
         p = lambda name: self.get_parameter(name).value  # noqa: E731
@@ -140,12 +164,33 @@ class SimNode(Node):
             self.pub["tf_static"].publish(self._tf_message(transforms=transform_messages(static, Time())))
         if p("publish_robot_description"):
             self._publish_robot_description(latched)
+        jtc_options = {
+            "allow_nonzero_velocity_at_trajectory_end": p("allow_nonzero_velocity_at_trajectory_end"),
+            "open_loop": p("open_loop_control"),
+        }
+        self.arm_controller = JointTrajectoryControllerEmulation(
+            self.arm_joints, self.env.robot.home, **jtc_options
+        )
         self.create_subscription(
             JointTrajectory, f"{p('controller_name')}/joint_trajectory", self._on_trajectory, 10
         )
-        self.create_subscription(Float64, "gripper/command", self._on_gripper, 10)
+        self.gripper_controller: JointTrajectoryControllerEmulation | None = None
+        if self.env.robot.robot == "widowx":  # Interbotix: the gripper is a JTC on one finger joint
+            robot = self.env.robot
+            self._finger_range = (robot.finger_closed[0], robot.finger_open[0])
+            self.gripper_controller = JointTrajectoryControllerEmulation(
+                [p("gripper_joint")], [robot.finger_open[0]], **jtc_options
+            )
+            self.create_subscription(
+                JointTrajectory,
+                f"{p('gripper_controller_name')}/joint_trajectory",
+                self._on_gripper_trajectory,
+                10,
+            )
+        else:
+            self.create_subscription(Float64, "gripper/command", self._on_gripper, 10)
+        self._arm_dofs: tuple[int, list[int]] | None = None
         self._lock = threading.Condition()
-        self._pending_q: np.ndarray | None = None
         self._pending_gripper: float | None = None
         self._command_stamp = -1.0
         self.steps = 0
@@ -180,25 +225,47 @@ class SimNode(Node):
         self.pub["description"].publish(String(data=xml))
 
     # ----------------------------------------------------------------------------------- commands
+    def _submit(
+        self, controller: JointTrajectoryControllerEmulation, msg: JointTrajectory, name: str
+    ) -> float:
+        """Hand a trajectory to a controller emulation (it says why if it refuses); returns its stamp."""
+        now = self.env.time
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        reason = controller.submit(
+            list(msg.joint_names),
+            stamp,
+            [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points],
+            [list(p.positions) for p in msg.points],
+            [list(p.velocities) for p in msg.points],
+            now,
+        )
+        if reason:
+            self.get_logger().warning(f"{name} trajectory rejected: {reason}", throttle_duration_sec=5.0)
+        return now if stamp == 0.0 else stamp
+
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        if not msg.points:
-            return
-        positions = dict(zip(msg.joint_names, msg.points[0].positions))
-        arm_joints = self.arm_joints
-        missing = [j for j in arm_joints if j not in positions]
-        values = np.array([positions.get(j, np.nan) for j in arm_joints])
-        if missing or not np.all(np.isfinite(values)):
-            self.get_logger().warning(
-                f"trajectory ignored: needs finite positions for {arm_joints} (missing {missing})",
-                throttle_duration_sec=5.0,
-            )
-            return
-        with self._lock:
-            self._pending_q = values
-            self._command_stamp = max(
-                self._command_stamp, msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-            )
+        stamp = self._submit(self.arm_controller, msg, "arm")
+        with self._lock:  # lock-step: any answer stamped for this step lets the sim advance
+            self._command_stamp = max(self._command_stamp, stamp)
             self._lock.notify_all()
+
+    def _on_gripper_trajectory(self, msg: JointTrajectory) -> None:
+        self._submit(self.gripper_controller, msg, "gripper")
+
+    def _control(self, env: SimEnv) -> None:
+        """Every physics substep: the controllers' setpoints to the simulated servos."""
+        if self._arm_dofs is None or self._arm_dofs[0] != id(env.model):
+            self._arm_dofs = (id(env.model), [int(env.model.joint(j).dofadr[0]) for j in self.arm_joints])
+        q = env.arm_positions()
+        dq = env.data.qvel[self._arm_dofs[1]].copy()
+        target = self.arm_controller.update(env.time, q, dq)
+        opening = self._pending_gripper
+        if self.gripper_controller is not None:
+            finger = float(env.finger_positions()[0])
+            closed, opened = self._finger_range
+            position = self.gripper_controller.update(env.time, [finger])[0]
+            opening = (position - closed) / (opened - closed)
+        env.apply_joint_targets(target, None if opening is None else float(np.clip(opening, 0.0, 1.0)))
 
     def _on_gripper(self, msg: Float64) -> None:
         if not np.isfinite(msg.data):
@@ -245,10 +312,9 @@ class SimNode(Node):
                                 f"lockstep: no command for step {self.steps} within {self.lockstep_timeout} s; "
                                 "holding and advancing"
                             )
-                self.env.apply_joint_targets(self._pending_q, self._pending_gripper)
             if self._stop.is_set():
                 return
-            self.env.step()
+            self.env.step(self._control)
             self.steps += 1
             if self.clock_mode == "realtime":
                 time.sleep(max(0.0, self.env.control_dt - (time.monotonic() - wall_start)))
