@@ -11,8 +11,9 @@ tick every stamped stream (images, joint_states, ee_pose, trajectories) contribu
 (std_msgs/Float64, no header) is a held command: the last one received (log time on the graph clock) at or
 before ``t_k + tolerance``.
 
-Actions follow the Episode conventions: ``action_joint[k]`` = the commanded arm joints of tick k (first
-trajectory point, in the contract's joint order) and the gripper command; ``action_ee_delta[k]`` =
+Actions follow the Episode conventions: ``action_joint[k]`` = the commanded arm joints of tick k (the
+trajectory's setpoint one control period after its stamp: the executor sends the current setpoint at 0
+and the tick's target at one period; in the contract's joint order) and the gripper command; ``action_ee_delta[k]`` =
 ``delta_between(FK(q_cmd[k-1]), FK(q_cmd[k]))`` in the embodiment's reference frame, the first relative
 to FK of the measured joints at tick 0.
 
@@ -300,7 +301,8 @@ def convert_bag(bag: str | Path, contract: Contract, fk=None) -> Episode:
         return streams[topic].messages[index]
 
     def positions(msg, names: list[str], what: str, k: int) -> np.ndarray:
-        values = dict(zip(msg.name if hasattr(msg, "name") else msg.joint_names, _first_positions(msg)))
+        names_in_msg = msg.name if hasattr(msg, "name") else msg.joint_names
+        values = dict(zip(names_in_msg, _first_positions(msg, 1.0 / contract.fps)))
         missing = [j for j in names if j not in values]
         if missing:
             raise ConvertError(f"{bag}: {what} at frame {k} lacks joints {missing}")
@@ -379,12 +381,24 @@ def convert_bag(bag: str | Path, contract: Contract, fk=None) -> Episode:
     return episode
 
 
-def _first_positions(msg):
+def _first_positions(msg, period_s: float = 0.0):
+    """JointState: the positions. JointTrajectory: the setpoint it commands one control period after
+    its stamp (the executor sends the current setpoint at 0, this tick's target at one period, and the
+    rest of a chunk after it; a single point is the target), linear between knots, the last point after
+    the end."""
     if hasattr(msg, "position"):  # JointState
         return list(msg.position)
     if not msg.points:  # JointTrajectory
         return [float("nan")] * len(msg.joint_names)
-    return list(msg.points[0].positions)
+    times = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in msg.points])
+    positions = np.array([np.asarray(p.positions, dtype=np.float64) for p in msg.points])
+    if len(times) == 1 or period_s >= times[-1] - 1e-9:
+        return list(positions[-1])
+    if period_s <= times[0] + 1e-9:
+        return list(positions[0])
+    i = int(np.searchsorted(times, period_s, side="right"))
+    w = (period_s - times[i - 1]) / max(times[i] - times[i - 1], 1e-12)
+    return list((1.0 - w) * positions[i - 1] + w * positions[i])
 
 
 def sidecar_of(bag: Path) -> Path | None:

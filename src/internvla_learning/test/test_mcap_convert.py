@@ -68,18 +68,24 @@ def image(t_ns: int, value: int):
     )
 
 
-def trajectory(t_ns: int, q: np.ndarray):
+def trajectory(t_ns: int, q: np.ndarray, anchor: np.ndarray | None = None):
+    """As the executor sends them: the current setpoint at 0, the tick's target one period later, the
+    rest of the chunk after it."""
     T = TS.types
-    point = T["trajectory_msgs/msg/JointTrajectoryPoint"](
-        positions=np.asarray(q, dtype=np.float64),
-        velocities=np.zeros(0),
-        accelerations=np.zeros(0),
-        effort=np.zeros(0),
-        time_from_start=T["builtin_interfaces/msg/Duration"](sec=0, nanosec=100_000_000),
-    )
-    return T["trajectory_msgs/msg/JointTrajectory"](
-        header=header(t_ns), joint_names=list(ARM), points=[point]
-    )
+
+    def point(positions, at_ns):
+        return T["trajectory_msgs/msg/JointTrajectoryPoint"](
+            positions=np.asarray(positions, dtype=np.float64),
+            velocities=np.zeros(0),
+            accelerations=np.zeros(0),
+            effort=np.zeros(0),
+            time_from_start=T["builtin_interfaces/msg/Duration"](sec=0, nanosec=at_ns),
+        )
+
+    points = [point(q, DT), point(q + 0.5, 2 * DT)]
+    if anchor is not None:
+        points.insert(0, point(anchor, 0))
+    return T["trajectory_msgs/msg/JointTrajectory"](header=header(t_ns), joint_names=list(ARM), points=points)
 
 
 def measured(k: int) -> np.ndarray:
@@ -99,7 +105,7 @@ def episode_messages(n: int = 5) -> list[tuple[str, str, object, int]]:
             ("/joint_states", "sensor_msgs/msg/JointState", joint_state(t, measured(k)), t + 1000),
             ("/camera/image_raw", "sensor_msgs/msg/Image", image(t, 10 * k), t + 2000),
             ("/gripper/command", "std_msgs/msg/Float64", TS.types["std_msgs/msg/Float64"](data=float(k < 3)), t + 3000),
-            ("/arm_controller/joint_trajectory", "trajectory_msgs/msg/JointTrajectory", trajectory(t, commanded(k)),
+            ("/arm_controller/joint_trajectory", "trajectory_msgs/msg/JointTrajectory", trajectory(t, commanded(k), commanded(k - 1) if k else None),
              t + 4000),
         ]  # fmt: skip
     return out
