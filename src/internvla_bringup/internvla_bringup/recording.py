@@ -323,6 +323,7 @@ SIM_TOPICS = (
     TopicSpec("action_chunk", "internvla_msgs/msg/ActionChunk"),
     TopicSpec("arm_controller/joint_trajectory", "trajectory_msgs/msg/JointTrajectory"),
     TopicSpec("gripper/command", "std_msgs/msg/Float64"),
+    TopicSpec("gripper_controller/joint_trajectory", "trajectory_msgs/msg/JointTrajectory"),  # WidowX sim
     TopicSpec("executor/preview", "trajectory_msgs/msg/JointTrajectory"),
     TopicSpec("executor/preview_pose", "geometry_msgs/msg/PoseStamped"),
     TopicSpec("estop", "std_msgs/msg/Bool"),
