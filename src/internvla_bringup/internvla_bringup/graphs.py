@@ -186,6 +186,17 @@ def _sim_graph(setup: str, robot: str, options: GraphOptions) -> Graph:
         dry_run=dry_run,
         executor_extra={"tick_source": "state" if lockstep else "timer"},
     )
+    if robot == "widowx":  # the sim's WidowX gripper is a JointTrajectoryController, as Interbotix's
+        nodes.append(
+            NodeSpec(
+                "gripper_bridge",
+                "internvla_policy",
+                "gripper_bridge",
+                "internvla_policy.gripper_bridge_node:GripperBridgeNode",
+                lifecycle=False,
+                parameters={"dry_run": dry_run, "interface": "joint_trajectory"},
+            )
+        )
     arm = "Franka Panda" if robot == "franka" else "WidowX 250 6DOF"
     return Graph(
         setup=setup,
@@ -230,7 +241,7 @@ class RealRobot:
     driver: IncludeSpec
     driver_prefix: str  # namespace of the driver's topics ("" or "/wx250s")
     controller: str  # the JointTrajectoryController's name
-    gripper_action: str  # control_msgs/GripperCommand action of the gripper
+    gripper_remaps: tuple[tuple[str, str], ...]  # gripper_bridge's outputs onto the gripper driver
 
 
 def _real_graph(setup: str, real: RealRobot, options: GraphOptions) -> Graph:
@@ -253,7 +264,7 @@ def _real_graph(setup: str, real: RealRobot, options: GraphOptions) -> Graph:
         "internvla_policy.gripper_bridge_node:GripperBridgeNode",
         lifecycle=False,
         parameters={"dry_run": dry_run},
-        remappings=(("gripper_action", real.gripper_action),),
+        remappings=real.gripper_remaps,
     )
     return Graph(
         setup=setup,
@@ -293,7 +304,7 @@ def _franka(options: GraphOptions) -> RealRobot:
         driver=driver,
         driver_prefix="",
         controller="fr3_arm_controller",
-        gripper_action="/fr3_gripper/gripper_action",
+        gripper_remaps=(),  # franka_gripper's Grasp/Move action names are parameters (config/franka.yaml)
     )
 
 
@@ -315,7 +326,10 @@ def _widowx(options: GraphOptions) -> RealRobot:
         driver=driver,
         driver_prefix="/wx250s",
         controller="arm_controller",
-        gripper_action="/wx250s/gripper_controller/gripper_cmd",
+        # Interbotix runs the gripper as a second JointTrajectoryController on left_finger
+        gripper_remaps=(
+            ("gripper_controller/joint_trajectory", "/wx250s/gripper_controller/joint_trajectory"),
+        ),
     )
 
 

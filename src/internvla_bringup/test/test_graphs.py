@@ -88,7 +88,7 @@ def test_real_graphs_remap_onto_the_drivers_topics():
     widowx = graph_of("widowx")
     assert ("joint_states", "/wx250s/joint_states") in widowx.node("chunk_executor").remappings
     assert widowx.node("gripper_bridge").remappings == (
-        ("gripper_action", "/wx250s/gripper_controller/gripper_cmd"),
+        ("gripper_controller/joint_trajectory", "/wx250s/gripper_controller/joint_trajectory"),
     )
     assert "ros2 launch interbotix_xsarm_moveit xsarm_moveit.launch.py robot_model:=wx250s" in (
         widowx.includes[0].command()

@@ -63,3 +63,39 @@ def test_nan_opening_is_refused_and_keeps_the_last_goal():
     with pytest.raises(ValueError, match="finite"):
         planner.plan(math.nan)
     assert planner.plan(1.0) is None
+
+
+# ----------------------------------------------------------------------------------------- Franka
+from internvla_core.gripper import FrankaGripperPlanner, grasp_succeeds  # noqa: E402
+
+
+def test_franka_closes_with_a_wide_epsilon_grasp_and_opens_with_a_move():
+    planner = FrankaGripperPlanner(open_width=0.08, force=30.0, epsilon=0.08)
+    close = planner.plan(0.0)
+    assert close.kind == "grasp" and close.width == 0.0 and close.force == 30.0
+    assert close.epsilon_inner == 0.08 and close.epsilon_outer == 0.08
+    assert grasp_succeeds(close.width, close.epsilon_inner, close.epsilon_outer, 0.04)  # a 4 cm block
+    assert not grasp_succeeds(0.0, 0.005, 0.005, 0.04)  # franka_gripper's defaults would abort
+    opened = planner.plan(1.0)
+    assert opened.kind == "move" and opened.width == 0.08
+
+
+def test_franka_goals_go_out_on_state_changes_only_and_an_aborted_grasp_is_not_retried():
+    planner = FrankaGripperPlanner()
+    goals = [planner.plan(x) for x in (1.0, 0.9, 0.7, 0.2, 0.1, 0.0, 0.3)]
+    assert [g.kind if g else None for g in goals] == ["move", None, None, "grasp", None, None, None]
+    report = planner.on_result(goals[3], success=False, final_width=0.0)
+    assert "not retried" in report and planner.failures == 1
+    assert [planner.plan(0.0) for _ in range(20)] == [None] * 20  # no loop of re-sent grasps
+    assert planner.plan(1.0).kind == "move"  # the next decision is a change: sent
+    assert planner.plan(0.0).kind == "grasp"
+    assert planner.on_result(planner.plan(1.0), success=True) == ""
+
+
+def test_franka_planner_refuses_bad_settings_and_non_finite_openings():
+    with pytest.raises(ValueError):
+        FrankaGripperPlanner(open_width=0.0)
+    with pytest.raises(ValueError):
+        FrankaGripperPlanner(threshold=1.0)
+    with pytest.raises(ValueError):
+        FrankaGripperPlanner().plan(math.nan)
