@@ -50,5 +50,5 @@ def test_demo_runs_the_sim_graph_and_writes_video_bag_summary_and_plot(tmp_path,
         "arm_controller/joint_trajectory",
         "grounding",
     ):
-        assert topics.get(topic, 0) > 0, topic
+        assert topics.get("/" + topic, 0) > 0, topic  # recorded fully qualified, as rosbag2 does
     assert (tmp_path / "latency.png").stat().st_size > 1000
