@@ -86,3 +86,27 @@ def test_out_of_range_parameters_are_refused_at_start(name, value):
             SimNode(context=context, parameter_overrides=[*SMALL, Parameter(name, value=value)])
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def _bench_seams():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[3] / "bench" / "bench_seams.py"
+    spec = importlib.util.spec_from_file_location("bench_seams", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_single_point_stream_stops_between_commands_a_trajectory_per_chunk_keeps_moving():
+    """Behind the JTC emulation, with 30 ms from tick to controller: the old one point per tick stands
+    still at the end of periods; one multi-point trajectory per chunk never drops below the policy's speed."""
+    bench = _bench_seams()
+    stream = bench.run("franka", "stream", latency=0.03, seconds=3.0)
+    trajectory = bench.run("franka", "trajectory", latency=0.03, seconds=3.0)
+    commanded = stream["commanded_speed"]
+    assert stream["end_speed_min"] < 0.1 * commanded and stream["still_fraction"] > 0.1
+    assert trajectory["end_speed_min"] > 0.8 * commanded and trajectory["still_fraction"] == 0.0
+    assert trajectory["seam_jump_rad"] < 0.1 * stream["seam_jump_rad"]
