@@ -322,3 +322,62 @@ def build_grounding_result(
             problems.append(f"no {kind} found in model answer {text[:80]!r}")
     result.error = "; ".join(problems) if problems else None
     return result
+
+
+# ---------------------------------------------------------------------------------------------- answers
+
+
+def format_grounding_answer(
+    kind: str,
+    value: Sequence[float] | Sequence[Sequence[float]],
+    label: str = "",
+    image_size: tuple[int, int] | None = None,
+    model_input_size: tuple[int, int] | None = None,
+    decimals: int | None = 0,
+) -> str:
+    """The model answer for one box / point / trace in the JSON format :func:`parse_grounding_text`
+    reads: the inverse of ``parse_grounding_text`` + :func:`to_source_pixels`.
+
+    ``value``: box [x1, y1, x2, y2], point [u, v] or trace [[u, v], ...] in SOURCE image pixels (w, h
+    ``image_size``), rescaled to model-input pixels (``model_input_size``, default: the image size) and
+    clipped to that image. ``decimals`` rounds the coordinates (0: integers, the Qwen2.5-VL convention;
+    None: no rounding). A value with NaN (an object out of view) gives ``"[]"``, an answer without
+    geometry.
+    """
+    if kind not in GROUNDING_KINDS:
+        raise ValueError(f"unknown grounding kind '{kind}'; expected one of {GROUNDING_KINDS}")
+    image_size = tuple(image_size) if image_size is not None else None
+    model_input_size = tuple(model_input_size) if model_input_size is not None else image_size
+    if kind == "trace":
+        pairs = [tuple(float(c) for c in p) for p in value]
+        if not pairs or any(len(p) != 2 for p in pairs):
+            raise ValueError(f"a trace is a list of [u, v] pairs, got {value!r}")
+        flat = [c for p in pairs for c in p]
+    else:
+        flat = [float(c) for c in value]
+        if len(flat) != (4 if kind == "box" else 2):
+            raise ValueError(f"a {kind} has {4 if kind == 'box' else 2} coordinates, got {value!r}")
+    if not all(math.isfinite(c) for c in flat):
+        return "[]"
+
+    def to_model(x: float, y: float) -> list[float]:
+        if image_size is not None and model_input_size is not None:
+            (iw, ih), (mw, mh) = image_size, model_input_size
+            x, y = x * mw / iw, y * mh / ih
+            x, y = min(max(x, 0.0), float(mw)), min(max(y, 0.0), float(mh))
+        if decimals is None:
+            return [x, y]
+        if decimals == 0:
+            return [int(round(x)), int(round(y))]
+        return [round(x, decimals), round(y, decimals)]
+
+    if kind == "box":
+        x1, y1, x2, y2 = flat
+        geometry: dict[str, Any] = {
+            "bbox_2d": to_model(min(x1, x2), min(y1, y2)) + to_model(max(x1, x2), max(y1, y2))
+        }
+    elif kind == "point":
+        geometry = {"point_2d": to_model(*flat)}
+    else:
+        geometry = {"trace": [to_model(u, v) for u, v in pairs]}
+    return json.dumps([{**geometry, "label": label}])

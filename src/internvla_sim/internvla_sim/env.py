@@ -5,6 +5,15 @@ servos added by the scene). Control: arm joint position targets and a gripper op
 (``apply_joint_targets``); ``step`` advances one control period (physics at 2 ms). Observations are
 what real drivers publish: RGB (and depth in metres) of a third-person and a wrist camera, joint
 positions, the end-effector pose in the base frame, and the sim time.
+
+Tasks: a named task (``red_on_plate``, ``pick_green``, ``push_blue_left``: a fixed scene, layout by
+seed), ``"family"`` (the procedural task of the seed, :mod:`internvla_sim.task_family`: the scene is
+rebuilt for it, ~0.1 s), a family template id or skill (the seed's task among those), or a ready
+``FamilyTask``.
+
+Cameras: ``camera_intrinsics`` is the pinhole K with pixel centres at integer coordinates (u right, v
+down, principal point at ((W-1)/2, (H-1)/2)); ``camera_pose`` is the optical frame (x right, y down, z
+forward) in the base frame, so a base-frame point p projects to K (R^T (p - t)) / z.
 """
 
 from __future__ import annotations
@@ -13,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scene import BLOCK_HALF, GRIPPER_OPEN_CTRL, bodies_below, build_model, intrinsics, robot_scene
-from .tasks import get_task, random_layout
+from .scene import GRIPPER_OPEN_CTRL, bodies_below, build_model, intrinsics, robot_scene
+from .task_family import NAMED_OBJECTS, FamilyTask, resolve_task
 
-OBJECTS = ["plate", "red_block", "green_block", "blue_block"]
+OBJECTS = list(NAMED_OBJECTS)  # the objects of the named tasks' scene
 OPTICAL_FRAMES = {"third_person": "third_person_camera_optical_frame", "wrist": "wrist_camera_optical_frame"}
 
 
@@ -33,7 +42,7 @@ class FrameTransform:
 class SimEnv:
     def __init__(
         self,
-        task: str = "red_on_plate",
+        task: str | FamilyTask = "red_on_plate",
         seed: int = 0,
         control_dt: float = 0.1,
         width: int = 320,
@@ -45,36 +54,53 @@ class SimEnv:
 
         self.mujoco = mujoco
         self.robot = robot_scene(robot)
-        self.model, self.cameras = build_model(width, height, wrist, robot)
-        self.data = mujoco.MjData(self.model)
         self.control_dt = control_dt
-        self.substeps = max(1, round(control_dt / self.model.opt.timestep))
-        self.task = get_task(task)
+        self._size = (width, height, wrist)
+        self._task_spec = task
         self._renderer = None
+        self._scene_key = None
+        self.reset(seed)
+
+    def _build(self, task: FamilyTask) -> None:
+        """(Re)compile the model for ``task``'s scene; the named tasks share one scene, built once."""
+        key = "named" if task.named else task
+        if key is self._scene_key:
+            return
+        self.close()
+        width, height, wrist = self._size
+        objects = None if task.named else task.objects
+        self.model, self.cameras = build_model(width, height, wrist, self.robot.robot, objects, task.look)
+        self.data = self.mujoco.MjData(self.model)
+        self.substeps = max(1, round(self.control_dt / self.model.opt.timestep))
         self._arm_qpos = [self.model.joint(j).qposadr[0] for j in self.robot.arm_joints]
         self._finger_qpos = [self.model.joint(j).qposadr[0] for j in self.robot.finger_joints]
         self._hand = self.model.body(self.robot.ee_body).id
         self._n_arm = len(self.robot.arm_joints)
         self._base = self.model.body(self.robot.base_body).id
         self._robot_bodies = bodies_below(self.model, self._base)
-        self.reset(seed)
+        self._scene_key = key
 
     # ----------------------------------------------------------------------------------------- episode
-    def reset(self, seed: int | None = None, task: str | None = None) -> None:
+    def reset(self, seed: int | None = None, task: str | FamilyTask | None = None) -> None:
+        """Start an episode: ``task`` (default: the one given before) with the layout of ``seed``."""
         mujoco = self.mujoco
         if task is not None:
-            self.task = get_task(task)
-        rng = np.random.default_rng(seed)
+            self._task_spec = task
+        self.task = resolve_task(self._task_spec, self.robot.robot, seed)
+        self._build(self.task)
+        self.object_names = [o.name for o in self.task.objects]
         mujoco.mj_resetData(self.model, self.data)
         robot = self.robot
         self.data.qpos[self._arm_qpos] = robot.home
         self.data.qpos[self._finger_qpos] = robot.finger_open
-        layout = random_layout(rng, robot.layout_x, robot.layout_y)
-        self.model.body("plate").pos[:2] = layout["plate"]
-        for name in ("red_block", "green_block", "blue_block"):
-            adr = self.model.joint(f"{name}_joint").qposadr[0]
-            self.data.qpos[adr : adr + 3] = [*layout[name], BLOCK_HALF]
-            self.data.qpos[adr + 3 : adr + 7] = [1, 0, 0, 0]
+        if self.task.named:  # one compiled scene for all seeds: place its objects here
+            for obj in self.task.objects:
+                if obj.movable:
+                    adr = self.model.joint(f"{obj.name}_joint").qposadr[0]
+                    self.data.qpos[adr : adr + 3] = obj.pos
+                    self.data.qpos[adr + 3 : adr + 7] = [1, 0, 0, 0]
+                else:
+                    self.model.body(obj.name).pos[:2] = obj.pos[:2]
         self.data.ctrl[: self._n_arm] = robot.home
         self._set_gripper(1.0)
         mujoco.mj_forward(self.model, self.data)
@@ -130,6 +156,15 @@ class SimEnv:
         """Pose of the end-effector body (Franka: hand, WidowX: ee_gripper_link) in the base frame."""
         return np.linalg.inv(self._body_pose(self._base)) @ self._body_pose(self._hand)
 
+    def tcp_position(self) -> np.ndarray:
+        """The point between the fingertips (the TCP) in the base frame."""
+        hand = self.hand_pose()
+        return hand[:3, 3] + hand[:3, :3] @ np.array(self.robot.tcp_offset)
+
+    def world_to_base(self) -> np.ndarray:
+        """4x4 transform of MuJoCo world coordinates into the base frame."""
+        return np.linalg.inv(self._body_pose(self._base))
+
     def _body_pose(self, body: int) -> np.ndarray:
         pose = np.eye(4)
         pose[:3, :3] = self.data.xmat[body].reshape(3, 3)
@@ -161,24 +196,39 @@ class SimEnv:
         return transforms
 
     def object_positions(self) -> dict[str, np.ndarray]:
-        return {name: self.data.xpos[self.model.body(name).id].copy() for name in OBJECTS}
+        """Body origins of the task's objects in the base frame (the base sits at the world origin)."""
+        return {name: self.data.xpos[self.model.body(name).id].copy() for name in self.object_names}
+
+    def body_geoms(self, name: str) -> list[int]:
+        """Geom ids of a body (for segmentation masks)."""
+        body = self.model.body(name).id
+        return [g for g in range(self.model.ngeom) if self.model.geom_bodyid[g] == body]
 
     def success(self) -> bool:
         return self.task.success(self.object_positions(), self.start_positions)
 
     # ----------------------------------------------------------------------------------------- sensors
-    def render(self, camera: str = "third_person", depth: bool = False) -> np.ndarray:
-        """RGB uint8 [H, W, 3] or depth float32 metres [H, W] of a named camera."""
+    def render(
+        self, camera: str = "third_person", depth: bool = False, segmentation: bool = False
+    ) -> np.ndarray:
+        """RGB uint8 [H, W, 3], depth float32 metres [H, W], or segmentation: int32 [H, W] geom id per
+        pixel (-1 where no geom is seen) of a named camera."""
         spec = next(c for c in self.cameras if c.name == camera)
         if self._renderer is None:
             self._renderer = self.mujoco.Renderer(self.model, spec.height, spec.width)
         if depth:
             self._renderer.enable_depth_rendering()
+        elif segmentation:
+            self._renderer.enable_segmentation_rendering()
         self._renderer.update_scene(self.data, camera=camera)
         image = self._renderer.render()
         if depth:
             self._renderer.disable_depth_rendering()
             return image.astype(np.float32)
+        if segmentation:
+            self._renderer.disable_segmentation_rendering()
+            ids = image[..., 0].astype(np.int32)
+            return np.where(image[..., 1] == int(self.mujoco.mjtObj.mjOBJ_GEOM), ids, -1)
         return image
 
     def camera_intrinsics(self, camera: str = "third_person") -> np.ndarray:

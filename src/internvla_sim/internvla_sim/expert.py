@@ -1,51 +1,82 @@
 """Scripted expert: solves each task from privileged object positions with Cartesian waypoints + IK.
 
-It proves the tasks and their success checks are real (tests), and it records what an InternVLA-M1
-training set holds per step: the end-effector delta [dx, dy, dz, droll, dpitch, dyaw] in the base frame
-(metres / radians per control step, sxyz Euler of R_next · R_nowᵀ) and the gripper (1 open, 0 closed).
+It proves the tasks and their success checks are real (tests), and it records, per control step, what it
+COMMANDED (the form of a training set; spec learning.md: deltas of achieved motion fall ~1 cm short
+under gravity and do not replay):
+
+- ``joint_commands[t]`` = the arm joint targets sent at step t (the IK solution), then the gripper
+  command (1 open, 0 closed);
+- ``actions[t]`` = ``delta_between(T_cmd[t-1], T_cmd[t], frame)`` + gripper, where ``T_cmd[t]`` =
+  ``IKSolver.fk(q_cmd[t])`` of the same IK model the executor uses, ``T_cmd[-1]`` = fk of the measured
+  joints at the start, and ``frame`` the embodiment's ``reference_frame`` (Franka ``franka_real``:
+  "tool", WidowX ``widowx_bridge``: "base"). The MCAP converter computes actions from recorded
+  JointTrajectory commands the same way.
+
+``observe`` (optional) is called with the environment BEFORE each command is applied: observation t
+precedes action t.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .env import SimEnv
+from .task_family import CONTAINER_FLOOR, PUSH_DISTANCE, PUSH_STANDOFF, footprint, half_height
 
 MAX_STEP = 0.03  # metres per control step
 APPROACH = 0.12
-GRASP_HEIGHT = 0.008  # TCP above the block centre: the fingertip pads then clear the table
+GRASP_HEIGHT = 0.008  # TCP above the object centre: the fingertip pads then clear the table
+RELEASE_HEIGHT = 0.022  # TCP above (floor + object half height) where the gripper opens
+MAX_EPISODE_STEPS = 400
+# Pushing along x (forward / backward) the WidowX's closed fingers, 3 cm apart, straddle the object and
+# wedge it between them: push with one finger, the TCP shifted sideways by this much [m]
+PUSH_LATERAL = {"franka": 0.0, "widowx": 0.015}
+EMBODIMENTS = {"franka": "franka_real", "widowx": "widowx_bridge"}  # how each simulated robot deploys
 
 
-def _rpy(rotation: np.ndarray) -> np.ndarray:
-    pitch = -math.asin(max(-1.0, min(1.0, rotation[2, 0])))
-    return np.array(
-        [math.atan2(rotation[2, 1], rotation[2, 2]), pitch, math.atan2(rotation[1, 0], rotation[0, 0])]
-    )
+def reference_frame(robot: str) -> str:
+    """The frame convention of ``robot``'s deployment embodiment ("tool" Franka, "base" WidowX)."""
+    from internvla_core.embodiments import get_embodiment
+
+    return get_embodiment(EMBODIMENTS[robot]).reference_frame
 
 
 @dataclass
 class ExpertEpisode:
     success: bool
     steps: int
-    actions: list[np.ndarray] = field(default_factory=list)  # [dx, dy, dz, droll, dpitch, dyaw, gripper]
+    actions: list[np.ndarray] = field(
+        default_factory=list
+    )  # commanded [dx, dy, dz, droll, dpitch, dyaw, gripper]
+    joint_commands: list[np.ndarray] = field(default_factory=list)  # [q_cmd..., gripper]
+    frame: str = "base"
 
 
 class ScriptedExpert:
-    def __init__(self, env: SimEnv) -> None:
+    def __init__(
+        self,
+        env: SimEnv,
+        observe: Callable[[SimEnv], None] | None = None,
+        frame: str | None = None,
+    ) -> None:
         from internvla_core.kinematics import IKSolver
         from internvla_core.robot_assets import robot_description
 
         self.env = env
+        self.observe = observe
+        self.frame = frame or reference_frame(env.robot.robot)
         self.ik = IKSolver.from_description(robot_description(env.robot.description))
         # keep the home orientation (fingers pointing down); the WidowX, with 6 joints, can hold it
         # anywhere in its table-top layout (checked over the layout grid)
         self.down = self.ik.fk(np.array(env.robot.home))[:3, :3]
         self.tcp_offset = np.array(env.robot.tcp_offset)
         self.actions: list[np.ndarray] = []
+        self.joint_commands: list[np.ndarray] = []
         self.gripper = 1.0
+        self.t_cmd = self.ik.fk(env.arm_positions())  # T_cmd[-1]: the measured pose at the start
 
     def _hand_target(self, tcp: np.ndarray) -> np.ndarray:
         target = np.eye(4)
@@ -81,50 +112,85 @@ class ScriptedExpert:
         return hand[:3, 3] + hand[:3, :3] @ self.tcp_offset
 
     def _command(self, hand_target: np.ndarray) -> None:
+        """Solve IK for ``hand_target`` (4x4, base frame), record the command and run one control step."""
         env = self.env
-        before = env.hand_pose()
-        solution = self.ik.solve(env.arm_positions(), hand_target, max_iters=60)
-        env.apply_joint_targets(solution.q, self.gripper)
+        if len(self.actions) >= MAX_EPISODE_STEPS:
+            raise TimeoutError(f"expert exceeded {MAX_EPISODE_STEPS} steps")
+        q = self.ik.solve(env.arm_positions(), hand_target, max_iters=60).q
+        if self.observe is not None:
+            self.observe(env)
+        env.apply_joint_targets(q, self.gripper)
         env.step()
-        after = env.hand_pose()
-        d_rpy = _rpy(after[:3, :3] @ before[:3, :3].T)
-        self.actions.append(np.concatenate([after[:3, 3] - before[:3, 3], d_rpy, [self.gripper]]))
+        from internvla_core.embodiments.base import delta_between
+
+        t_cmd = self.ik.fk(q)
+        delta = delta_between(self.t_cmd, t_cmd, self.frame)
+        self.t_cmd = t_cmd
+        self.actions.append(np.concatenate([delta, [self.gripper]]))
+        self.joint_commands.append(np.concatenate([q, [self.gripper]]))
 
     def _grip(self, opening: float, steps: int = 6) -> None:
+        """Open or close the gripper, the arm commanded to the measured hand pose at the start (it settles
+        lower under gravity: the fingers then close a little lower on the object, which grasps better)."""
         self.gripper = opening
         hand = self.env.hand_pose()
         for _ in range(steps):
             self._command(hand)
 
+    def _grasp_tcp(self, name: str) -> np.ndarray:
+        return self.env.object_positions()[name] + [0, 0, GRASP_HEIGHT]
+
     def _pick(self, name: str, lift: float = 0.15) -> None:
-        block = self.env.object_positions()[name]
+        obj = self.env.object_positions()[name]
         self._grip(1.0, 1)
-        self._move(block + [0, 0, APPROACH])
-        self._move(block + [0, 0, GRASP_HEIGHT])
+        self._move(obj + [0, 0, APPROACH])
+        self._move(self._grasp_tcp(name))
         self._grip(0.0)
-        self._move(block + [0, 0, lift])
+        self._move(obj + [0, 0, lift])
+
+    def _place(self, xy: np.ndarray, release_z: float) -> None:
+        above = np.array([xy[0], xy[1], release_z + 0.07])
+        self._move(above)
+        self._move(np.array([xy[0], xy[1], release_z]))
+        self._grip(1.0)
+        self._move(np.array([xy[0], xy[1], release_z + 0.1]))
+
+    def _push(self, name: str, direction: np.ndarray, radius: float) -> None:
+        obj = self.env.object_positions()[name]
+        direction = np.array([direction[0], direction[1], 0.0])
+        self._grip(0.0, 2)
+        height = min(obj[2] + 0.005, 0.03) - obj[2]
+        start = obj - direction * (radius + PUSH_STANDOFF) + [0, 0, height]
+        if abs(direction[0]) > 0.5:
+            start[1] += PUSH_LATERAL[self.env.robot.robot]
+        self._move(start + [0, 0, APPROACH - height])
+        self._move(start)
+        self._move(start + direction * PUSH_DISTANCE)
+        self._move(start + direction * PUSH_DISTANCE + [0, 0, APPROACH - height])
 
     def run(self) -> ExpertEpisode:
         env = self.env
-        name = env.task.name
-        if name == "red_on_plate":
-            self._pick("red_block")
-            plate = env.object_positions()["plate"]
-            self._move(plate + [0, 0, 0.12])
-            self._move(plate + [0, 0, 0.05])
-            self._grip(1.0)
-            self._move(plate + [0, 0, 0.15])
-        elif name == "pick_green":
-            self._pick("green_block")
-            self._grip(0.0, 5)
-        elif name == "push_blue_left":
-            block = env.object_positions()["blue_block"]
-            self._grip(0.0, 2)
-            start = block + [0.0, -0.06, 0.0]
-            self._move(start + [0, 0, APPROACH])
-            self._move(start + [0, 0, 0.005])
-            self._move(start + [0, 0.18, 0.005])
-            self._move(start + [0, 0.18, APPROACH])
-        else:  # pragma: no cover - every task in TASKS has a script
-            raise ValueError(f"no script for task {name}")
-        return ExpertEpisode(env.success(), env.steps, self.actions)
+        task = env.task
+        target = task.target
+        spec = task.object(target)
+        try:
+            if task.skill == "pick":
+                self._pick(target)
+                self._grip(0.0, 5)
+            elif task.skill in ("put_on", "put_in", "move_next_to"):
+                self._pick(target)
+                if task.skill == "move_next_to":
+                    xy = np.asarray(task.place_xyz[:2])
+                    release = half_height(spec) + RELEASE_HEIGHT
+                else:
+                    xy = env.object_positions()[task.container][:2]
+                    release = CONTAINER_FLOOR + half_height(spec) + RELEASE_HEIGHT
+                self._place(xy, release)
+            elif task.skill.startswith("push_"):
+                radius = 0.02 if task.named else footprint(spec)  # the named task's 6 cm standoff
+                self._push(target, np.asarray(task.direction), radius)
+            else:  # pragma: no cover - every skill has a script
+                raise ValueError(f"no script for skill {task.skill}")
+        except TimeoutError:
+            return ExpertEpisode(False, env.steps, self.actions, self.joint_commands, self.frame)
+        return ExpertEpisode(env.success(), env.steps, self.actions, self.joint_commands, self.frame)

@@ -18,6 +18,7 @@ import numpy as np
 BLOCK_HALF = 0.02  # 4 cm cubes (both robots: the WidowX fingers open to ~7 cm)
 PLATE_RADIUS = 0.07
 TABLE_HEIGHT = 0.0  # the table top is the z = 0 plane of the robot base
+TABLE_FRICTION = 0.8
 BLOCK_COLOURS = {
     "red": (0.85, 0.12, 0.1, 1.0),
     "green": (0.1, 0.7, 0.2, 1.0),
@@ -27,6 +28,42 @@ BLOCK_COLOURS = {
 ARM_JOINTS = [f"joint{i}" for i in range(1, 8)]
 HOME_Q = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785])
 GRIPPER_OPEN_CTRL = 255.0  # Menagerie tendon actuator: 0 closed .. 255 open
+
+
+@dataclass(frozen=True)
+class Primitive:
+    """One geom of a scene object: MuJoCo type name and size, position in the object's body frame."""
+
+    kind: str  # "box" (size = half extents) | "cylinder" (radius, half height) | "sphere" (radius)
+    size: tuple[float, float, float]
+    pos: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    quat: tuple[float, float, float, float] = (1.0, 0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    """A body placed on the table: a movable object (free joint) or a static container."""
+
+    name: str  # MuJoCo body name (the free joint is ``<name>_joint``)
+    primitives: tuple[Primitive, ...]
+    rgba: tuple[float, float, float, float]
+    pos: tuple[float, float, float]  # body origin in the base frame at reset
+    yaw: float = 0.0
+    movable: bool = True
+    mass: float = 0.05  # kg, movable objects only
+
+
+@dataclass(frozen=True)
+class SceneLook:
+    """Appearance randomisation of a scene: table colour, lights, third-person camera."""
+
+    table_rgba: tuple[float, float, float, float]
+    light_diffuse: float  # top light
+    fill_diffuse: float  # side light
+    light_offset: tuple[float, float]  # top light xy offset from the table centre [m]
+    camera_pos: tuple[float, float, float]
+    camera_xyaxes: tuple[float, ...]
+    camera_fovy: float
 
 
 @dataclass(frozen=True)
@@ -191,19 +228,41 @@ def _widowx_spec():
     return spec, gripper_bar, (0.0, 0.0, 0.06), (0, -1, 0, 0, 0, 1)
 
 
-def build_model(width: int = 320, height: int = 240, wrist: bool = True, robot: str = "franka"):
-    """Compile the scene of ``robot``; returns (model, cameras)."""
+def build_model(
+    width: int = 320,
+    height: int = 240,
+    wrist: bool = True,
+    robot: str = "franka",
+    objects: tuple[SceneObject, ...] | None = None,
+    look: SceneLook | None = None,
+):
+    """Compile the scene of ``robot``; returns (model, cameras).
+
+    Without ``objects`` the scene is the fixed one of the named tasks (a plate and the red, green and
+    blue blocks, placed by ``SimEnv.reset``); with them, those objects at their positions (the
+    procedural task family, :mod:`internvla_sim.task_family`). ``look`` overrides the table colour,
+    lights and third-person camera (None: the fixed look).
+    """
     import mujoco
 
     scene = robot_scene(robot)
+    camera_pos = look.camera_pos if look else scene.camera_pos
+    camera_xyaxes = look.camera_xyaxes if look else scene.camera_xyaxes
+    camera_fovy = look.camera_fovy if look else scene.camera_fovy
     spec, wrist_body, wrist_pos, wrist_xyaxes = _franka_spec() if robot == "franka" else _widowx_spec()
+    # Elliptic friction cones with impratio 10: without them a held object creeps down between the pads
+    # (~1 cm/s) and drops within a few seconds of a 5 Hz episode
+    spec.option.cone = mujoco.mjtCone.mjCONE_ELLIPTIC
+    spec.option.impratio = 10.0
     spec.visual.global_.offwidth = max(width, 640)
     spec.visual.global_.offheight = max(height, 480)
     spec.visual.quality.shadowsize = 0
     world = spec.worldbody
     cx, cy = scene.table_centre
-    world.add_light(pos=[cx, cy, 2.0], dir=[0, 0, -1], diffuse=[0.8, 0.8, 0.8], castshadow=False)
-    world.add_light(pos=[1.5, 1.0, 1.5], dir=[-1, -0.6, -1], diffuse=[0.4, 0.4, 0.4], castshadow=False)
+    top, fill = (look.light_diffuse, look.fill_diffuse) if look else (0.8, 0.4)
+    ox, oy = look.light_offset if look else (0.0, 0.0)
+    world.add_light(pos=[cx + ox, cy + oy, 2.0], dir=[0, 0, -1], diffuse=[top] * 3, castshadow=False)
+    world.add_light(pos=[1.5, 1.0, 1.5], dir=[-1, -0.6, -1], diffuse=[fill] * 3, castshadow=False)
     world.add_geom(
         type=mujoco.mjtGeom.mjGEOM_PLANE, size=[2, 2, 0.1], pos=[0, 0, -0.4], rgba=[0.3, 0.3, 0.32, 1]
     )
@@ -212,8 +271,32 @@ def build_model(width: int = 320, height: int = 240, wrist: bool = True, robot: 
         type=mujoco.mjtGeom.mjGEOM_BOX,
         size=[*scene.table_half, 0.02],
         pos=[0, 0, -0.02],
-        rgba=[0.62, 0.5, 0.38, 1],
+        rgba=list(look.table_rgba) if look else [0.62, 0.5, 0.38, 1],
+        # the table's own friction for everything on it (priority 1 beats the objects' grippy 2.5, kept
+        # for the fingers): pushed objects slide instead of tumbling
+        priority=1,
+        friction=[TABLE_FRICTION, 0.005, 0.001],  # rolling friction: a released ball stays put
+        condim=6,
     )
+    if objects is None:
+        _add_named_task_objects(world, cx)
+    else:
+        for obj in objects:
+            _add_object(world, obj)
+    world.add_camera(name="third_person", pos=list(camera_pos), xyaxes=list(camera_xyaxes), fovy=camera_fovy)
+    if wrist:
+        wrist_body.add_camera(name="wrist", pos=list(wrist_pos), xyaxes=list(wrist_xyaxes), fovy=70)
+    model = spec.compile()
+    cameras = [CameraSpec("third_person", width, height, camera_fovy)]
+    if wrist:
+        cameras.append(CameraSpec("wrist", width, height, 70.0))
+    return model, cameras
+
+
+def _add_named_task_objects(world, cx: float) -> None:
+    """The fixed objects of the named tasks: a plate and three 4 cm blocks (placed at reset)."""
+    import mujoco
+
     plate = world.add_body(name="plate", pos=[cx, 0.2, 0.0])
     plate.add_geom(
         type=mujoco.mjtGeom.mjGEOM_CYLINDER,
@@ -232,19 +315,30 @@ def build_model(width: int = 320, height: int = 240, wrist: bool = True, robot: 
             friction=[2.5, 0.05, 0.001],
             condim=4,
         )
-    world.add_camera(
-        name="third_person",
-        pos=list(scene.camera_pos),
-        xyaxes=list(scene.camera_xyaxes),
-        fovy=scene.camera_fovy,
+
+
+GEOM_TYPES = {"box": "mjGEOM_BOX", "cylinder": "mjGEOM_CYLINDER", "sphere": "mjGEOM_SPHERE"}
+
+
+def _add_object(world, obj: SceneObject) -> None:
+    import mujoco
+
+    half_yaw = obj.yaw / 2
+    body = world.add_body(
+        name=obj.name, pos=list(obj.pos), quat=[np.cos(half_yaw), 0.0, 0.0, np.sin(half_yaw)]
     )
-    if wrist:
-        wrist_body.add_camera(name="wrist", pos=list(wrist_pos), xyaxes=list(wrist_xyaxes), fovy=70)
-    model = spec.compile()
-    cameras = [CameraSpec("third_person", width, height, scene.camera_fovy)]
-    if wrist:
-        cameras.append(CameraSpec("wrist", width, height, 70.0))
-    return model, cameras
+    if obj.movable:
+        body.add_freejoint(name=f"{obj.name}_joint")
+    mass = obj.mass / len(obj.primitives)
+    for prim in obj.primitives:
+        kind = getattr(mujoco.mjtGeom, GEOM_TYPES[prim.kind])
+        geom = body.add_geom(type=kind, size=list(prim.size), pos=list(prim.pos), quat=list(prim.quat))
+        geom.rgba = list(obj.rgba)
+        if obj.movable:
+            geom.mass = mass
+            geom.friction = [2.5, 0.05, 0.002]
+            # rolling friction keeps balls where the expert left them
+            geom.condim = 6 if prim.kind == "sphere" else 4
 
 
 def bodies_below(model, root: int) -> list[int]:
@@ -261,3 +355,23 @@ def intrinsics(camera: CameraSpec) -> np.ndarray:
     """Pinhole K of a MuJoCo camera (vertical field of view, square pixels, centre at the middle)."""
     fy = 0.5 * camera.height / np.tan(np.deg2rad(camera.fovy) / 2)
     return np.array([[fy, 0, (camera.width - 1) / 2], [0, fy, (camera.height - 1) / 2], [0, 0, 1.0]])
+
+
+def look_at_xyaxes(pos, target) -> tuple[float, ...]:
+    """MuJoCo camera ``xyaxes`` (image right, image up) of a camera at ``pos`` looking at ``target``,
+    level (no roll about the viewing axis)."""
+    forward = np.asarray(target, dtype=np.float64) - np.asarray(pos, dtype=np.float64)
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    return (*right.tolist(), *up.tolist())
+
+
+def camera_look_at(scene: RobotScene) -> np.ndarray:
+    """Where the fixed third-person camera of ``scene`` looks: its optical axis meets the table plane."""
+    x, y = np.array(scene.camera_xyaxes[:3]), np.array(scene.camera_xyaxes[3:])
+    forward = -np.cross(x, y)
+    forward /= np.linalg.norm(forward)
+    pos = np.array(scene.camera_pos)
+    return pos + forward * (TABLE_HEIGHT - pos[2]) / forward[2]

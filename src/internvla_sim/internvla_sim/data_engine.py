@@ -1,0 +1,321 @@
+"""Data engine: scripted-expert episodes of the procedural task family, with grounding labels, no ROS.
+
+``generate_episode(robot, seed)`` draws the family task of (robot, seed), runs the scripted expert at the
+robot's deployment rate (Franka ``franka_real`` 10 Hz, tool frame; WidowX ``widowx_bridge`` 5 Hz, base
+frame) and returns an ``internvla_learning.episode.Episode``: per frame the third-person image (and the
+wrist image) and the measured state BEFORE the frame's command, the commanded actions (see
+:mod:`internvla_sim.expert`) and the grounding ground truth (:mod:`internvla_sim.ground_truth`). Failed
+or infeasible draws come back as :class:`FailedEpisode` with a reason and are never written.
+
+``generate(out_dir, robot, episodes, seed_start, workers)`` runs seeds [seed_start, seed_start +
+episodes) in worker processes (spawn context: MuJoCo / EGL per process), writes
+``<out_dir>/episodes/<robot>_seed_<seed:07d>.npz`` per success and a line per failure in
+``<out_dir>/failures.jsonl``; a rerun skips seeds already written or failed.
+
+    python -m internvla_sim.data_engine --robot franka --episodes 100 --workers 2 --out /data/staging
+    python -m internvla_sim.data_engine --robot widowx --episodes 20 --expert-only   # success per skill
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .expert import EMBODIMENTS
+
+FAILURES = "failures.jsonl"
+
+
+@dataclass
+class FailedEpisode:
+    robot: str
+    seed: int
+    reason: str  # "infeasible_layout" | "expert_failed" | "error"
+    detail: str = ""
+    template: str = ""
+    skill: str = ""
+    steps: int = 0
+
+
+def episode_path(out_dir: str | Path, robot: str, seed: int) -> Path:
+    return Path(out_dir) / "episodes" / f"{robot}_seed_{seed:07d}.npz"
+
+
+def _state_ee(env) -> np.ndarray:
+    from internvla_core.rotations import matrix_to_rpy
+
+    hand = env.hand_pose()
+    closed, opened = np.abs(env.robot.finger_closed), np.abs(env.robot.finger_open)
+    opening = float(np.clip(np.mean((np.abs(env.finger_positions()) - closed) / (opened - closed)), 0.0, 1.0))
+    return np.array([*hand[:3, 3], *matrix_to_rpy(hand[:3, :3]), opening])
+
+
+def generate_episode(
+    robot: str,
+    seed: int,
+    image_size: tuple[int, int] = (224, 224),
+    wrist: bool = False,
+    templates: list[str] | None = None,
+    grounding: bool = True,
+):
+    """One expert episode of the family task of (robot, seed): an ``Episode`` or a ``FailedEpisode``.
+
+    ``image_size`` is (width, height); ``templates`` restricts the draw to those template ids / skills.
+    """
+    from internvla_learning.episode import Episode
+
+    from internvla_core.embodiments import get_embodiment
+
+    from .env import SimEnv
+    from .expert import ScriptedExpert
+    from .ground_truth import GroundTruthRecorder
+    from .task_family import InfeasibleTaskError, sample_task
+
+    embodiment = get_embodiment(EMBODIMENTS[robot])
+    try:
+        task = sample_task(robot, seed, templates)
+    except InfeasibleTaskError as error:
+        return FailedEpisode(robot, seed, "infeasible_layout", str(error))
+    width, height = image_size
+    env = SimEnv(task, seed, embodiment.control_period, width, height, wrist, robot)
+    try:
+        cameras = ["third_person"] + (["wrist"] if wrist else [])
+        images: dict[str, list[np.ndarray]] = {c: [] for c in cameras}
+        times, state_joint, state_ee = [], [], []
+        truth = GroundTruthRecorder(env) if grounding else None
+
+        def observe(env) -> None:
+            times.append(env.time)
+            for camera in cameras:
+                images[camera].append(env.render(camera))
+            state_joint.append(env.arm_positions())
+            state_ee.append(_state_ee(env))
+            if truth is not None:
+                truth.observe()
+
+        expert = ScriptedExpert(env, observe=observe, frame=embodiment.reference_frame)
+        result = expert.run()
+        if not result.success:
+            return FailedEpisode(robot, seed, "expert_failed", "", task.name, task.skill, result.steps)
+        metadata = {
+            **task.metadata,
+            "seed": seed,
+            "control_dt": embodiment.control_period,
+            "image_size": [width, height],
+            "camera_intrinsics": env.camera_intrinsics().tolist(),
+            "camera_pose": env.camera_pose().tolist(),
+            "target": task.target,
+            "container": task.container,
+            "target_description": task.descriptions[task.target],
+        }
+        episode = Episode(
+            robot=robot,
+            embodiment=embodiment.name,
+            reference_frame=embodiment.reference_frame,
+            instruction=task.instruction,
+            task_template=task.name,
+            seed=seed,
+            fps=1.0 / embodiment.control_period,
+            timestamps=np.array(times) - times[0],
+            images={c: np.stack(v) for c, v in images.items()},
+            joint_names=tuple(env.robot.arm_joints),
+            state_joint=np.array(state_joint, dtype=np.float32),
+            state_ee=np.array(state_ee, dtype=np.float32),
+            action_ee_delta=np.array(result.actions, dtype=np.float32),
+            action_joint=np.array(result.joint_commands, dtype=np.float32),
+            success=True,
+            grounding=truth.labels() if truth is not None else None,
+            metadata=metadata,
+        )
+        episode.validate()
+        return episode
+    finally:
+        env.close()
+
+
+def expert_success(robot: str, seeds, templates: list[str] | None = None) -> dict[str, list[int]]:
+    """{skill: [successes, attempts]} of the expert alone (no rendering), infeasible draws left out."""
+    from internvla_core.embodiments import get_embodiment
+
+    from .env import SimEnv
+    from .expert import ScriptedExpert
+    from .task_family import InfeasibleTaskError, sample_task
+
+    dt = get_embodiment(EMBODIMENTS[robot]).control_period
+    stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for seed in seeds:
+        try:
+            task = sample_task(robot, seed, templates)
+        except InfeasibleTaskError:
+            stats["(infeasible layout)"][1] += 1
+            continue
+        env = SimEnv(task, seed, dt, 64, 64, False, robot)
+        success = ScriptedExpert(env).run().success
+        stats[task.skill][0] += int(success)
+        stats[task.skill][1] += 1
+        env.close()
+    return dict(stats)
+
+
+# ------------------------------------------------------------------------------------------ generation
+def _work(args) -> dict:
+    """Worker: generate one seed, save it if it succeeded; returns a small summary (never the arrays)."""
+    out_dir, robot, seed, image_size, wrist, templates = args
+    start = time.perf_counter()
+    try:
+        result = generate_episode(robot, seed, image_size, wrist, templates)
+    except Exception as error:  # a crash of one seed is recorded, the run goes on
+        result = FailedEpisode(robot, seed, "error", f"{type(error).__name__}: {error}")
+    summary = {"robot": robot, "seed": seed, "seconds": round(time.perf_counter() - start, 3)}
+    if isinstance(result, FailedEpisode):
+        return {**summary, "ok": False, "failure": asdict(result)}
+    from internvla_learning.episode import save_episode
+
+    save_episode(result, episode_path(out_dir, robot, seed))
+    return {**summary, "ok": True, "frames": result.length, "template": result.task_template,
+            "skill": result.metadata["skill"]}  # fmt: skip
+
+
+def done_seeds(out_dir: str | Path, robot: str) -> set[int]:
+    """Seeds of ``robot`` already written or recorded as failed under ``out_dir``."""
+    out_dir = Path(out_dir)
+    seeds = {int(p.stem.rsplit("_", 1)[1]) for p in (out_dir / "episodes").glob(f"{robot}_seed_*.npz")}
+    failures = out_dir / FAILURES
+    if failures.exists():
+        for line in failures.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                if record.get("robot") == robot:
+                    seeds.add(int(record["seed"]))
+    return seeds
+
+
+def generate(
+    out_dir: str | Path,
+    robot: str,
+    episodes: int,
+    seed_start: int = 0,
+    workers: int = 1,
+    image_size: tuple[int, int] = (224, 224),
+    wrist: bool = False,
+    templates: list[str] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Generate seeds [seed_start, seed_start + episodes) of ``robot`` into ``out_dir`` (resumable).
+
+    Returns counts: written, failed (by reason), skipped (done before), frames, success per skill of the
+    seeds run now, episodes per minute.
+    """
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    (out_dir / "episodes").mkdir(parents=True, exist_ok=True)
+    done = done_seeds(out_dir, robot)
+    seeds = [s for s in range(seed_start, seed_start + episodes) if s not in done]
+    jobs = [(str(out_dir), robot, s, tuple(image_size), wrist, templates) for s in seeds]
+    stats = {"written": 0, "frames": 0, "skipped": episodes - len(seeds), "failed": defaultdict(int)}
+    per_skill: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    expert_runs = expert_ok = 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(jobs), desc=f"{robot} episodes", unit="ep", disable=not progress)
+    pool = None
+    if workers > 1 and len(jobs) > 1:
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+        results = pool.imap_unordered(_work, jobs)
+    else:
+        results = map(_work, jobs)
+    try:
+        with open(out_dir / FAILURES, "a") as failures:
+            for done_count, summary in enumerate(results, 1):
+                if summary["ok"]:
+                    stats["written"] += 1
+                    stats["frames"] += summary["frames"]
+                    expert_runs, expert_ok = expert_runs + 1, expert_ok + 1
+                    per_skill[summary["skill"]][0] += 1
+                    per_skill[summary["skill"]][1] += 1
+                else:
+                    failure = summary["failure"]
+                    stats["failed"][failure["reason"]] += 1
+                    if failure["reason"] == "expert_failed":
+                        expert_runs += 1
+                        per_skill[failure["skill"]][1] += 1
+                    failures.write(json.dumps({**failure, "seconds": summary["seconds"]}) + "\n")
+                    failures.flush()
+                elapsed = time.perf_counter() - start
+                eta = elapsed / done_count * (len(jobs) - done_count)
+                bar.set_postfix(
+                    written=stats["written"],
+                    frames=stats["frames"],
+                    expert=f"{expert_ok}/{expert_runs}",
+                    eta=f"{eta / 60:.1f}min",
+                )
+                bar.update()
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+            pool.join()
+    elapsed = time.perf_counter() - start
+    stats["failed"] = dict(stats["failed"])
+    stats["success_per_skill"] = {k: tuple(v) for k, v in sorted(per_skill.items())}
+    stats["seconds"] = round(elapsed, 1)
+    stats["episodes_per_min"] = round(60 * len(jobs) / elapsed, 2) if jobs and elapsed > 0 else 0.0
+    return stats
+
+
+def _print_skills(title: str, per_skill: dict) -> None:
+    print(title)
+    total_ok = total = 0
+    for skill, (ok, n) in sorted(per_skill.items()):
+        print(f"  {skill:22s} {ok:4d}/{n:<4d} {100 * ok / n if n else 0:5.1f} %")
+        if not skill.startswith("("):
+            total_ok, total = total_ok + ok, total + n
+    if total:
+        print(f"  {'all skills':22s} {total_ok:4d}/{total:<4d} {100 * total_ok / total:5.1f} %")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m internvla_sim.data_engine",
+        description="Generate scripted-expert episodes of the procedural task family (no ROS).",
+    )
+    parser.add_argument("--robot", choices=sorted(EMBODIMENTS), default="franka")
+    parser.add_argument(
+        "--episodes", type=int, default=10, help="seeds attempted: [seed-start, seed-start+N)"
+    )
+    parser.add_argument("--seed-start", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--out", default="data/sim_staging", help="staging directory")
+    parser.add_argument("--image-size", type=int, nargs="+", default=[224], help="W [H] of the images")
+    parser.add_argument("--wrist", action="store_true", help="also record the wrist camera")
+    parser.add_argument("--templates", nargs="*", help="restrict to these template ids or skills")
+    parser.add_argument(
+        "--expert-only", action="store_true", help="only run the expert and print its success per skill"
+    )
+    args = parser.parse_args(argv)
+    if args.expert_only:
+        seeds = range(args.seed_start, args.seed_start + args.episodes)
+        start = time.perf_counter()
+        stats = expert_success(args.robot, seeds, args.templates)
+        _print_skills(f"{args.robot}: expert success per skill, seeds {seeds.start}..{seeds.stop - 1}", stats)
+        print(f"  {time.perf_counter() - start:.1f} s")
+        return 0
+    size = tuple(args.image_size * 2 if len(args.image_size) == 1 else args.image_size[:2])
+    stats = generate(
+        args.out, args.robot, args.episodes, args.seed_start, args.workers, size, args.wrist, args.templates
+    )
+    _print_skills(f"{args.robot}: expert success per skill (seeds run now)", stats.pop("success_per_skill"))
+    print(json.dumps(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
