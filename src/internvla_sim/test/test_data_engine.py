@@ -1,0 +1,128 @@
+"""The data engine: episodes of commanded actions with grounding labels, deterministic, parallel, resumable."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco")
+pytest.importorskip("internvla_learning")
+
+from internvla_learning.episode import load_episode
+
+from internvla_core.embodiments.base import delta_between
+from internvla_core.kinematics import IKSolver
+from internvla_core.robot_assets import robot_description
+from internvla_sim import task_family as tf
+from internvla_sim.data_engine import FailedEpisode, done_seeds, episode_path, generate, generate_episode
+from internvla_sim.env import SimEnv
+
+SIZE = (64, 64)
+
+
+def _feasible_seed(robot, skill):
+    for seed in range(100):
+        try:
+            tf.sample_task(robot, seed, [skill])
+            return seed
+        except tf.InfeasibleTaskError:
+            continue
+    raise AssertionError("no feasible draw")
+
+
+@pytest.mark.parametrize(
+    ("robot", "skill", "embodiment", "frame", "fps"),
+    [
+        ("franka", "put_on", "franka_real", "tool", 10.0),
+        ("widowx", "push_forward", "widowx_bridge", "base", 5.0),
+    ],
+)
+def test_actions_are_the_commanded_targets_in_the_embodiment_frame(robot, skill, embodiment, frame, fps):
+    seed = _feasible_seed(robot, skill)
+    episode = generate_episode(robot, seed, SIZE, templates=[skill])
+    assert not isinstance(episode, FailedEpisode), episode
+    episode.validate()
+    assert (episode.embodiment, episode.reference_frame, episode.fps) == (embodiment, frame, fps)
+    assert episode.task_template == episode.metadata["template"] and episode.metadata["skill"] == skill
+    assert episode.images["third_person"].shape == (episode.length, SIZE[1], SIZE[0], 3)
+    assert np.allclose(np.diff(episode.timestamps), 1.0 / fps)
+    # action_ee_delta[t] = delta_between(fk(q_cmd[t-1]), fk(q_cmd[t])), t = 0 from the measured start
+    ik = IKSolver.from_description(robot_description(robot))
+    n = len(episode.joint_names)
+    previous = ik.fk(episode.state_joint[0].astype(np.float64))
+    for t in range(episode.length):
+        target = ik.fk(episode.action_joint[t, :n].astype(np.float64))
+        expected = delta_between(previous, target, frame)
+        np.testing.assert_allclose(episode.action_ee_delta[t, :6], expected, atol=2e-5, err_msg=f"frame {t}")
+        previous = target
+    assert np.array_equal(episode.action_ee_delta[:, 6], episode.action_joint[:, n])
+    assert set(np.unique(episode.action_joint[:, n])) <= {0.0, 1.0}
+    if skill == "put_on":
+        assert set(np.unique(episode.action_joint[:, n])) == {0.0, 1.0}
+    # observation t precedes command t: frame 0 is the state right after reset, before any command
+    env = SimEnv(tf.sample_task(robot, seed, [skill]), seed, 1.0 / fps, SIZE[0], SIZE[1], False, robot)
+    assert np.allclose(episode.state_joint[0], env.arm_positions(), atol=1e-6)
+    assert np.array_equal(episode.images["third_person"][0], env.render())
+    env.close()
+    g = episode.grounding
+    assert g.trace.shape == (episode.length, 8, 2) and len(g.box_answer) == episode.length
+    assert np.all(g.target_visible[:3] > 0.3) and json.loads(g.box_answer[0])[0]["bbox_2d"]
+
+
+def test_same_seed_same_episode():
+    seed = _feasible_seed("widowx", "pick")
+    a = generate_episode("widowx", seed, SIZE, templates=["pick"])
+    b = generate_episode("widowx", seed, SIZE, templates=["pick"])
+    assert a.instruction == b.instruction and a.metadata == b.metadata
+    for name in ("state_joint", "state_ee", "action_ee_delta", "action_joint", "timestamps"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert np.array_equal(a.images["third_person"], b.images["third_person"])
+    assert np.array_equal(a.grounding.trace, b.grounding.trace, equal_nan=True)
+
+
+def test_infeasible_draws_are_failures_not_episodes():
+    seed = next(s for s in range(200) if _infeasible("widowx", s))
+    failure = generate_episode("widowx", seed, SIZE)
+    assert isinstance(failure, FailedEpisode) and failure.reason == "infeasible_layout"
+
+
+def _infeasible(robot, seed):
+    try:
+        tf.sample_task(robot, seed)
+    except tf.InfeasibleTaskError:
+        return True
+    return False
+
+
+def test_parallel_generation_writes_episodes_and_failures_and_resumes(tmp_path):
+    robot = "widowx"
+    bad = next(s for s in range(200) if _infeasible(robot, s))
+    start = max(0, bad - 1)
+    stats = generate(tmp_path, robot, 3, seed_start=start, workers=2, image_size=SIZE, progress=False)
+    seeds = set(range(start, start + 3))
+    written = {s for s in seeds if episode_path(tmp_path, robot, s).exists()}
+    failures = [json.loads(line) for line in (tmp_path / "failures.jsonl").read_text().splitlines()]
+    assert bad in {f["seed"] for f in failures} and bad not in written
+    assert written | {f["seed"] for f in failures} == seeds and stats["written"] == len(written) >= 1
+    assert stats["skipped"] == 0 and sum(stats["failed"].values()) == len(failures)
+    assert done_seeds(tmp_path, robot) == seeds
+    episode = load_episode(episode_path(tmp_path, robot, min(written)))
+    assert episode.seed == min(written) and episode.robot == robot and episode.grounding is not None
+    mtime = episode_path(tmp_path, robot, min(written)).stat().st_mtime_ns
+    again = generate(tmp_path, robot, 4, seed_start=start, workers=1, image_size=SIZE, progress=False)
+    assert again["skipped"] == 3 and again["written"] + sum(again["failed"].values()) == 1
+    assert episode_path(tmp_path, robot, min(written)).stat().st_mtime_ns == mtime  # not redone
+    assert len((tmp_path / "failures.jsonl").read_text().splitlines()) == len(failures) + sum(
+        again["failed"].values()
+    )
+
+
+def test_cli_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "internvla_sim.data_engine", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "--episodes" in out.stdout and "--workers" in out.stdout
