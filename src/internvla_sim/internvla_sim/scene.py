@@ -4,9 +4,10 @@ The robots come from the files :mod:`internvla_core.robot_assets` locates inside
 imported or downloaded; the same files the executor's IK reads, so joint names and kinematics agree):
 the MuJoCo Menagerie Panda MJCF, and the Interbotix wx250s URDF expanded from its xacro. MuJoCo's URDF
 import adds no actuators, so the WidowX gets position actuators for its six arm joints and its two
-finger joints here. Added to both: a floor, a table top, a plate, coloured blocks with free joints,
-lights, a third-person camera and a wrist camera. Shadows and reflections are off: on 2 CPU cores
-rendering dominates.
+finger joints here. Added to both: a floor, a table top, lights, a third-person camera, a wrist camera
+and the objects: the named tasks' plate and coloured blocks (free joints, placed at reset), or a family
+task's :class:`SceneObject` list with its :class:`SceneLook` (:mod:`internvla_sim.task_family`).
+Shadows and reflections are off: on 2 CPU cores rendering dominates.
 """
 
 from __future__ import annotations

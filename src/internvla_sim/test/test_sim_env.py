@@ -155,3 +155,11 @@ def test_franka_tf_frames_carry_franka_description_link_names():
     }
     assert expected <= children
     assert env.robot.base_frame == "panda_link0"
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_widowx_expert_solves_the_named_tasks_at_its_5_hz_deployment_rate(task):
+    # a held block used to creep out of the pads within seconds at 5 Hz (pyramidal friction cones)
+    for seed in range(2):
+        env = SimEnv(task, seed=seed, control_dt=0.2, width=64, height=48, wrist=False, robot="widowx")
+        assert ScriptedExpert(env).run().success, (task, seed)
