@@ -139,8 +139,11 @@ def generate_episode(
         env.close()
 
 
-def expert_success(robot: str, seeds, templates: list[str] | None = None) -> dict[str, list[int]]:
-    """{skill: [successes, attempts]} of the expert alone (no rendering), infeasible draws left out."""
+def expert_success(
+    robot: str, seeds, templates: list[str] | None = None, by: str = "skill"
+) -> dict[str, list[int]]:
+    """{skill (or template id, ``by="template"``): [successes, attempts]} of the expert alone (no
+    rendering); infeasible draws are counted under "(infeasible layout)"."""
     from internvla_core.embodiments import get_embodiment
 
     from .env import SimEnv
@@ -157,8 +160,9 @@ def expert_success(robot: str, seeds, templates: list[str] | None = None) -> dic
             continue
         env = SimEnv(task, seed, dt, 64, 64, False, robot)
         success = ScriptedExpert(env).run().success
-        stats[task.skill][0] += int(success)
-        stats[task.skill][1] += 1
+        key = task.name if by == "template" else task.skill
+        stats[key][0] += int(success)
+        stats[key][1] += 1
         env.close()
     return dict(stats)
 
@@ -300,12 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--expert-only", action="store_true", help="only run the expert and print its success per skill"
     )
+    parser.add_argument(
+        "--by", choices=["skill", "template"], default="skill", help="--expert-only: group by"
+    )
     args = parser.parse_args(argv)
     if args.expert_only:
         seeds = range(args.seed_start, args.seed_start + args.episodes)
         start = time.perf_counter()
-        stats = expert_success(args.robot, seeds, args.templates)
-        _print_skills(f"{args.robot}: expert success per skill, seeds {seeds.start}..{seeds.stop - 1}", stats)
+        stats = expert_success(args.robot, seeds, args.templates, args.by)
+        _print_skills(
+            f"{args.robot}: expert success per {args.by}, seeds {seeds.start}..{seeds.stop - 1}", stats
+        )
         print(f"  {time.perf_counter() - start:.1f} s")
         return 0
     size = tuple(args.image_size * 2 if len(args.image_size) == 1 else args.image_size[:2])

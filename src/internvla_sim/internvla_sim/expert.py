@@ -62,9 +62,11 @@ class ScriptedExpert:
         observe: Callable[[SimEnv], None] | None = None,
         frame: str | None = None,
     ) -> None:
+        from internvla_core.embodiments.base import delta_between
         from internvla_core.kinematics import IKSolver
         from internvla_core.robot_assets import robot_description
 
+        self._delta_between = delta_between
         self.env = env
         self.observe = observe
         self.frame = frame or reference_frame(env.robot.robot)
@@ -121,10 +123,8 @@ class ScriptedExpert:
             self.observe(env)
         env.apply_joint_targets(q, self.gripper)
         env.step()
-        from internvla_core.embodiments.base import delta_between
-
         t_cmd = self.ik.fk(q)
-        delta = delta_between(self.t_cmd, t_cmd, self.frame)
+        delta = self._delta_between(self.t_cmd, t_cmd, self.frame)
         self.t_cmd = t_cmd
         self.actions.append(np.concatenate([delta, [self.gripper]]))
         self.joint_commands.append(np.concatenate([q, [self.gripper]]))

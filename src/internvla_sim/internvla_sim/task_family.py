@@ -87,7 +87,9 @@ CONTAINER_COLOURS: dict[str, tuple[float, float, float, float]] = {
 }
 CONTAINER_FLOOR = 0.008  # top of every container's floor above the table
 # Look
-TABLE_RGB_RANGE = ((0.45, 0.8), (0.38, 0.7), (0.28, 0.6))  # per channel: warm woods to greys
+# table colour = (L + w, L + w / 3, L - w / 2): greys (w = 0) to warm woods, never as saturated as an object
+TABLE_LIGHTNESS_RANGE = (0.3, 0.65)
+TABLE_WARMTH_RANGE = (0.0, 0.18)
 LIGHT_DIFFUSE_RANGE = (0.55, 1.0)
 FILL_DIFFUSE_RANGE = (0.2, 0.5)
 LIGHT_OFFSET_RANGE = 0.4  # top light xy offset from the table centre, each axis ±[m]
@@ -336,7 +338,8 @@ def _draw_container(rng: np.random.Generator, kind: str, colour: str) -> tuple[S
 
 
 def _draw_look(rng: np.random.Generator, scene: RobotScene) -> SceneLook:
-    table = tuple(float(rng.uniform(*r)) for r in TABLE_RGB_RANGE) + (1.0,)
+    lightness, warmth = rng.uniform(*TABLE_LIGHTNESS_RANGE), rng.uniform(*TABLE_WARMTH_RANGE)
+    table = (float(lightness + warmth), float(lightness + warmth / 3), float(lightness - warmth / 2), 1.0)
     pos = np.array(scene.camera_pos) + rng.uniform(-1, 1, 3) * np.array(CAMERA_POS_JITTER)
     target = camera_look_at(scene) + np.append(rng.uniform(-1, 1, 2) * CAMERA_LOOK_JITTER, 0.0)
     return SceneLook(
@@ -436,14 +439,23 @@ def sample_task(robot: str, seed: int, templates: Sequence[str] | None = None) -
                 for o in objects
                 if o.name in placed
             )
+            corridor = None
+            if obj.name == target and skill.startswith("push_"):
+                # the fingers' path and the pushed object's sweep up to its goal, kept clear
+                behind = xy - direction * (radius + PUSH_STANDOFF)
+                corridor = (behind, xy + direction * (PUSH_DISTANCE - PUSH_STANDOFF))
+                clear = clear and all(
+                    _segment_distance(placed[o.name], *corridor) > radius + footprint(o) + 0.02
+                    for o in objects
+                    if o.name in placed
+                )
             clear = clear and all(_segment_distance(xy, a, b) > radius + 0.05 for a, b in keepout)
             if skill == "move_next_to" and obj.name == "object_1" and target in placed:
                 clear = clear and np.linalg.norm(xy - placed[target]) > 0.15  # not next to it already
             if clear:
                 placed[obj.name] = xy
-                if obj.name == target and skill.startswith("push_"):
-                    behind = xy - direction * (radius + PUSH_STANDOFF)
-                    keepout.append((behind, behind + direction * PUSH_DISTANCE))
+                if corridor is not None:
+                    keepout.append(corridor)
                 break
         else:
             raise InfeasibleTaskError(f"no room for {obj.name} ({descriptions.get(obj.name, obj.name)})")
@@ -586,7 +598,7 @@ def named_task(name: str, robot: str, seed: int | None) -> FamilyTask:
             )
         )
     template = NAMED_TEMPLATES[name]
-    objects_t = tuple(_place(o, o.pos[:2]) for o in objects)
+    objects_t = tuple(objects)
     by_name = {o.name: o for o in objects_t}
     tgt = by_name[task.target]
     container = place_xyz = direction = None

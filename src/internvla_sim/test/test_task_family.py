@@ -154,5 +154,6 @@ def test_family_scene_carries_the_drawn_look_and_objects():
     assert np.allclose(table, task.look.table_rgba)
     cam = env.model.camera("third_person")
     assert np.allclose(env.model.cam_fovy[cam.id], task.look.camera_fovy)
-    lo, hi = tf.TABLE_RGB_RANGE[0]
-    assert lo <= task.look.table_rgba[0] <= hi
+    r, g, b, _ = task.look.table_rgba
+    assert r >= g >= b and r - b <= 1.5 * tf.TABLE_WARMTH_RANGE[1] + 1e-9  # greys to warm woods
+    assert tf.TABLE_LIGHTNESS_RANGE[0] <= g <= tf.TABLE_LIGHTNESS_RANGE[1] + tf.TABLE_WARMTH_RANGE[1] / 3
