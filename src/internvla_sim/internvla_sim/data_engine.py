@@ -193,10 +193,12 @@ def done_seeds(out_dir: str | Path, robot: str) -> set[int]:
     failures = out_dir / FAILURES
     if failures.exists():
         for line in failures.read_text().splitlines():
-            if line.strip():
+            try:
                 record = json.loads(line)
-                if record.get("robot") == robot:
-                    seeds.add(int(record["seed"]))
+            except json.JSONDecodeError:  # a line cut by a crash: that seed runs again
+                continue
+            if record.get("robot") == robot:
+                seeds.add(int(record["seed"]))
     return seeds
 
 
@@ -262,6 +264,10 @@ def generate(
                     eta=f"{eta / 60:.1f}min",
                 )
                 bar.update()
+    except BaseException:
+        if pool is not None:
+            pool.terminate()  # Ctrl-C: finished seeds are on disk, the rest run on the next call
+        raise
     finally:
         bar.close()
         if pool is not None:

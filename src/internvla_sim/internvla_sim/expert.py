@@ -31,6 +31,7 @@ APPROACH = 0.12
 GRASP_HEIGHT = 0.008  # TCP above the object centre: the fingertip pads then clear the table
 RELEASE_HEIGHT = 0.022  # TCP above (floor + object half height) where the gripper opens
 MAX_EPISODE_STEPS = 400
+STUCK_STEPS = 10  # control steps without progress that end an episode as failed
 # Pushing along x (forward / backward) the WidowX's closed fingers, 3 cm apart, straddle the object and
 # wedge it between them: push with one finger, the TCP shifted sideways by this much [m]
 PUSH_LATERAL = {"franka": 0.0, "widowx": 0.015}
@@ -101,6 +102,8 @@ class ScriptedExpert:
             best = min(best, distance)
             if stalled >= 3 and distance < 0.02:
                 break
+            if stalled >= STUCK_STEPS:  # blocked far from the goal (fingers on the table, an obstacle)
+                raise TimeoutError(f"no progress toward {np.round(tcp, 3)} for {STUCK_STEPS} steps")
             step = delta if np.linalg.norm(delta) <= MAX_STEP else delta * (MAX_STEP / np.linalg.norm(delta))
             self._command(self._hand_target(now + step))
         # integral correction of the static tracking error (gravity sag, contact): aim past the goal
