@@ -84,7 +84,12 @@ class SimNode(Node):
             self.declare_parameter(name, default, descriptor)
 
         declare("robot", "franka", f"simulated arm, one of {sorted(ROBOT_SCENES)}")
-        declare("task", "red_on_plate", f"one of {sorted(TASKS)}")
+        declare(
+            "task",
+            "red_on_plate",
+            f"a named task {sorted(TASKS)}, 'family' (the seed's procedural task, as the data engine draws"
+            " it), or a family template id / skill (internvla_sim.task_family.TEMPLATES / SKILLS)",
+        )
         declare("seed", 0, "layout seed", 0, 2**31 - 1)
         declare("clock_mode", "lockstep", "lockstep (advance when the controller answered) or realtime")
         declare("control_rate_hz", 10.0, "control steps per simulated second", 1.0, 500.0)
