@@ -23,6 +23,15 @@ Anything wrong — e-stop, no fresh chunk within the watchdog timeout, NaN, a ch
 a HOLD command: the last commanded setpoint (joint targets and pose) again, with the reason; before the
 first command, no joint targets at all (the controller keeps holding its own setpoint).
 
+Input sanity (``input_checks``): a robot state that is NaN / inf / absurd / of the wrong size, or whose
+stamp is older than ``max_state_age``, holds with the input named (status INVALID_STATE / STALE_STATE);
+a chunk with a bad shape or values, an invalid stamp, a stamp more than ``max_future_stamp`` ahead of the
+clock, an observation stamp after its header stamp, or (chunk mode) older than the chunk being executed
+is refused and counted per reason (``rejected_<reason>``). A refused chunk changes nothing: it neither
+feeds the watchdog nor displaces the chunk being executed. Every command carries a ``status`` code
+(``status.StatusCode``). The e-stop latches: ``tick(estop=True)`` or ``latch_estop`` hold until
+``release_estop`` (not when the e-stop input turns false), and the next motion starts from a new chunk.
+
 Time is in seconds on whatever clock the node uses (sim time in simulation); control steps are
 counted from ``reset(start_time)`` so chunk rows line up with steps across inference latency.
 """
@@ -36,9 +45,11 @@ import numpy as np
 
 from .embodiments import Embodiment, compose_delta
 from .ensemble import TimedEnsembler
+from .input_checks import CHUNK_REJECTIONS, StampLike, check_chunk, check_state
 from .rotations import matrix_to_axis_angle
 from .safety import SafetyFilter, SafetyLimits
 from .scheduling import ChunkStreamer
+from .status import StatusCode
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,10 @@ class ExecutorConfig:
     # re-synchronise the setpoint to the measured pose beyond this tracking error [m] / [rad]
     max_tracking_error: float = 0.05
     max_tracking_rotation: float = 0.5
+    # robot state older than this [s] holds (only where the caller gives its stamps)
+    max_state_age: float = 0.5
+    # chunk (and state) stamps further than this [s] ahead of the clock are refused
+    max_future_stamp: float = 0.5
 
     def __post_init__(self) -> None:
         if self.mode not in ("ensemble", "chunk"):
@@ -71,6 +86,8 @@ class ExecutorConfig:
             raise ValueError("seam_max_change must be >= 0 (0 = off)")
         if not (self.max_tracking_error > 0 and self.max_tracking_rotation > 0):
             raise ValueError("max_tracking_error and max_tracking_rotation must be > 0")
+        if not (self.max_state_age > 0 and self.max_future_stamp >= 0):
+            raise ValueError("max_state_age must be > 0 and max_future_stamp >= 0")
 
 
 @dataclass
@@ -78,12 +95,14 @@ class Command:
     step: int
     hold: bool
     reason: str
-    target_pose: np.ndarray  # 4x4, base frame
+    # 4x4, base frame; None only on a hold before any command while the measured pose is invalid
+    target_pose: np.ndarray | None
     joint_targets: np.ndarray | None  # arm joints, or None without IK
     gripper_opening: float | None  # 0..1, None = leave as is
     hits: list[str] = field(default_factory=list)
     action: np.ndarray | None = None  # the model action executed (un-normalised)
     resynced: bool = False  # the setpoint was re-taken from the measured state on this step
+    status: StatusCode = StatusCode.OK
 
 
 class ExecutorCore:
@@ -100,7 +119,13 @@ class ExecutorCore:
             "limit_hits": 0,
             "holds": 0,
             "resyncs": 0,
+            "stale_state_holds": 0,
+            "invalid_state_holds": 0,
+            "estops": 0,
+            **{f"rejected_{reason}": 0 for reason in CHUNK_REJECTIONS},
         }
+        self.estop_latched = False  # survives reset (re-activation): only release_estop clears it
+        self.last_rejection = ""
         self.reset(0.0)
 
     def reset(self, start_time: float) -> None:
@@ -115,6 +140,27 @@ class ExecutorCore:
         self.last_reason = ""
         self.stop_reason = ""
         self._resync_on_next_motion = True
+
+    def latch_estop(self) -> bool:
+        """Latch the e-stop (every tick holds until ``release_estop``); True when it was not latched."""
+        if self.estop_latched:
+            return False
+        self.estop_latched = True
+        self.counters["estops"] += 1
+        return True
+
+    def release_estop(self, input_active: bool = False) -> str:
+        """Release a latched e-stop; returns '' or why not (the e-stop input still asserted).
+
+        Buffered chunks are dropped: motion resumes only with a chunk that arrives after the release,
+        from the measured pose.
+        """
+        if input_active:
+            return "the estop input is still true: release it first"
+        if self.estop_latched:
+            self.estop_latched = False
+            self.stop("e-stop released: waiting for a new chunk")
+        return ""
 
     def stop(self, reason: str) -> None:
         """Drop every buffered chunk: the next ticks hold until a new chunk arrives (goal ended)."""
@@ -136,16 +182,44 @@ class ExecutorCore:
     def step_of(self, t: float) -> int:
         return int(math.floor((t - self.start_time) / self.config.control_period + 0.5))
 
-    def add_chunk(self, chunk: np.ndarray, observation_time: float, now: float) -> str:
-        """Store a chunk computed from the observation at ``observation_time``; returns '' or why it was refused."""
-        chunk = np.asarray(chunk, dtype=np.float64)
-        if chunk.ndim != 2 or chunk.shape[0] == 0 or chunk.shape[1] != self.embodiment.action_dim:
-            self.counters["rejected_chunks"] += 1
-            return f"chunk shape {chunk.shape} is not T x {self.embodiment.action_dim}"
-        if not np.all(np.isfinite(chunk)):
-            self.counters["rejected_chunks"] += 1
-            return "chunk contains NaN or inf"
-        obs_step, now_step = self.step_of(observation_time), self.step_of(now)
+    def reject_chunk(self, reason: str, message: str) -> str:
+        """Count a refused chunk under ``rejected_<reason>`` (``input_checks.CHUNK_REJECTIONS``)."""
+        if reason not in CHUNK_REJECTIONS:
+            raise ValueError(f"unknown rejection reason '{reason}'")
+        self.counters["rejected_chunks"] += 1
+        self.counters[f"rejected_{reason}"] += 1
+        self.last_rejection = f"{reason}: {message}"
+        return message
+
+    def add_chunk(
+        self,
+        chunk: np.ndarray,
+        observation_time: StampLike,
+        now: float,
+        header_time: StampLike | None = None,
+    ) -> str:
+        """Store a chunk computed from the observation at ``observation_time``; returns '' or why it was refused.
+
+        ``header_time``: when the chunk was produced (its header stamp; None or a zero Stamp = not given).
+        A refused chunk changes nothing but the counters.
+        """
+        check = check_chunk(
+            chunk,
+            self.embodiment.action_dim,
+            observation_time,
+            now,
+            self.config.max_future_stamp,
+            header_time,
+        )
+        if not check.ok:
+            return self.reject_chunk(check.reason, check.message)
+        chunk = check.chunk
+        obs_step, now_step = self.step_of(check.observation_time), self.step_of(now)
+        current = self.streamer.current_start if self.streamer.current is not None else None
+        if self.config.mode == "chunk" and current is not None and obs_step < current:
+            return self.reject_chunk(
+                "out_of_order", f"observation step {obs_step} is older than the executed chunk's ({current})"
+            )
         if self.config.mode == "ensemble":
             self.ensembler.add(chunk, obs_step)
         else:
@@ -155,7 +229,14 @@ class ExecutorCore:
         self.counters["chunks"] += 1
         return ""
 
-    def _hold(self, step: int, reason: str, pose: np.ndarray, joints: np.ndarray | None) -> Command:
+    def _hold(
+        self,
+        step: int,
+        reason: str,
+        pose: np.ndarray,
+        joints: np.ndarray | None,
+        status: StatusCode = StatusCode.HOLDING,
+    ) -> Command:
         """Hold the last commanded setpoint; with none yet, command nothing at all.
 
         Never re-commands what is measured: a position-controlled arm sits a little below its target
@@ -166,20 +247,30 @@ class ExecutorCore:
         """
         self.counters["holds"] += 1
         self.last_reason = reason
-        target = self.last_commanded if self.last_commanded is not None else pose
+        if self.last_commanded is not None:
+            target = np.array(self.last_commanded, dtype=np.float64)
+        else:  # measured pose, for previews only: none when it is not a finite 4x4
+            target = np.array(pose, dtype=np.float64) if _finite_pose(pose) else None
         held_joints = self.last_commanded_joints if self.last_commanded is not None else None
         return Command(
             step,
             True,
             reason,
-            np.array(target, dtype=np.float64),
+            target,
             None if held_joints is None else np.array(held_joints, dtype=np.float64),
             None,
+            status=status,
         )
 
-    def hold_command(self, reason: str, pose: np.ndarray, joints: np.ndarray | None = None) -> Command:
+    def hold_command(
+        self,
+        reason: str,
+        pose: np.ndarray,
+        joints: np.ndarray | None = None,
+        status: StatusCode = StatusCode.HOLDING,
+    ) -> Command:
         """A hold outside the control step (goal ended, deactivation, e-stop edge): the same setpoint."""
-        return self._hold(-1, reason, pose, joints)
+        return self._hold(-1, reason, pose, joints, status)
 
     def _resync(self, measured_pose: np.ndarray, joints: np.ndarray | None) -> None:
         self.last_commanded = np.array(measured_pose, dtype=np.float64)
@@ -211,22 +302,56 @@ class ExecutorCore:
             fraction *= 0.5
         return None, measured_pose
 
+    def _joint_bounds(self) -> tuple | None:
+        limits = self.config.limits
+        if limits.joint_lower:
+            return limits.joint_lower, limits.joint_upper
+        if self.ik is not None:
+            return self.ik.lower, self.ik.upper
+        return None
+
     def tick(
-        self, now: float, measured_pose: np.ndarray, joints: np.ndarray | None = None, estop: bool = False
+        self,
+        now: float,
+        measured_pose: np.ndarray,
+        joints: np.ndarray | None = None,
+        estop: bool = False,
+        joints_stamp: StampLike | None = None,
+        pose_stamp: StampLike | None = None,
     ) -> Command:
-        step = self.step_of(now)
-        finite = bool(np.all(np.isfinite(measured_pose))) and (
-            joints is None or bool(np.all(np.isfinite(joints)))
+        """One control step. ``joints_stamp`` / ``pose_stamp``: the stamps of the state used (None = not
+        age-checked); ``estop`` True latches the e-stop (see ``release_estop``)."""
+        step = self.step_of(now) if math.isfinite(now) else -1
+        if estop:
+            self.latch_estop()
+        if self.estop_latched:
+            return self._hold(step, "e-stop", measured_pose, joints, StatusCode.ESTOP)
+        state = check_state(
+            now,
+            measured_pose,
+            joints,
+            joint_count=None if self.ik is None or joints is None else len(self.ik.arm_joints),
+            joint_bounds=self._joint_bounds() if joints is not None else None,
+            joints_stamp=joints_stamp,
+            pose_stamp=pose_stamp,
+            max_state_age=self.config.max_state_age,
+            max_future_stamp=self.config.max_future_stamp,
         )
-        if finite and self.ik is not None and joints is not None:
+        if not state.ok:
+            stale = state.code == "stale_state"
+            self.counters["stale_state_holds" if stale else "invalid_state_holds"] += 1
+            code = StatusCode.STALE_STATE if stale else StatusCode.INVALID_STATE
+            return self._hold(step, state.message, measured_pose, joints, code)
+        measured_pose = np.asarray(measured_pose, dtype=np.float64)
+        if joints is not None:
+            joints = np.asarray(joints, dtype=np.float64)
+        if self.ik is not None and joints is not None:
             # one frame for everything: the IK model's FK of the measured joints is the measured pose
             measured_pose = self.ik.fk(joints)
-        if estop:
-            return self._hold(step, "e-stop", measured_pose, joints)
-        if not finite:
-            return self._hold(step, "robot state is not finite", measured_pose, joints)
         if self.last_chunk_time is None:
-            return self._hold(step, self.stop_reason or "waiting for the first chunk", measured_pose, joints)
+            code = StatusCode.ABORTED if self.stop_reason.startswith("abort") else StatusCode.HOLDING
+            reason = self.stop_reason or "waiting for the first chunk"
+            return self._hold(step, reason, measured_pose, joints, code)
         if now - self.last_chunk_time > self.config.watchdog_timeout:
             if not self.last_reason.startswith("watchdog"):
                 self.counters["watchdog_trips"] += 1
@@ -236,6 +361,7 @@ class ExecutorCore:
                 f"watchdog: no fresh chunk for {now - self.last_chunk_time:.3f} s",
                 measured_pose,
                 joints,
+                StatusCode.WATCHDOG,
             )
         if self.config.mode == "ensemble":
             action = self.ensembler.action(step)
@@ -248,7 +374,7 @@ class ExecutorCore:
         try:
             robot_action = self.adapter.convert(action)
         except ValueError as exc:
-            return self._hold(step, f"bad action: {exc}", measured_pose, joints)
+            return self._hold(step, f"bad action: {exc}", measured_pose, joints, StatusCode.LIMIT_HOLD)
         resynced = False
         translation_error, rotation_error = self.tracking_error(measured_pose)
         if (
@@ -267,7 +393,7 @@ class ExecutorCore:
         target = compose_delta(reference, robot_action)
         safe_pose, report = self.safety.limit_pose(reference, target)
         if report.held:
-            return self._hold(step, report.hold_reason, measured_pose, joints)
+            return self._hold(step, report.hold_reason, measured_pose, joints, StatusCode.LIMIT_HOLD)
         hits = list(report.hits)
         if resynced:
             hits.append("resync_tracking_error")
@@ -280,13 +406,21 @@ class ExecutorCore:
                 reference_joints, solution.q, self.config.control_period
             )
             if joint_report.held:
-                return self._hold(step, joint_report.hold_reason, measured_pose, joints)
+                return self._hold(
+                    step, joint_report.hold_reason, measured_pose, joints, StatusCode.LIMIT_HOLD
+                )
             hits += joint_report.hits
             joint_targets, safe_pose = self._within_cartesian_limits(
                 reference, reference_joints, joint_targets
             )
             if joint_targets is None:
-                return self._hold(step, "IK solution leaves the Cartesian limits", measured_pose, joints)
+                return self._hold(
+                    step,
+                    "IK solution leaves the Cartesian limits",
+                    measured_pose,
+                    joints,
+                    StatusCode.LIMIT_HOLD,
+                )
         gripper, gripper_report = self.safety.limit_gripper(robot_action.gripper_opening)
         hits += gripper_report.hits
         if hits:
@@ -295,4 +429,17 @@ class ExecutorCore:
         if joint_targets is not None:
             self.last_commanded_joints = joint_targets
         self.last_reason = ""
-        return Command(step, False, "", safe_pose, joint_targets, gripper, hits, action, resynced)
+        status = StatusCode.OK
+        if resynced:
+            status = StatusCode.RESYNCED
+        elif hits:
+            status = StatusCode.LIMIT_CLIPPED
+        return Command(step, False, "", safe_pose, joint_targets, gripper, hits, action, resynced, status)
+
+
+def _finite_pose(pose) -> bool:
+    try:
+        array = np.asarray(pose, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return array.shape == (4, 4) and bool(np.all(np.isfinite(array)))

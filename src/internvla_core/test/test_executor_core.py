@@ -250,3 +250,137 @@ def test_a_new_goal_after_stop_starts_from_the_measured_pose():
     cmd = core.tick(0.2, elsewhere)
     np.testing.assert_allclose(cmd.target_pose[:3, 3], [0.51, 0.05, 0.35], atol=1e-12)
     assert not cmd.resynced and core.counters["resyncs"] == 0  # a goal start is not a tracking fault
+
+
+def test_a_chunk_stamped_far_in_the_future_is_rejected_and_neither_blocks_later_chunks_nor_the_watchdog():
+    """Regression: a future observation stamp used to become the streamer's current chunk, so every later
+    chunk counted as "older" and was dropped silently, the watchdog was fed by those dropped chunks and the
+    hold blamed the model ("no chunk covers this step")."""
+    core = make()
+    future = core.add_chunk(np.tile(MOVE_X, (2, 1)), observation_time=1000.0, now=0.0)
+    for k in range(3):  # later, well-stamped chunks still drive the arm
+        core.add_chunk(np.tile(MOVE_X, (2, 1)), observation_time=0.1 * k, now=0.1 * k)
+        assert not core.tick(0.1 * k, START).hold
+    assert "future" in future
+    assert core.counters["rejected_chunks"] == 1 and core.counters["rejected_future_stamp"] == 1
+    # only rejected chunks from now on: the watchdog trips and says so
+    reasons = []
+    for k in range(3, 10):
+        core.add_chunk(np.tile(MOVE_X, (2, 1)), observation_time=1000.0 + k, now=0.1 * k)
+        reasons.append(core.tick(0.1 * k, START).reason)
+    assert any(r.startswith("watchdog") for r in reasons) and core.counters["watchdog_trips"] == 1
+    assert core.counters["rejected_future_stamp"] == 8
+
+
+def test_stale_nan_and_absurd_state_hold_the_setpoint_and_name_the_input(panda):
+    from internvla_core.status import StatusCode
+
+    core = make("chunk", embodiment="franka_real", ik=panda, max_state_age=0.2)
+    start = panda.fk(PANDA_HOME)
+    core.add_chunk(np.tile([0.0, 0.0, 0.01, 0.0, 0.0, 0.0, 1.0], (20, 1)), 0.0, 0.0)
+    moved = core.tick(0.0, start, joints=PANDA_HOME, joints_stamp=0.0)
+    assert not moved.hold and moved.status == StatusCode.OK
+    stale = core.tick(0.1, start, joints=PANDA_HOME, joints_stamp=-0.15)  # 0.25 s old
+    assert stale.hold and stale.status == StatusCode.STALE_STATE and "joint_states is stale" in stale.reason
+    np.testing.assert_array_equal(stale.joint_targets, moved.joint_targets)  # the setpoint, not the state
+    nan_joints = PANDA_HOME.copy()
+    nan_joints[3] = np.nan
+    for joints, pose_in, words in (
+        (nan_joints, start, "joint_states contains NaN"),
+        (PANDA_HOME[:6], start, "joint_states has shape (6,)"),
+        (PANDA_HOME + 50.0, start, "outside the joint limits"),
+    ):
+        held = core.tick(0.1, pose_in, joints=joints, joints_stamp=0.1)
+        assert held.hold and held.status == StatusCode.INVALID_STATE and words in held.reason, held.reason
+        np.testing.assert_array_equal(held.joint_targets, moved.joint_targets)
+    from internvla_core.input_checks import Stamp
+
+    bad_stamp = core.tick(0.1, start, joints=PANDA_HOME, joints_stamp=Stamp(0, 2_000_000_000))
+    assert bad_stamp.status == StatusCode.INVALID_STATE and "nanosec" in bad_stamp.reason
+    assert core.counters["stale_state_holds"] == 1 and core.counters["invalid_state_holds"] == 4
+    assert not core.tick(0.2, start, joints=PANDA_HOME, joints_stamp=0.2).hold  # fresh again: moves
+
+
+def test_without_ik_a_nan_or_stale_ee_pose_is_named_and_nothing_leaves_as_nan():
+    from internvla_core.status import StatusCode
+
+    core = make(max_state_age=0.2)
+    core.add_chunk(np.tile(MOVE_X, (10, 1)), 0.0, 0.0)
+    bad = START.copy()
+    bad[0, 3] = np.inf
+    first = core.tick(0.0, bad, pose_stamp=0.0)  # nothing commanded yet and no valid pose: no target at all
+    assert first.hold and first.target_pose is None and first.joint_targets is None
+    assert first.status == StatusCode.INVALID_STATE and "ee_pose contains NaN or inf" in first.reason
+    far = pose([1e6, 0.0, 0.4])
+    assert "m from the base" in core.tick(0.0, far, pose_stamp=0.0).reason
+    moved = core.tick(0.0, START, pose_stamp=0.0)
+    assert not moved.hold
+    stale = core.tick(0.1, START, pose_stamp=-0.5)
+    assert stale.status == StatusCode.STALE_STATE and "ee_pose is stale" in stale.reason
+    np.testing.assert_array_equal(stale.target_pose, moved.target_pose)
+
+
+def test_chunks_with_bad_stamps_are_refused_per_reason_and_change_nothing():
+    from internvla_core.input_checks import Stamp
+
+    core = make()
+    assert core.add_chunk(np.tile(MOVE_X, (10, 1)), 0.0, 0.0) == ""
+    before = core.tick(0.0, START)
+    cases = [
+        (Stamp(0, 1_000_000_000), None, "rejected_invalid_stamp"),
+        (Stamp(-3, 0), None, "rejected_invalid_stamp"),
+        (float("nan"), None, "rejected_invalid_stamp"),
+        (0.0, Stamp(0, 1_500_000_000), "rejected_invalid_stamp"),
+        (0.1, 10.0, "rejected_future_stamp"),  # header stamp far ahead of the clock
+        (0.1, 0.05, "rejected_observation_after_header"),
+        (-1.0, None, "rejected_out_of_order"),  # older than the chunk being executed
+    ]
+    for observation, header, counter in cases:
+        reason = core.add_chunk(np.tile([-0.02, 0, 0, 0, 0, 0, 0.0], (10, 1)), observation, 0.1, header)
+        assert reason and core.counters[counter] >= 1, (observation, header, counter)
+    assert core.counters["rejected_chunks"] == len(cases) and core.counters["chunks"] == 1
+    assert core.last_rejection.startswith("out_of_order")
+    # none of them reached the executed chunk or fed the watchdog
+    cmd = core.tick(0.1, START)
+    np.testing.assert_allclose(cmd.target_pose[:3, 3], before.target_pose[:3, 3] + [0.01, 0, 0], atol=1e-12)
+    assert core.last_chunk_time == 0.0
+    # a zero header stamp is "not given" (ROS convention); within the tolerance is accepted
+    assert core.add_chunk(np.tile(MOVE_X, (10, 1)), 0.2, 0.2, Stamp(0, 0)) == ""
+    assert core.add_chunk(np.tile(MOVE_X, (10, 1)), 0.5, 0.3, 0.55) == ""
+
+
+def test_the_estop_latches_until_released_and_motion_resumes_only_with_a_new_chunk():
+    from internvla_core.status import StatusCode
+
+    core = make()
+    core.add_chunk(np.tile(MOVE_X, (30, 1)), 0.0, 0.0)
+    moved = core.tick(0.0, START)
+    held = core.tick(0.1, START, estop=True)
+    assert held.hold and held.status == StatusCode.ESTOP and core.counters["estops"] == 1
+    core.add_chunk(np.tile(MOVE_X, (30, 1)), 0.2, 0.2)
+    again = core.tick(0.2, START, estop=False)  # the input turning false does not release it
+    assert again.hold and again.status == StatusCode.ESTOP
+    np.testing.assert_array_equal(again.target_pose, moved.target_pose)
+    assert "still true" in core.release_estop(input_active=True) and core.estop_latched
+    assert core.release_estop() == "" and not core.estop_latched
+    after = core.tick(0.3, START)  # the chunks from before the release are dropped
+    assert after.hold and after.status == StatusCode.HOLDING and "e-stop released" in after.reason
+    core.add_chunk(np.tile(MOVE_X, (30, 1)), 0.4, 0.4)
+    resumed = core.tick(0.4, START)
+    assert not resumed.hold and not resumed.resynced  # from the measured pose: a new start
+    np.testing.assert_allclose(resumed.target_pose[:3, 3], START[:3, 3] + [0.01, 0, 0], atol=1e-12)
+
+
+def test_every_command_carries_a_status_code():
+    from internvla_core.status import StatusCode
+
+    core = make(max_tracking_error=0.03)
+    assert core.tick(0.0, START).status == StatusCode.HOLDING
+    core.add_chunk(np.tile([0.05, 0, 0, 0, 0, 0, 1.0], (3, 1)), 0.0, 0.0)
+    clipped = core.tick(0.0, START)
+    assert clipped.status == StatusCode.LIMIT_CLIPPED and "max_translation_per_step" in clipped.hits
+    assert core.tick(0.1, pose([0.45, 0.1, 0.4])).status == StatusCode.RESYNCED
+    assert core.tick(0.3, START).status == StatusCode.HOLDING  # ran out
+    assert core.tick(0.9, START).status == StatusCode.WATCHDOG
+    core.stop("abort: model failed")
+    assert core.tick(1.0, START).status == StatusCode.ABORTED
