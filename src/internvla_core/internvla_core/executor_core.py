@@ -2,7 +2,8 @@
 
 Per control step (``tick``): pick the action for this step (``ensemble``: adaptive ensemble over the
 chunks of the last H observation steps, upstream's way; ``chunk``: stream the newest chunk, skipping
-stale rows and blending the seam), convert it with the embodiment's adapter, apply the delta to the
+stale rows and blending the seam; ``rtc``: stream the newest chunk, skipping stale rows, with no blending
+nor seam rate limit, for chunks made with real-time chunking, ``internvla_core.rtc``), convert it with the embodiment's adapter, apply the delta to the
 **last commanded target** (the setpoint), limit it (workspace, per-step translation/rotation relative to
 that setpoint), solve IK from the last commanded joint targets and limit the joints (position,
 velocity), then check the FK of the joint targets against the Cartesian limits again (shrinking the
@@ -54,7 +55,7 @@ from .status import StatusCode
 
 @dataclass(frozen=True)
 class ExecutorConfig:
-    mode: str = "ensemble"  # "ensemble" (upstream) or "chunk"
+    mode: str = "ensemble"  # "ensemble" (upstream), "chunk" or "rtc" (chunk streaming, no blending)
     control_period: float = 0.2
     watchdog_timeout: float = 1.0  # seconds without a fresh chunk before holding
     blend_steps: int = 3
@@ -74,8 +75,8 @@ class ExecutorConfig:
     max_future_stamp: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.mode not in ("ensemble", "chunk"):
-            raise ValueError(f"mode must be 'ensemble' or 'chunk', got '{self.mode}'")
+        if self.mode not in ("ensemble", "chunk", "rtc"):
+            raise ValueError(f"mode must be 'ensemble', 'chunk' or 'rtc', got '{self.mode}'")
         if not self.control_period > 0:
             raise ValueError("control_period must be > 0")
         if not self.watchdog_timeout > 0:
@@ -103,6 +104,8 @@ class Command:
     action: np.ndarray | None = None  # the model action executed (un-normalised)
     resynced: bool = False  # the setpoint was re-taken from the measured state on this step
     status: StatusCode = StatusCode.OK
+    # built on the measured state (first command, goal start, re-sync), not on the previous setpoint
+    from_measured: bool = False
 
 
 class ExecutorCore:
@@ -173,6 +176,8 @@ class ExecutorCore:
 
     def _make_streamer(self) -> ChunkStreamer:
         gripper = self.embodiment.dimension_names.index("gripper")
+        if self.config.mode == "rtc":  # the policy froze the rows executed while it inferred: trust them
+            return ChunkStreamer(0, None, discrete_dims=(gripper,))
         limit = None
         if self.config.seam_max_change > 0:
             limit = np.full(self.embodiment.action_dim, self.config.seam_max_change)
@@ -216,7 +221,7 @@ class ExecutorCore:
         chunk = check.chunk
         obs_step, now_step = self.step_of(check.observation_time), self.step_of(now)
         current = self.streamer.current_start if self.streamer.current is not None else None
-        if self.config.mode == "chunk" and current is not None and obs_step < current:
+        if self.config.mode != "ensemble" and current is not None and obs_step < current:
             return self.reject_chunk(
                 "out_of_order", f"observation step {obs_step} is older than the executed chunk's ({current})"
             )
@@ -375,7 +380,7 @@ class ExecutorCore:
             robot_action = self.adapter.convert(action)
         except ValueError as exc:
             return self._hold(step, f"bad action: {exc}", measured_pose, joints, StatusCode.LIMIT_HOLD)
-        resynced = False
+        resynced = from_measured = False
         translation_error, rotation_error = self.tracking_error(measured_pose)
         if (
             self._resync_on_next_motion
@@ -384,6 +389,7 @@ class ExecutorCore:
             or rotation_error > self.config.max_tracking_rotation
         ):
             resynced = not self._resync_on_next_motion and self.last_commanded is not None
+            from_measured = True
             if resynced:
                 self.counters["resyncs"] += 1
             self._resync(measured_pose, joints)
@@ -434,7 +440,9 @@ class ExecutorCore:
             status = StatusCode.RESYNCED
         elif hits:
             status = StatusCode.LIMIT_CLIPPED
-        return Command(step, False, "", safe_pose, joint_targets, gripper, hits, action, resynced, status)
+        return Command(
+            step, False, "", safe_pose, joint_targets, gripper, hits, action, resynced, status, from_measured
+        )
 
 
 def _finite_pose(pose) -> bool:

@@ -185,7 +185,8 @@ def _pose_problem(pose: np.ndarray) -> str:
             return "ee_pose orientation is not a rotation"
     if not np.array_equal(pose[3], [0.0, 0.0, 0.0, 1.0]):
         return "ee_pose is not a homogeneous transform"
-    distance = float(np.linalg.norm(pose[:3, 3]))
+    with np.errstate(over="ignore"):  # 1e300 overflows to inf: refused just below
+        distance = float(np.linalg.norm(pose[:3, 3]))
     if distance > MAX_POSE_DISTANCE:
         return f"ee_pose is {distance:.3g} m from the base (more than {MAX_POSE_DISTANCE} m)"
     return ""
