@@ -231,6 +231,16 @@ REALSENSE_REMAPS = (
 )
 
 
+# MoveIt Servo on Jazzy/Kilted (moveit_servo's servo_node under its default name): the executor's
+# servo/* names (backend servo) onto the node's private topics and service
+SERVO_REMAPS = (
+    ("servo/pose_target_cmds", "/servo_node/pose_target_cmds"),
+    ("servo/delta_twist_cmds", "/servo_node/delta_twist_cmds"),
+    ("servo/switch_command_type", "/servo_node/switch_command_type"),
+    ("servo/status", "/servo_node/status"),
+)
+
+
 @dataclass(frozen=True)
 class RealRobot:
     """Where a real arm's drivers put their topics, and which launch file starts them."""
@@ -242,13 +252,18 @@ class RealRobot:
     driver_prefix: str  # namespace of the driver's topics ("" or "/wx250s")
     controller: str  # the JointTrajectoryController's name
     gripper_remaps: tuple[tuple[str, str], ...]  # gripper_bridge's outputs onto the gripper driver
+    pose_remaps: tuple[tuple[str, str], ...] = ()  # the executor's ee_pose onto the driver's pose topic
 
 
 def _real_graph(setup: str, real: RealRobot, options: GraphOptions) -> Graph:
     dry_run = True if options.dry_run is None else options.dry_run
     prefix = real.driver_prefix
     state = (("joint_states", f"{prefix}/joint_states"), ("robot_description", f"{prefix}/robot_description"))
-    commands = (("arm_controller/joint_trajectory", f"{prefix}/{real.controller}/joint_trajectory"),)
+    commands = (
+        ("arm_controller/joint_trajectory", f"{prefix}/{real.controller}/joint_trajectory"),
+        *SERVO_REMAPS,
+        *real.pose_remaps,
+    )
     nodes = _our_nodes(
         options,
         sim_time=False,
@@ -305,6 +320,8 @@ def _franka(options: GraphOptions) -> RealRobot:
         driver_prefix="",
         controller="fr3_arm_controller",
         gripper_remaps=(),  # franka_gripper's Grasp/Move action names are parameters (config/franka.yaml)
+        # measured TCP pose (PoseStamped, best-effort QoS) for the servo backend; the WidowX has none (TF)
+        pose_remaps=(("ee_pose", "/franka_robot_state_broadcaster/current_pose"),),
     )
 
 

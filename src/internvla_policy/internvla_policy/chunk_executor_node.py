@@ -6,8 +6,12 @@ timer on its own callback group and publishes. ``dry_run`` (default true) publis
 topics: nothing reaches the robot until you set it false.
 
 Backends: ``joint_trajectory`` (IK -> trajectory_msgs/JointTrajectory for a joint_trajectory_controller)
-and ``servo`` (geometry_msgs/PoseStamped targets for MoveIt Servo, republished every tick so Servo's
-command timeout never fires while active; on hold the last commanded pose is sent again). The gripper gets a
+and ``servo`` (MoveIt Servo on Jazzy/Kilted, decisions in ``internvla_core.servo``: after Servo accepted
+``servo_command`` through ``servo/switch_command_type``, one stamped PoseStamped on
+``servo/pose_target_cmds`` or TwistStamped on ``servo/delta_twist_cmds`` per tick, header.frame_id =
+``servo_planning_frame``; on hold the last commanded pose again, or a zero twist; ``servo/status`` is
+read back into /diagnostics; configure refuses an ``servo_incoming_command_timeout`` under two control
+periods, and, unless dry_run, a missing moveit_msgs). The gripper gets a
 std_msgs/Float64 opening fraction (0 closed, 1 open) on ``gripper/command``.
 
 Chunk mode with the joint_trajectory backend (``chunk_trajectory``, default true): each new chunk goes to
@@ -48,13 +52,25 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from internvla_core.embodiments import EMBODIMENTS, get_embodiment
 from internvla_core.executor_core import Command, ExecutorConfig, ExecutorCore
 from internvla_core.latency import RateMeter
-from internvla_core.rotations import matrix_to_quaternion, matrix_to_rotvec, quaternion_to_matrix
+from internvla_core.rotations import matrix_to_quaternion, quaternion_to_matrix
 from internvla_core.safety import SafetyFilter, SafetyLimits
+from internvla_core.servo import ServoConfig, ServoSession, pose_command, twist_command
 from internvla_core.stamps import split_seconds
 from internvla_core.trajectory import anchored_points, plan_chunk_trajectory
 from internvla_msgs.msg import ActionChunk
 
 from .params import declare
+
+try:  # MoveIt Servo's interfaces: full ROS installs with MoveIt only (not on PyPI)
+    from moveit_msgs.msg import ServoStatus
+    from moveit_msgs.srv import ServoCommandType
+except ImportError:  # pragma: no cover - depends on the install
+    ServoStatus = ServoCommandType = None
+
+try:  # the end-effector pose from TF (WidowX: no pose topic); full ROS installs only
+    import tf2_ros
+except ImportError:  # pragma: no cover - depends on the install
+    tf2_ros = None
 
 PANDA_JOINTS = [f"joint{i}" for i in range(1, 8)]
 
@@ -97,6 +113,8 @@ class Settings:
     robot: str
     ee_frame: str
     arm_joints: tuple[str, ...]
+    servo: ServoConfig | None = None  # backend servo: what MoveIt Servo expects
+    pose_source: str = "ee_pose"  # measured pose without an IK model: ee_pose topic | tf
 
 
 class ChunkExecutorNode(LifecycleNode):
@@ -121,6 +139,9 @@ class ChunkExecutorNode(LifecycleNode):
         # one command at a time: a tick running on the control thread must not publish after the hold
         # that deactivate / e-stop / a stop chunk publishes from another thread
         self._command_lock = threading.Lock()
+        self.servo_session: ServoSession | None = None  # backend servo: command type accepted, status
+        self._switch_client = None
+        self._tf_buffer = None
 
     def _declare_parameters(self) -> None:
         declare(
@@ -235,6 +256,52 @@ class ChunkExecutorNode(LifecycleNode):
             "chunk mode, joint_trajectory backend: send each chunk as one multi-point trajectory "
             "(false: one single-point trajectory per tick, which a JTC executes stop-and-go)",
         )
+        declare(
+            self,
+            "servo_command",
+            "pose",
+            "backend servo: pose (PoseStamped on servo/pose_target_cmds) or twist (TwistStamped on "
+            "servo/delta_twist_cmds); selected on Servo through servo/switch_command_type",
+        )
+        declare(
+            self,
+            "servo_planning_frame",
+            "",
+            "backend servo: Servo's planning frame (the move group's IK base frame), header.frame_id of "
+            "every command and the frame of the measured pose",
+        )
+        declare(
+            self,
+            "servo_incoming_command_timeout",
+            0.1,
+            "backend servo: the incoming_command_timeout Servo runs with [s] (moveit_servo default 0.1); "
+            "must cover 2 control periods or Servo halts between commands",
+            0.0,
+            10.0,
+        )
+        declare(
+            self,
+            "servo_command_in_type",
+            "speed_units",
+            "backend servo, twist: Servo's command_in_type (speed_units: m/s, rad/s; unitless: [-1, 1])",
+        )
+        declare(self, "servo_scale_linear", 0.4, "backend servo: Servo's scale.linear [m/s]", 0.001, 10.0)
+        declare(
+            self,
+            "servo_scale_rotational",
+            0.8,
+            "backend servo: Servo's scale.rotational [rad/s]",
+            0.001,
+            10.0,
+        )
+        declare(
+            self,
+            "pose_source",
+            "ee_pose",
+            "measured end-effector pose without an IK model (backend servo): ee_pose (PoseStamped topic, "
+            "best-effort QoS; Franka: /franka_robot_state_broadcaster/current_pose) or tf (servo_planning_frame "
+            "-> ee_frame; WidowX, which publishes no pose topic)",
+        )
 
     def p(self, name: str):
         return self.get_parameter(name).value
@@ -280,6 +347,8 @@ class ChunkExecutorNode(LifecycleNode):
                 ee_frame=self.p("ee_frame"),
                 arm_joints=tuple(self.p("arm_joints")),
             )
+            if backend == "servo":
+                self._configure_servo(config.control_period, limits)
             self.core = ExecutorCore(self.embodiment, config, None)
             ik = self._make_ik() if backend == "joint_trajectory" else None
             if ik is not None:
@@ -293,7 +362,13 @@ class ChunkExecutorNode(LifecycleNode):
         self._entities = [
             self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, 10),
             self.create_subscription(JointState, "joint_states", self._on_joints, 10),
-            self.create_subscription(PoseStamped, "ee_pose", self._on_pose, 10),
+            # best effort: matches reliable and best-effort publishers (franka_robot_state_broadcaster's)
+            self.create_subscription(
+                PoseStamped,
+                "ee_pose",
+                self._on_pose,
+                QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT),
+            ),
             self.create_subscription(Bool, "estop", self._on_estop, 10),
         ]
         if self._wants_description_topic():
@@ -308,8 +383,9 @@ class ChunkExecutorNode(LifecycleNode):
             JointTrajectory, f"{self.p('controller_name')}/joint_trajectory", 10
         )
         self.gripper_pub = self.create_publisher(Float64, "gripper/command", 10)
-        self.servo_pub = self.create_publisher(PoseStamped, "servo/pose_target", 10)
-        self.twist_pub = self.create_publisher(TwistStamped, "servo/delta_twist", 10)
+        self.servo_pub = self.create_publisher(PoseStamped, "servo/pose_target_cmds", 10)
+        self.twist_pub = self.create_publisher(TwistStamped, "servo/delta_twist_cmds", 10)
+        self._servo_interfaces()
         self.preview_pub = self.create_publisher(JointTrajectory, "executor/preview", 10)
         self.preview_pose_pub = self.create_publisher(PoseStamped, "executor/preview_pose", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -322,6 +398,49 @@ class ChunkExecutorNode(LifecycleNode):
                 "dry_run is true: commands go to executor/preview only (set dry_run:=false to move the robot)"
             )
         return TransitionCallbackReturn.SUCCESS
+
+    def _configure_servo(self, period: float, limits: SafetyLimits) -> None:
+        """Check what MoveIt Servo needs before anything is sent (ValueError says what to fix)."""
+        servo = ServoConfig(
+            command=self.p("servo_command"),
+            planning_frame=self.p("servo_planning_frame"),
+            ee_frame=self.p("ee_frame"),
+            incoming_command_timeout=self.p("servo_incoming_command_timeout"),
+            command_in_type=self.p("servo_command_in_type"),
+            scale_linear=self.p("servo_scale_linear"),
+            scale_rotational=self.p("servo_scale_rotational"),
+        )
+        problems = servo.problems(period)
+        pose_source = self.p("pose_source")
+        if pose_source not in ("ee_pose", "tf"):
+            problems.append(f"pose_source must be ee_pose or tf, got '{pose_source}'")
+        if pose_source == "tf" and tf2_ros is None:
+            problems.append("pose_source tf needs tf2_ros (a full ROS install); use ee_pose")
+        if ServoCommandType is None and not self.settings.dry_run:
+            problems.append(
+                "moveit_msgs is not installed: cannot switch Servo's command type nor read its status "
+                "(use the Docker image, or dry_run:=true)"
+            )
+        if problems:
+            raise ValueError("backend servo: " + "; ".join(problems))
+        warning = servo.speed_warning(limits.max_translation_per_step, limits.max_rotation_per_step, period)
+        if warning:
+            self.get_logger().warning(warning)
+        self.settings = replace(self.settings, servo=servo, pose_source=pose_source)
+        self.servo_session = ServoSession(servo)
+
+    def _servo_interfaces(self) -> None:
+        """Servo's switch service and status (where moveit_msgs exists) and TF for the measured pose."""
+        if self.servo_session is None:
+            return
+        if ServoCommandType is not None:
+            self._switch_client = self.create_client(ServoCommandType, "servo/switch_command_type")
+            self._entities.append(
+                self.create_subscription(ServoStatus, "servo/status", self._on_servo_status, 10)
+            )
+        if self.settings.pose_source == "tf":
+            self._tf_buffer = tf2_ros.Buffer()
+            self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
 
     def _wants_description_topic(self) -> bool:
         return (
@@ -395,6 +514,8 @@ class ChunkExecutorNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.core.reset(self._now())
         self._plan = None
+        if self.servo_session is not None:  # ask Servo for our command type again on every activation
+            self.servo_session.reset()
         self._active = True
         self.timer = None
         if self.settings.tick_source == "timer":
@@ -425,6 +546,10 @@ class ChunkExecutorNode(LifecycleNode):
         ):
             self.destroy_publisher(publisher)
         self.destroy_timer(self.diag_timer)
+        if self._switch_client is not None:
+            self.destroy_client(self._switch_client)
+            self._switch_client = None
+        self.servo_session, self._tf_buffer = None, None
         self.core = None
         return TransitionCallbackReturn.SUCCESS
 
@@ -490,6 +615,16 @@ class ChunkExecutorNode(LifecycleNode):
     def _on_pose(self, msg: PoseStamped) -> None:
         self._pose = msg
 
+    def _on_servo_status(self, msg) -> None:
+        session = self.servo_session
+        if session is None:
+            return
+        before = session.status.name if session.status is not None else None
+        info = session.on_status(msg.code, msg.message, self._now())
+        if info.name != before and info.level != "ok":
+            log = self.get_logger().error if info.level == "error" else self.get_logger().warning
+            log(f"MoveIt Servo: {info.name} ({info.meaning})")
+
     def _on_estop(self, msg: Bool) -> None:
         if msg.data and not self._estop:
             self.get_logger().error("e-stop: holding position until estop is false")
@@ -518,6 +653,8 @@ class ChunkExecutorNode(LifecycleNode):
         """The IK model's FK of the joints when there is one (one frame for all), else ee_pose."""
         if joints is not None and self.core is not None and self.core.ik is not None:
             return self.core.ik.fk(joints)
+        if self._tf_buffer is not None:  # pose_source tf: the IK tip in Servo's planning frame
+            return self._tf_pose()
         if self._pose is not None:
             return pose_msg_to_matrix(self._pose)
         return None
@@ -675,24 +812,84 @@ class ChunkExecutorNode(LifecycleNode):
         if self.settings.dry_run:
             return
         if self.settings.backend == "servo":
-            self.servo_pub.publish(pose_msg)
-            self.twist_pub.publish(self._twist(command, header))
+            self._send_servo(command, stamp_s)
         elif trajectory is not None and send_arm:
             self.traj_pub.publish(trajectory)
         if command.gripper_opening is not None:
             self.gripper_pub.publish(Float64(data=float(command.gripper_opening)))
 
-    def _twist(self, command: Command, header: Header) -> TwistStamped:
-        """Velocity that reaches the target in one period (zero on hold) for MoveIt Servo's twist input."""
+    def _send_servo(self, command: Command, stamp_s: float) -> None:
+        """One stamped command in Servo's planning frame, once Servo accepted our command type."""
+        session, servo = self.servo_session, self.settings.servo
+        if not session.accepted:
+            self._request_switch()
+            self.get_logger().warning(
+                f"not commanding: MoveIt Servo has not accepted command type {servo.command} yet "
+                f"({session.last_problem or 'asking'})",
+                throttle_duration_sec=5.0,
+            )
+            return
+        header = Header(frame_id=servo.planning_frame)
+        header.stamp.sec, header.stamp.nanosec = split_seconds(stamp_s)
+        if servo.command == "pose":  # the last commanded target again on a hold: Servo stays there
+            content = pose_command(command.target_pose, servo, stamp_s)
+            msg = PoseStamped(header=header)
+            msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = content.position
+            o = msg.pose.orientation
+            o.x, o.y, o.z, o.w = content.orientation
+            self.servo_pub.publish(msg)
+            return
+        measured = None if command.hold else self._measured_pose(self._arm_positions())
+        content = twist_command(command.target_pose, measured, self.period, servo, stamp_s)
         twist = TwistStamped(header=header)
-        measured = self._measured_pose(self._arm_positions())
-        if command.hold or measured is None:
-            return twist
-        linear = (command.target_pose[:3, 3] - measured[:3, 3]) / self.period
-        angular = matrix_to_rotvec(command.target_pose[:3, :3] @ measured[:3, :3].T) / self.period
-        twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z = (float(v) for v in linear)
-        twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z = (float(v) for v in angular)
-        return twist
+        twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z = content.linear
+        twist.twist.angular.x, twist.twist.angular.y, twist.twist.angular.z = content.angular
+        self.twist_pub.publish(twist)
+
+    def _request_switch(self) -> None:
+        """Ask Servo (servo/switch_command_type) for our command type; the answer arrives asynchronously."""
+        session, now = self.servo_session, self._now()
+        if self._switch_client is None or not session.wants_switch(now):
+            return
+        session.request_sent(now)
+        if not self._switch_client.service_is_ready():
+            session.response(None, "no servo/switch_command_type service (is MoveIt Servo running?)")
+            return
+        request = ServoCommandType.Request(command_type=self.settings.servo.command_type)
+        self._switch_client.call_async(request).add_done_callback(self._on_switch_answer)
+
+    def _on_switch_answer(self, future) -> None:
+        session = self.servo_session
+        if session is None:
+            return
+        try:
+            success = bool(future.result().success)
+        except Exception as exc:  # the call itself failed
+            session.response(None, f"switch_command_type failed: {exc}")
+            return
+        session.response(success)
+        if success:
+            self.get_logger().info(f"MoveIt Servo accepts command type {self.settings.servo.command}")
+        else:
+            self.get_logger().error(session.last_problem)
+
+    def _tf_pose(self) -> np.ndarray | None:
+        """ee_frame in servo_planning_frame from TF (latest), or None (logged) while unavailable."""
+        servo = self.settings.servo
+        try:
+            tf = self._tf_buffer.lookup_transform(
+                servo.planning_frame, servo.ee_frame, rclpy.time.Time()
+            ).transform
+        except Exception as exc:  # tf2 raises several lookup exception types
+            self.get_logger().warning(
+                f"no TF {servo.planning_frame} -> {servo.ee_frame} ({exc})", throttle_duration_sec=5.0
+            )
+            return None
+        out = np.eye(4)
+        r = tf.rotation
+        out[:3, :3] = quaternion_to_matrix([r.x, r.y, r.z, r.w])
+        out[:3, 3] = [tf.translation.x, tf.translation.y, tf.translation.z]
+        return out
 
     def _publish_diagnostics(self) -> None:
         if self.core is None:
@@ -716,6 +913,13 @@ class ChunkExecutorNode(LifecycleNode):
             "last_limit_hits": ",".join(last.hits) if last is not None else "",
             **{k: str(v) for k, v in self.core.counters.items()},
         }
+        if self.servo_session is not None:  # Servo's acceptance and ~/status, read back
+            level, message, servo_values = self.servo_session.report(self._now())
+            values.update(servo_values)
+            if level != "ok" and not self.settings.dry_run:
+                worse = DiagnosticStatus.ERROR if level == "error" else DiagnosticStatus.WARN
+                status.level = max(status.level, worse)
+                status.message = f"{status.message}; servo: {message}"
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         self.diag_pub.publish(
             DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])

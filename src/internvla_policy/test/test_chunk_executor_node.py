@@ -319,50 +319,6 @@ def test_lockstep_chunk_mode_answers_each_state_stamp_exactly_once_with_that_sta
 
 
 @pytest.mark.ros
-def test_servo_backend_streams_pose_and_twist_every_tick_and_a_zero_twist_on_hold(ros):
-    from geometry_msgs.msg import TwistStamped
-
-    node, robot = ros({**BASE, "backend": "servo"}, auto_state=False)
-    peer = robot.node
-    poses, twists = [], []
-    peer.create_subscription(PoseStamped, "servo/pose_target", poses.append, 50)
-    peer.create_subscription(TwistStamped, "servo/delta_twist", twists.append, 50)
-    start = IKSolver.panda().fk(np.array(HOME))
-    pose_pub = peer.create_publisher(PoseStamped, "ee_pose", 10)
-
-    def publish_pose() -> None:
-        msg = PoseStamped()
-        msg.header.stamp = peer.get_clock().now().to_msg()
-        msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in start[:3, 3])
-        from internvla_core.rotations import matrix_to_quaternion
-
-        x, y, z, w = matrix_to_quaternion(start[:3, :3])
-        msg.pose.orientation.x, msg.pose.orientation.y = float(x), float(y)
-        msg.pose.orientation.z, msg.pose.orientation.w = float(z), float(w)
-        pose_pub.publish(msg)
-
-    peer.create_timer(0.02, publish_pose)
-    assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0 and len(twists) > 0)
-    assert all(t.twist.linear.x == 0.0 for t in twists)  # before any chunk: hold = zero twist
-    robot.chunk(np.repeat(STEP, 200, axis=0))
-    assert wait_for(lambda: any(t.twist.linear.x != 0.0 for t in twists))
-    moving = next(t for t in twists if t.twist.linear.x != 0.0)
-    # franka_real: 1 cm along the tool x axis per 50 ms period -> 0.2 m/s in the base frame
-    expected = start[:3, 0] * 0.01 / 0.05
-    got = [moving.twist.linear.x, moving.twist.linear.y, moving.twist.linear.z]
-    np.testing.assert_allclose(got, expected, atol=1e-6)
-    count = len(poses)
-    assert wait_for(lambda: len(poses) >= count + 5)  # keeps streaming at the control rate
-    robot.estop_pub.publish(Bool(data=True))
-    assert wait_for(lambda: node._last_command is not None and node._last_command.reason == "e-stop")
-    n = len(twists)
-    assert wait_for(lambda: len(twists) >= n + 2)
-    last = twists[-1].twist
-    assert [last.linear.x, last.linear.y, last.linear.z, last.angular.z] == [0.0, 0.0, 0.0, 0.0]
-    assert robot.got["traj"] == []  # the servo backend sends no trajectories
-
-
-@pytest.mark.ros
 def test_diagnostics_count_refused_chunks_and_report_the_hold_reason(ros):
     from diagnostic_msgs.msg import DiagnosticArray
 
