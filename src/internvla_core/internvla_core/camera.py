@@ -182,3 +182,69 @@ def transform_points(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a 4x4 transform to points [N, 3] (NaN rows stay NaN)."""
     points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     return points @ transform[:3, :3].T + transform[:3, 3]
+
+
+@dataclass(frozen=True)
+class Extrinsic3D:
+    """Whether 3D grounding may be published, and in which frame (see :func:`decide_3d_frame`)."""
+
+    publish_3d: bool
+    frame: str  # frame of the 3D points ("" when publish_3d is false)
+    transform: np.ndarray | None  # optical -> frame; None = the points stay in the optical frame
+    source: str  # "camera" | "tf" | "static_extrinsic" | "" (refused)
+    reason: str  # why 3D is refused ("" when published)
+
+
+def decide_3d_frame(
+    target_frame: str,
+    camera_frame: str,
+    tf_transform: np.ndarray | None = None,
+    tf_error: str = "",
+    static_extrinsic: list[float] | tuple[float, ...] | None = None,
+) -> Extrinsic3D:
+    """Decide where 3D grounding goes; never assume the camera sits at the robot base.
+
+    No ``target_frame``: 3D in the camera's own optical frame (``camera_frame``). Otherwise the
+    camera-to-target transform must come from TF (a hand-eye calibration published as a static TF) or an
+    explicitly configured ``static_extrinsic`` (x y z qx qy qz qw); without either, 3D is refused with
+    the reason (2D results are still published). A transform that is not a finite rigid motion is
+    refused too.
+    """
+    if not target_frame or target_frame == camera_frame:
+        return Extrinsic3D(True, camera_frame, None, "camera", "")
+    transform, source = None, ""
+    if tf_transform is not None:
+        transform, source = np.asarray(tf_transform, dtype=np.float64), "tf"
+    elif static_extrinsic is not None and len(static_extrinsic) > 0:
+        values = [float(v) for v in static_extrinsic]
+        if len(values) != 7:
+            return Extrinsic3D(
+                False, "", None, "", f"static_extrinsic needs 7 values (x y z qx qy qz qw), got {len(values)}"
+            )
+        try:
+            transform, source = pose_to_matrix(values[:3], values[3:]), "static_extrinsic"
+        except ValueError as exc:
+            return Extrinsic3D(False, "", None, "", f"static_extrinsic: {exc}")
+    if transform is None:
+        why = f" ({tf_error})" if tf_error else ""
+        return Extrinsic3D(
+            False,
+            "",
+            None,
+            "",
+            f"no transform {camera_frame or '<camera>'} -> {target_frame}{why}: 3D output refused (2D still "
+            "published). Publish the hand-eye calibration as a static TF (launch argument calibration:=<file>) "
+            "or set static_extrinsic",
+        )
+    rotation = transform[:3, :3]
+    rigid = (
+        transform.shape == (4, 4)
+        and np.isfinite(transform).all()
+        and np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-6)
+        and abs(np.linalg.det(rotation) - 1.0) < 1e-6
+    )
+    if not rigid:
+        return Extrinsic3D(
+            False, "", None, "", f"the {source} transform is not a rigid motion: 3D output refused"
+        )
+    return Extrinsic3D(True, target_frame, transform, source, "")

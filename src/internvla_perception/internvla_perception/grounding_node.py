@@ -17,15 +17,23 @@ import numpy as np
 import rclpy
 import rclpy.time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
-from internvla_core.camera import CameraModelError, PinholeCamera, pose_to_matrix
+from internvla_core.camera import (
+    CameraModelError,
+    Extrinsic3D,
+    PinholeCamera,
+    decide_3d_frame,
+    pose_to_matrix,
+)
 from internvla_core.drawing import draw_grounding
 from internvla_core.grounding import GROUNDING_KINDS
 from internvla_core.image_conversion import (
@@ -145,13 +153,13 @@ class GroundingNode(LifecycleNode):
                 "express 3D results in this frame (tf2 when available, else static_extrinsic); empty = camera frame"
             ),
         )
-        self.declare_parameter(
-            "static_extrinsic",
-            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
-            desc(
-                "camera-optical-frame pose in target_frame: x y z qx qy qz qw, used when tf2 is unavailable"
-            ),
+        # no default: unset means "no calibration", so 3D in target_frame needs TF (never identity)
+        static = desc(
+            "camera-optical-frame pose in target_frame: x y z qx qy qz qw (a calibration), used when TF "
+            "has no transform; unset = refuse 3D output without TF"
         )
+        static.type = ParameterType.PARAMETER_DOUBLE_ARRAY
+        self.declare_parameter("static_extrinsic", Parameter.Type.DOUBLE_ARRAY, static)
         for stream, default_depth, what in (
             ("image", 2, "colour images (large images over UDP need RELIABLE)"),
             ("depth", 2, "depth images"),
@@ -432,9 +440,18 @@ class GroundingNode(LifecycleNode):
             self._problem("model_answer", f"model answer: {result.error}")
         with timer.stage("draw"):
             header = Header(stamp=job.image.header.stamp, frame_id=job.image.header.frame_id)
-            transform = self._target_transform(job.image.header) if self.p("target_frame") else None
+            frame = self._target_transform(job.image.header)
+            if not frame.publish_3d:  # 2D only, and diagnostics say why
+                self._problem("no_extrinsic", frame.reason)
+                camera, depth = None, None
             msg = grounding_message(
-                result, header, camera, depth, transform, self.p("target_frame"), self.p("depth_window_px")
+                result,
+                header,
+                camera,
+                depth,
+                frame.transform,
+                self.p("target_frame"),
+                self.p("depth_window_px"),
             )
             debug = draw_grounding(rgb, result)
         with timer.stage("publish"):
@@ -470,24 +487,27 @@ class GroundingNode(LifecycleNode):
             return None, None
         return camera, depth
 
-    def _target_transform(self, header: Header) -> np.ndarray:
-        """optical frame -> target_frame: tf2 at the image stamp when available, else static_extrinsic."""
-        if self.tf_buffer is not None:
+    def _target_transform(self, header: Header) -> Extrinsic3D:
+        """optical frame -> target_frame (TF at the image stamp, else a configured static_extrinsic), or
+        the reason 3D output is refused (internvla_core.camera.decide_3d_frame: never identity)."""
+        target = self.p("target_frame")
+        tf_matrix, tf_error = None, "" if self.tf_buffer is not None else "tf2_ros not installed"
+        if target and target != header.frame_id and self.tf_buffer is not None:
             try:
                 tf = self.tf_buffer.lookup_transform(
-                    self.p("target_frame"), header.frame_id, rclpy.time.Time.from_msg(header.stamp)
+                    target, header.frame_id, rclpy.time.Time.from_msg(header.stamp)
                 ).transform
-                return pose_to_matrix(
+                tf_matrix = pose_to_matrix(
                     [tf.translation.x, tf.translation.y, tf.translation.z],
                     [tf.rotation.x, tf.rotation.y, tf.rotation.z, tf.rotation.w],
                 )
             except Exception as exc:  # tf2 raises several lookup exception types
-                self._warn_once(
-                    "tf",
-                    f"tf2 lookup {header.frame_id} -> {self.p('target_frame')} failed ({exc}); using static_extrinsic",
-                )
-        values = list(self.p("static_extrinsic"))
-        return pose_to_matrix(values[:3], values[3:7])
+                tf_error = f"tf2: {exc}"
+        try:
+            static = list(self.p("static_extrinsic"))
+        except ParameterUninitializedException:
+            static = None
+        return decide_3d_frame(target, header.frame_id, tf_matrix, tf_error, static)
 
     def _detections(self, msg: Grounding):  # pragma: no cover - vision_msgs only in full ROS installs
         out = Detection2DArray(header=msg.header)

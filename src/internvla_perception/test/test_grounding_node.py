@@ -265,6 +265,39 @@ def test_static_extrinsic_expresses_3d_results_in_the_target_frame(graph):
     )
 
 
+@pytest.mark.ros
+def test_without_the_camera_to_base_transform_3d_is_refused_and_2d_still_published(graph):
+    """Real robots: target_frame is the robot base; no TF and no static_extrinsic must not mean identity."""
+    node, peer, _ = graph
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.parameter import Parameter
+
+    diagnostics: list = []
+    peer.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+    node.set_parameters([Parameter("target_frame", value="fr3_link0")])
+    start(node)
+    node.grounder = ScriptedModel(
+        GroundingResult(instruction="", kinds=("point",), points=[GroundedPoint("c", 160, 100)])
+    )
+    publish_camera(peer, depth_m=2.0)
+    assert wait_for(lambda: "depth" in node._latest and "info" in node._latest)
+    response = call(peer, Ground.Request(instruction="the centre", kinds=["point"]))
+    g = response.grounding
+    assert response.success and len(g.points) == 1 and g.points[0].u == pytest.approx(160)  # 2D kept
+    assert not g.points[0].point_3d_valid and g.target_frame == ""  # no 3D in a guessed frame
+    assert "-> fr3_link0" in node.last_error and "3D output refused" in node.last_error
+
+    def says_why() -> bool:
+        return any(
+            "3D output refused" in status.message
+            for array in diagnostics
+            for status in array.status
+            if status.name.endswith("grounding")
+        )
+
+    assert wait_for(says_why, timeout=5.0)
+
+
 class BlockingModel(ScriptedModel):
     """A model that answers only when the test lets it: shows what callers see while the worker is busy."""
 
@@ -476,7 +509,10 @@ def test_the_shipped_parameter_file_loads_and_covers_every_declared_parameter(tm
             for name in node._parameters
             if name not in ("use_sim_time", "start_type_description_service")
         }
-        assert declared == set(shipped)  # nothing undocumented, nothing stale in the file
+        # static_extrinsic has no value unless you calibrated (the file documents it in a comment)
+        unset = {"static_extrinsic"}
+        assert declared - unset == set(shipped)  # nothing undocumented, nothing stale in the file
+        assert "static_extrinsic" in path.read_text()
         assert node.p("kinds") == ["trace"] and node.p("rate_hz") == 2.5
         assert all(node.describe_parameter(name).description for name in declared)
         node.destroy_node()
