@@ -49,7 +49,19 @@ class LocalBackend:
         self.spatial_prompt = spatial_prompt
         self.unnorm_keys = list(policy.unnorm_keys)
 
-    def predict(self, images, instruction, *, unnorm_key, cfg_scale, num_ddim_steps, seed=None) -> Prediction:
+    def predict(
+        self,
+        images,
+        instruction,
+        *,
+        unnorm_key,
+        cfg_scale,
+        num_ddim_steps,
+        seed=None,
+        prefix=None,
+        prefix_weights=None,
+    ) -> Prediction:
+        """``prefix`` / ``prefix_weights``: real-time chunking's inpainting (``internvla_core.rtc``)."""
         pred = self.policy.predict_action(
             images,
             instruction,
@@ -58,6 +70,8 @@ class LocalBackend:
             num_ddim_steps=num_ddim_steps,
             seed=seed,
             spatial_prompt=self.spatial_prompt,
+            prefix=prefix,
+            prefix_weights=prefix_weights,
         )
         return Prediction(pred.normalized, pred.actions, dict(pred.stages), pred.unnorm_key)
 

@@ -96,6 +96,31 @@ class PolicyNode(LifecycleNode):
             self, "spatial_prompt", True, "add upstream's spatial cue to the instruction (false = ablation)"
         )
         declare(self, "seed", -1, "diffusion noise seed; -1 = random every inference", -1, 2**31 - 1)
+        declare(
+            self,
+            "rtc",
+            False,
+            "real-time chunking (local backend): each chunk is sampled with the rows of the previous one that "
+            "execute while it is computed frozen and the rest of their overlap guided; use with chunk_executor "
+            "mode rtc",
+        )
+        declare(
+            self,
+            "rtc_delay_steps",
+            -1,
+            "rtc: frozen rows; -1 = ceil(p90 of the measured observation-to-publish latency / control period)",
+            -1,
+            1000,
+        )
+        declare(self, "rtc_overlap_steps", 0, "rtc: guided rows at most (0 = the whole overlap)", 0, 1000)
+        declare(
+            self,
+            "rtc_control_period",
+            0.0,
+            "rtc: seconds per chunk row, the executor's control period (0 = the embodiment's)",
+            0.0,
+            10.0,
+        )
         declare(self, "max_duration", 120.0, "default goal time limit [s] (goal value 0)", 0.1, 3600.0)
         declare(self, "max_steps", 300, "default number of model queries per goal (goal value 0)", 1, 100000)
         declare(self, "max_observation_age", 1.0, "observations older than this [s] are not used", 0.01, 60.0)
@@ -125,6 +150,7 @@ class PolicyNode(LifecycleNode):
         )
         self.backend = None
         self.policy = None
+        self.rtc = None
         self.chunk_pub = None
         self.stats = RollingStats(window=200)
         self.rate = RateMeter()
@@ -152,6 +178,7 @@ class PolicyNode(LifecycleNode):
             self.unnorm_key = self.p("unnorm_key") or self.embodiment.resolve_unnorm_key(
                 self.backend.unnorm_keys
             )
+            self.rtc = self._make_rtc()
         except Exception as exc:  # the message names what to fix (checkpoint, URL, statistics, key)
             self.get_logger().error(f"cannot configure the policy: {exc}")
             self._release()
@@ -236,6 +263,21 @@ class PolicyNode(LifecycleNode):
             )
         self.policy = acquire(checkpoint, device=self.p("device"), dtype=self.p("dtype") or None)
         return LocalBackend(self.policy, spatial_prompt=self.p("spatial_prompt"))
+
+    def _make_rtc(self):
+        """Real-time chunking's bookkeeping (``internvla_core.rtc``), or None when off."""
+        if not self.p("rtc"):
+            return None
+        if self.p("backend") != "local":
+            raise ValueError("rtc needs the local backend (upstream's server has no inpainting)")
+        from internvla_core.rtc import RealTimeChunking
+
+        delay = self.p("rtc_delay_steps")
+        return RealTimeChunking(
+            self.p("rtc_control_period") or self.embodiment.control_period,
+            delay_steps=None if delay < 0 else delay,
+            overlap_steps=self.p("rtc_overlap_steps"),
+        )
 
     def _set_torch_threads(self) -> None:
         """torch's intra-op threads are process-wide: on CPU keep one core free for the control loop."""
@@ -395,6 +437,8 @@ class PolicyNode(LifecycleNode):
             return self._finish(goal_handle, reason, steps, start, success)
 
         primary = self.views[0]
+        if self.rtc is not None:
+            self.rtc.reset()  # a goal starts from rest: nothing executing to continue
         while True:
             if goal_handle.is_cancel_requested:
                 return finish("cancelled")
@@ -430,6 +474,11 @@ class PolicyNode(LifecycleNode):
                 if self.embodiment.flip_images:
                     views = [np.ascontiguousarray(v[::-1, ::-1]) for v in views]
                 convert = time.perf_counter() - t_convert
+                # rtc: the previous chunk's rows that execute while this one is computed (logic in core)
+                prefix = self.rtc.prefix(obs_stamp) if self.rtc is not None else None
+                guidance = (
+                    {} if prefix is None else {"prefix": prefix.actions, "prefix_weights": prefix.weights}
+                )
                 t0 = time.perf_counter()
                 pred = self.backend.predict(
                     views,
@@ -438,6 +487,7 @@ class PolicyNode(LifecycleNode):
                     cfg_scale=self.p("cfg_scale"),
                     num_ddim_steps=self.p("num_ddim_steps"),
                     seed=None if seed < 0 else seed + sequence,
+                    **guidance,
                 )
                 latency = time.perf_counter() - t0
             except ImageConversionError as exc:
@@ -454,6 +504,9 @@ class PolicyNode(LifecycleNode):
             t_pub = time.perf_counter()
             self.chunk_pub.publish(self._chunk_message(pred, image.header.stamp, sequence, latency, wait))
             publish = time.perf_counter() - t_pub
+            if self.rtc is not None:  # observation -> published, on the executor's clock
+                published = stamp_seconds(self.get_clock().now().to_msg())
+                self.rtc.record(pred.normalized, obs_stamp, published - obs_stamp)
             stages = {"wait_for_obs": wait, "image_conversion": convert, **pred.stages, "publish": publish}
             self.stats.add_stages(stages)
             self.rate.tick()
@@ -524,6 +577,8 @@ class PolicyNode(LifecycleNode):
             KeyValue(key="embodiment", value=self.embodiment.name),
             KeyValue(key="backend", value=self.p("backend")),
         ]
+        if self.rtc is not None:
+            values.append(KeyValue(key="rtc_delay_steps", value=str(self.rtc.delay())))
         values += [KeyValue(key=k, value=v) for k, v in latency_items(self.stats)]
         status.values = values
         self.diag_pub.publish(

@@ -4,6 +4,9 @@ Facts (model spec section 3): 100 training steps, ``squaredcos_cap_v2`` betas, e
 DDIM with eta = 0 and no clipping, the network sees the *original* timestep index. Schedule buffers
 are float64 and are cast to float32 per step, as upstream's ``_extract_into_tensor`` does.
 
+Real-time chunking (``ddim_sample`` with ``prefix``): an optional inpainting of the first rows, off by
+default; without it the sampler's arithmetic is the plain one, bit for bit.
+
 Upstream defect not reproduced: its sampler object is created once at the first call and silently
 reused even when a later call asks for a different number of DDIM steps. Here the (cheap) schedule is
 derived from the requested step count on every call (with a small cache keyed by that count).
@@ -12,8 +15,10 @@ derived from the requested step count on every call (with a small cache keyed by
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,3 +114,79 @@ def ddim_step(
     a_prev = torch.tensor(alpha_bar_prev, dtype=torch.float64).to(dtype)
     x_prev = x0 * torch.sqrt(a_prev) + torch.sqrt(1 - a_prev) * eps_from_x0
     return x_prev, x0
+
+
+def forward_noise(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+    """q(x_t | x0) with a given ε: √ᾱ·x0 + √(1−ᾱ)·ε (float64 roots cast to the sample dtype)."""
+    dtype = x0.dtype
+    root = torch.tensor(math.sqrt(alpha_bar), dtype=torch.float64).to(dtype)
+    root_rest = torch.tensor(math.sqrt(max(0.0, 1.0 - alpha_bar)), dtype=torch.float64).to(dtype)
+    return root * x0 + root_rest * noise
+
+
+def inpaint_rows(
+    x: torch.Tensor, prefix: torch.Tensor, weights: torch.Tensor, noise: torch.Tensor, alpha_bar: float
+) -> torch.Tensor:
+    """Real-time chunking's inpainting at the noise level ᾱ (see ``ddim_sample``).
+
+    x [N, T, A] (the sample at that level); prefix [N, P, A] clean target rows (P <= T, normalised);
+    weights [N, P] or [P] in [0, 1]; noise [N, P, A] the ε used to noise the prefix. Rows i < P become
+    w_i·q(prefix_i) + (1 − w_i)·x_i: weight 1 replaces a row exactly (at ᾱ = 1 by the prefix row itself),
+    weight 0 leaves it exactly as it was; rows >= P are untouched.
+    """
+    rows = prefix.shape[1]
+    w = weights.to(x.dtype)
+    w = (w.unsqueeze(0) if w.ndim == 1 else w).unsqueeze(-1)
+    target = forward_noise(prefix.to(x.dtype), noise, alpha_bar)
+    head = w * target + (1 - w) * x[:, :rows]
+    return torch.cat([head, x[:, rows:]], dim=1)
+
+
+def ddim_sample(
+    eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    num_ddim_steps: int,
+    *,
+    prefix: torch.Tensor | None = None,
+    prefix_weights: torch.Tensor | None = None,
+    record: list[dict[str, Any]] | None = None,
+) -> torch.Tensor:
+    """DDIM (eta 0) from x_T = ``x`` [N, T, A]; ``eps_fn(x_t, t)`` gives ε̂ for original timesteps t [N].
+
+    Without ``prefix`` this is exactly the plain sampler. With ``prefix`` [N, P, A] and ``prefix_weights``
+    (real-time chunking, our DDIM form of Black et al. 2025's inpainting): before every denoising step the
+    first P rows of x_t are pulled toward the prefix forward-noised to that step's ᾱ with the rows' own
+    initial noise (the DDIM path of those clean rows, deterministic), by ``inpaint_rows``; the returned x̂0
+    gets the same treatment at ᾱ = 1. Rows of weight 1 (the actions that execute while this chunk is
+    computed) therefore come out equal to the prefix; weight 0 rows are free (only attention to the
+    guided rows shapes them).
+    """
+    noise = None
+    if prefix is not None:
+        if prefix_weights is None:
+            raise ValueError("prefix needs prefix_weights")
+        rows = prefix.shape[1]
+        if prefix.ndim != 3 or prefix.shape[0] != x.shape[0] or prefix.shape[2] != x.shape[2]:
+            raise ValueError(f"prefix must be [{x.shape[0]}, P, {x.shape[2]}], got {tuple(prefix.shape)}")
+        if rows > x.shape[1] or prefix_weights.shape[-1] != rows:
+            raise ValueError(
+                f"prefix has {rows} rows (at most {x.shape[1]}) and needs as many weights, "
+                f"got {tuple(prefix_weights.shape)}"
+            )
+        if not bool(torch.all((prefix_weights >= 0) & (prefix_weights <= 1))):
+            raise ValueError("prefix_weights must lie in [0, 1]")
+        noise = x[:, :rows].clone()
+    schedule = ddim_schedule(num_ddim_steps)
+    for i in reversed(range(schedule.num_steps)):
+        alpha_bar = float(schedule.alphas_cumprod[i])
+        if noise is not None:
+            x = inpaint_rows(x, prefix, prefix_weights, noise, alpha_bar)
+        t = torch.full((x.shape[0],), int(schedule.timesteps[i]), dtype=torch.long, device=x.device)
+        eps = eps_fn(x, t)
+        if record is not None:
+            record.append({"t": t.detach().cpu(), "x_in": x.detach().cpu(), "eps": eps.detach().cpu()})
+        x_prev, x0 = ddim_step(x, eps, alpha_bar, float(schedule.alphas_cumprod_prev[i]))
+        x = x_prev if i > 0 else x0
+    if noise is not None:
+        x = inpaint_rows(x, prefix, prefix_weights, noise, 1.0)
+    return x

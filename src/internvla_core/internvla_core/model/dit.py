@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .diffusion import cfg_combine, ddim_schedule, ddim_step
+from .diffusion import cfg_combine, ddim_sample
 
 DIT_PRESETS: dict[str, dict[str, int]] = {
     "DiT-S": {"depth": 6, "token_size": 384, "num_heads": 4},
@@ -186,12 +186,16 @@ class ActionModel(nn.Module):
         initial_noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         record: list[dict[str, Any]] | None = None,
+        prefix: torch.Tensor | None = None,
+        prefix_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """cond [B, 64, W] -> normalised actions [B, T, A].
 
         One noise draw [B, T, A] at the start (``initial_noise`` when given). With cfg_scale > 1 the batch
         is [noise; noise] with z = [cond; uncondition] as upstream. ``record`` receives one dict per
         step: original timestep ``t`` [C], DiT input ``x_in`` [C, T, A] and the (guided) ``eps``.
+        ``prefix`` [B, P, A] (normalised) with ``prefix_weights`` [P] or [B, P]: real-time chunking's
+        inpainting (``diffusion.ddim_sample``); None = upstream's sampler unchanged.
         """
         net = self.net
         b = cond.shape[0]
@@ -204,20 +208,24 @@ class ActionModel(nn.Module):
                 raise ValueError(f"initial_noise must have shape {shape}, got {tuple(initial_noise.shape)}")
             x = initial_noise.to(cond.device, dtype)
         guided = cfg_scale > 1.0
+        if prefix is not None:
+            prefix = prefix.to(x.device, dtype)
+            prefix_weights = None if prefix_weights is None else prefix_weights.to(x.device, dtype)
         if guided:
             uncond = net.z_embedder.uncondition.unsqueeze(0).expand(b, -1, -1).to(cond.dtype)
             z = torch.cat([cond, uncond])
             x = torch.cat([x, x])
+            if prefix is not None:  # both halves see the same guided rows
+                prefix = torch.cat([prefix, prefix])
+                if prefix_weights is not None and prefix_weights.ndim == 2:
+                    prefix_weights = torch.cat([prefix_weights, prefix_weights])
         else:
             z = cond
-        schedule = ddim_schedule(num_ddim_steps)
-        for i in reversed(range(schedule.num_steps)):
-            t = torch.full((x.shape[0],), int(schedule.timesteps[i]), dtype=torch.long, device=x.device)
-            eps = net.forward_with_cfg(x, t, z, cfg_scale) if guided else net(x, t, z)
-            if record is not None:
-                record.append({"t": t.detach().cpu(), "x_in": x.detach().cpu(), "eps": eps.detach().cpu()})
-            x_prev, x0 = ddim_step(
-                x, eps, float(schedule.alphas_cumprod[i]), float(schedule.alphas_cumprod_prev[i])
-            )
-            x = x_prev if i > 0 else x0
+
+        def eps_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return net.forward_with_cfg(x_t, t, z, cfg_scale) if guided else net(x_t, t, z)
+
+        x = ddim_sample(
+            eps_fn, x, num_ddim_steps, prefix=prefix, prefix_weights=prefix_weights, record=record
+        )
         return x[:b]

@@ -186,9 +186,12 @@ class InternVLAM1(nn.Module):
         initial_noise: torch.Tensor | np.ndarray | None = None,
         generator: torch.Generator | None = None,
         record: list[dict[str, Any]] | None = None,
+        prefix: torch.Tensor | np.ndarray | None = None,
+        prefix_weights: torch.Tensor | np.ndarray | None = None,
     ) -> torch.Tensor:
         """DDIM (eta 0) with CFG when ``cfg_scale > 1``. The schedule is built for *this* call's step count
-        (upstream caches the first call's sampler and silently ignores later step counts: fixed here)."""
+        (upstream caches the first call's sampler and silently ignores later step counts: fixed here).
+        ``prefix`` [B, P, A] / ``prefix_weights`` [P]: real-time chunking's inpainting (None = off)."""
         if initial_noise is not None:
             initial_noise = torch.as_tensor(
                 np.asarray(initial_noise) if not torch.is_tensor(initial_noise) else initial_noise
@@ -207,6 +210,10 @@ class InternVLAM1(nn.Module):
                 initial_noise=None if initial_noise is None else initial_noise.to(cond.device, dtype),
                 generator=generator,
                 record=record,
+                prefix=None if prefix is None else torch.as_tensor(np.asarray(prefix, dtype=np.float32)),
+                prefix_weights=None
+                if prefix_weights is None
+                else torch.as_tensor(np.asarray(prefix_weights, dtype=np.float32)),
             )
 
     # ---------------------------------------------------------------------------------------- full pass
@@ -222,6 +229,8 @@ class InternVLAM1(nn.Module):
         spatial_prompt: bool = True,
         timer: StageTimer | None = None,
         record: dict[str, Any] | None = None,
+        prefix: torch.Tensor | np.ndarray | None = None,
+        prefix_weights: torch.Tensor | np.ndarray | None = None,
     ) -> np.ndarray:
         """Normalised action chunks ``[B, T, A]`` (float32) for B samples of PIL views + instructions.
 
@@ -247,7 +256,9 @@ class InternVLAM1(nn.Module):
             _sync(device)
         steps: list[dict[str, Any]] | None = [] if record is not None else None
         with timer.stage("dit"):
-            actions = self.sample(cond, cfg_scale, num_ddim_steps, initial_noise, generator, steps)
+            actions = self.sample(
+                cond, cfg_scale, num_ddim_steps, initial_noise, generator, steps, prefix, prefix_weights
+            )
             out = actions.float().cpu().numpy()
         if record is not None:
             record.update(

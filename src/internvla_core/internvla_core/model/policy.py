@@ -184,6 +184,8 @@ class InternVLAPolicy:
         seed: int | None = None,
         spatial_prompt: bool = True,
         record: dict[str, Any] | None = None,
+        prefix: np.ndarray | None = None,
+        prefix_weights: np.ndarray | None = None,
     ) -> ActionPrediction:
         """Predict one action chunk for one observation.
 
@@ -197,6 +199,9 @@ class InternVLAPolicy:
             generator / seed: alternatively, the RNG for the noise (seed makes a private CPU generator).
             spatial_prompt: False feeds the bare instruction instead of the CoT spatial prompt (ablation).
             record: optional dict filled with intermediates (see ``InternVLAM1.predict_action``).
+            prefix / prefix_weights: real-time chunking (``internvla_core.rtc``): normalised target rows
+                [P, A] for the start of the chunk and their weights [P] in [0, 1] (1 = frozen: the chunk's
+                row equals the prefix row); None = the plain sampler.
         """
         model = self._require()
         if isinstance(images, (Image.Image, np.ndarray)):
@@ -226,6 +231,20 @@ class InternVLAPolicy:
             initial_noise = torch.randn(
                 shape, generator=generator, device=generator.device, dtype=torch.float32
             )
+        if prefix is not None:
+            if prefix_weights is None:
+                raise ValueError("prefix needs prefix_weights (one weight in [0, 1] per prefix row)")
+            prefix = np.asarray(prefix, dtype=np.float32)
+            prefix = prefix[None] if prefix.ndim == 2 else prefix
+            prefix_weights = np.asarray(prefix_weights, dtype=np.float32)
+            if (
+                prefix.shape[0] != 1
+                or prefix.shape[2] != model.action_dim
+                or prefix.shape[1] > model.action_horizon
+            ):
+                raise ValueError(
+                    f"prefix must be [P <= {model.action_horizon}, {model.action_dim}], got {prefix.shape}"
+                )
         timer = StageTimer()
         start = time.perf_counter()
         with self._lock:
@@ -238,6 +257,8 @@ class InternVLAPolicy:
                 spatial_prompt=spatial_prompt,
                 timer=timer,
                 record=record,
+                prefix=prefix,
+                prefix_weights=prefix_weights,
             )[0]
         actions = unnormalize_actions(normalized, stats)
         stages = dict(timer.stages)
