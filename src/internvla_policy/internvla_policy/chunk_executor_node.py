@@ -154,7 +154,8 @@ class ChunkExecutorNode(LifecycleNode):
             self,
             "mode",
             "ensemble",
-            "ensemble (upstream: re-query every step, adaptive ensemble) or chunk (stream chunks)",
+            "ensemble (upstream: re-query every step, adaptive ensemble), chunk (stream chunks, blend the seams) "
+            "or rtc (stream chunks made with policy_node rtc:=true, no blending)",
         )
         declare(
             self,
@@ -341,7 +342,7 @@ class ChunkExecutorNode(LifecycleNode):
                 dry_run=self.p("dry_run"),
                 time_from_start=self.p("time_from_start") or config.control_period,
                 chunk_trajectory=bool(self.p("chunk_trajectory"))
-                and config.mode == "chunk"
+                and config.mode in ("chunk", "rtc")
                 and backend == "joint_trajectory",
                 robot=self.p("robot"),
                 ee_frame=self.p("ee_frame"),
@@ -607,7 +608,7 @@ class ChunkExecutorNode(LifecycleNode):
             stamp = stamp_seconds(msg.header.stamp)
             if stamp != self._last_state_stamp:
                 self._last_state_stamp = stamp
-                if self.settings.mode == "chunk":
+                if self.settings.mode in ("chunk", "rtc"):
                     self._tick()
                 else:
                     self._lockstep_tick_if_answered()
