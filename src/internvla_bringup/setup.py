@@ -26,6 +26,7 @@ setup(
         share("launch"),
         share("config"),
         share("config/recording"),
+        share("config/calibration"),
         share("rviz"),
     ],
     install_requires=["setuptools"],

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .calibration import StaticTransform, load_calibration
+
 PACKAGE = "internvla_bringup"
 SETUPS = ("sim_franka", "sim_widowx", "franka", "widowx")
 SIM_TASKS = ("red_on_plate", "pick_green", "push_blue_left")
@@ -66,6 +68,8 @@ class GraphOptions:
     robot_ip: str = ""  # Franka control box address
     use_fake_hardware: bool = False  # franka_ros2's mock hardware (no arm needed)
     hardware_type: str = "actual"  # Interbotix: actual | fake | gz_classic
+    camera_prefix: str = "/camera/camera"  # RealSense topics (realsense2_camera >= 4.55.1 default)
+    calibration: str = ""  # hand-eye calibration file -> static TF robot <-> camera ("" = none: no 3D)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class Graph:
     nodes: tuple[NodeSpec, ...]
     includes: tuple[IncludeSpec, ...] = ()
     rviz: bool = False
+    static_transforms: tuple[StaticTransform, ...] = ()  # the hand-eye calibration (real robots)
 
     def node(self, name: str) -> NodeSpec:
         for spec in self.nodes:
@@ -211,24 +216,38 @@ def _sim_graph(setup: str, robot: str, options: GraphOptions) -> Graph:
     )
 
 
-REALSENSE = IncludeSpec(
-    "realsense2_camera",
-    "launch/rs_launch.py",
-    {
-        "camera_namespace": "",
-        "camera_name": "camera",
-        "align_depth.enable": "true",
-        "rgb_camera.color_profile": "640x480x30",
-        "depth_module.depth_profile": "640x480x30",
-    },
-    "third-person RGB-D camera (RealSense D4xx); depth aligned to colour for 3D grounding",
-)
-# Topics of rs_launch.py with camera_namespace '' and camera_name 'camera' (realsense-ros 4.x)
-REALSENSE_REMAPS = (
-    ("camera/image_raw", "/camera/color/image_raw"),
-    ("camera/depth/image_raw", "/camera/aligned_depth_to_color/image_raw"),
-    ("camera/camera_info", "/camera/color/camera_info"),
-)
+def realsense(prefix: str) -> IncludeSpec:
+    """rs_launch.py with its topics under ``prefix`` = /<camera_namespace>/<camera_name>.
+
+    realsense2_camera 4.55.1 added ``camera_namespace`` and defaults to /camera/camera/...; 4.51/4.54
+    publish /camera/... (prefix ``/camera``; their rs_launch.py ignores camera_namespace).
+    """
+    parts = [part for part in prefix.strip("/").split("/") if part]
+    if not 1 <= len(parts) <= 2 or not all(part.isidentifier() for part in parts):
+        raise ValueError(f"camera_prefix must be /<name> or /<namespace>/<name>, got '{prefix}'")
+    namespace, name = ("", parts[0]) if len(parts) == 1 else tuple(parts)
+    return IncludeSpec(
+        "realsense2_camera",
+        "launch/rs_launch.py",
+        {
+            "camera_namespace": namespace,
+            "camera_name": name,
+            "align_depth.enable": "true",
+            "rgb_camera.color_profile": "640x480x30",
+            "depth_module.depth_profile": "640x480x30",
+        },
+        "third-person RGB-D camera (RealSense D4xx); depth aligned to colour for 3D grounding",
+    )
+
+
+def realsense_remaps(prefix: str) -> tuple[tuple[str, str], ...]:
+    """Our camera inputs onto rs_launch.py's colour, aligned depth and camera_info under ``prefix``."""
+    prefix = "/" + prefix.strip("/")
+    return (
+        ("camera/image_raw", f"{prefix}/color/image_raw"),
+        ("camera/depth/image_raw", f"{prefix}/aligned_depth_to_color/image_raw"),
+        ("camera/camera_info", f"{prefix}/color/camera_info"),
+    )
 
 
 # MoveIt Servo on Jazzy/Kilted (moveit_servo's servo_node under its default name): the executor's
@@ -268,7 +287,7 @@ def _real_graph(setup: str, real: RealRobot, options: GraphOptions) -> Graph:
         options,
         sim_time=False,
         dry_run=dry_run,
-        remap_camera=REALSENSE_REMAPS,
+        remap_camera=realsense_remaps(options.camera_prefix),
         remap_state=state,
         remap_commands=commands,
     )
@@ -290,8 +309,9 @@ def _real_graph(setup: str, real: RealRobot, options: GraphOptions) -> Graph:
         namespace=options.namespace,
         base_frame=real.base_frame,
         nodes=(*nodes, gripper),
-        includes=(real.driver, REALSENSE),
+        includes=(real.driver, realsense(options.camera_prefix)),
         rviz=options.rviz,
+        static_transforms=(load_calibration(options.calibration),) if options.calibration else (),
     )
 
 
@@ -313,7 +333,7 @@ def _franka(options: GraphOptions) -> RealRobot:
     )
     return RealRobot(
         robot="franka",
-        description="Franka FR3/Panda (franka_ros2 + MoveIt) with a RealSense: grounding -> policy -> "
+        description="Franka FR3 (franka_ros2 + MoveIt) with a RealSense: grounding -> policy -> "
         "chunk executor -> fr3_arm_controller and franka_gripper",
         base_frame="fr3_link0",
         driver=driver,

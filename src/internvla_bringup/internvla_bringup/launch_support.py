@@ -28,6 +28,20 @@ COMMON_ARGUMENTS = (
     LaunchArgument("device", "", "torch device for grounding and policy (cpu, cuda, cuda:1); empty = YAML"),
     LaunchArgument("dry_run", "", "executor dry run: true/false; empty = true on real robots, false in sim"),
 )
+REAL_CAMERA_ARGUMENTS = (
+    LaunchArgument(
+        "camera_prefix",
+        "/camera/camera",
+        "RealSense topic prefix /<camera_namespace>/<camera_name>: /camera/camera for realsense2_camera "
+        ">= 4.55.1, /camera for 4.51/4.54",
+    ),
+    LaunchArgument(
+        "calibration",
+        "",
+        "hand-eye calibration YAML (easy_handeye2 layout, see config/calibration/) published as the static "
+        "TF robot -> camera; empty = none, and grounding refuses 3D output",
+    ),
+)
 SIM_ARGUMENTS = (
     LaunchArgument("task", "red_on_plate", "red_on_plate | pick_green | push_blue_left"),
     LaunchArgument("seed", "0", "layout seed of the task"),
@@ -42,12 +56,14 @@ ARGUMENTS = {
         LaunchArgument("robot_ip", "", "address of the Franka control box"),
         LaunchArgument("use_fake_hardware", "false", "franka_ros2 mock hardware instead of the arm"),
         LaunchArgument("rviz", "true", "start RViz with the internvla config"),
-    ),
+    )
+    + REAL_CAMERA_ARGUMENTS,
     "widowx": COMMON_ARGUMENTS
     + (
         LaunchArgument("hardware_type", "actual", "Interbotix hardware_type: actual | fake | gz_classic"),
         LaunchArgument("rviz", "true", "start RViz with the internvla config"),
-    ),
+    )
+    + REAL_CAMERA_ARGUMENTS,
 }
 
 
@@ -83,7 +99,7 @@ def _share(package: str) -> str:
 
 
 def graph_actions(graph: Graph) -> list:
-    """Driver includes, our nodes (YAML + overrides + remaps), and RViz if asked."""
+    """Driver includes, our nodes (YAML + overrides + remaps), the calibration's static TF, RViz if asked."""
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
     from launch_ros.actions import Node
@@ -107,6 +123,16 @@ def graph_actions(graph: Graph) -> list:
                 remappings=list(spec.remappings),
                 output="screen",
                 emulate_tty=True,
+            )
+        )
+    for index, transform in enumerate(graph.static_transforms):  # the hand-eye calibration
+        actions.append(
+            Node(
+                package="tf2_ros",
+                executable="static_transform_publisher",
+                name=f"calibration_tf_{index}",
+                arguments=transform.arguments(),
+                output="screen",
             )
         )
     if graph.rviz:

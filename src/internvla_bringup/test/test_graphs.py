@@ -82,7 +82,11 @@ def test_real_graphs_remap_onto_the_drivers_topics():
     assert ("arm_controller/joint_trajectory", "/fr3_arm_controller/joint_trajectory") in franka.node(
         "chunk_executor"
     ).remappings
-    assert ("camera/image_raw", "/camera/color/image_raw") in franka.node("policy_node").remappings
+    # realsense2_camera >= 4.55.1 defaults (camera_prefix); 4.51/4.54: camera_prefix:=/camera
+    assert ("camera/image_raw", "/camera/camera/color/image_raw") in franka.node("policy_node").remappings
+    assert ("camera/image_raw", "/camera/color/image_raw") in graph_of(
+        "franka", camera_prefix="/camera"
+    ).node("policy_node").remappings
     assert [inc.package for inc in franka.includes] == ["franka_fr3_moveit_config", "realsense2_camera"]
     assert franka.includes[0].arguments["robot_ip"] == "172.16.0.2"
     widowx = graph_of("widowx")

@@ -139,3 +139,99 @@ def test_dry_run_argument_reaches_the_executor(fake_launch):
     executor = next(a.kwargs for a in actions if a.kwargs.get("name") == "chunk_executor")
     assert executor["parameters"][1]["dry_run"] is False
     assert not any(a.kwargs.get("executable") == "rviz2" for a in actions)
+
+
+def _executor_and_grounding(actions):
+    nodes = {a.kwargs["name"]: a.kwargs for a in actions if "executable" in a.kwargs}
+    return nodes["chunk_executor"], nodes["grounding_node"]
+
+
+@pytest.mark.parametrize(
+    "prefix, namespace, name",
+    [("/camera/camera", "camera", "camera"), ("/camera", "", "camera"), ("/cams/front", "cams", "front")],
+)
+def test_realsense_topic_prefix_is_a_launch_argument(fake_launch, prefix, namespace, name):
+    fake_launch.update({"franka_fr3_moveit_config", "realsense2_camera"})
+    assert dict((a.name, a.default) for a in ARGUMENTS["franka"])["camera_prefix"] == "/camera/camera"
+    actions = resolve(load_launch("franka"), robot_ip="172.16.0.2", camera_prefix=prefix)
+    camera = next(a for a in actions if a.args and "rs_launch.py" in a.args[0].args[0])
+    arguments = dict(camera.kwargs["launch_arguments"])
+    assert (arguments["camera_namespace"], arguments["camera_name"]) == (namespace, name)
+    _, grounding = _executor_and_grounding(actions)
+    remaps = dict(grounding["remappings"])
+    assert remaps["camera/image_raw"] == f"{prefix}/color/image_raw"
+    assert remaps["camera/depth/image_raw"] == f"{prefix}/aligned_depth_to_color/image_raw"
+    assert remaps["camera/camera_info"] == f"{prefix}/color/camera_info"
+
+
+def test_a_bad_camera_prefix_is_refused(fake_launch):
+    fake_launch.update({"interbotix_xsarm_moveit", "realsense2_camera"})
+    with pytest.raises(ValueError, match="camera_prefix"):
+        resolve(load_launch("widowx"), camera_prefix="/a/b/c")
+
+
+@pytest.mark.parametrize(
+    "setup, extra, parent",
+    [("franka", {"robot_ip": "172.16.0.2"}, "fr3_link0"), ("widowx", {}, "wx250s/base_link")],
+)
+def test_calibration_file_becomes_the_static_tf_from_the_robot_base_to_the_camera(
+    fake_launch, setup, extra, parent
+):
+    fake_launch.update({"franka_fr3_moveit_config", "interbotix_xsarm_moveit", "realsense2_camera"})
+    example = LAUNCH_DIR.parent / "config" / "calibration" / f"{setup}_camera.example.yaml"
+    actions = resolve(load_launch(setup), calibration=str(example), **extra)
+    static = [a.kwargs for a in actions if a.kwargs.get("executable") == "static_transform_publisher"]
+    assert len(static) == 1 and static[0]["package"] == "tf2_ros"
+    args = static[0]["arguments"]
+    assert args[args.index("--frame-id") + 1] == parent
+    assert args[args.index("--child-frame-id") + 1] == "camera_link"
+    quaternion = [float(args[args.index(f"--q{k}") + 1]) for k in "xyzw"]
+    assert abs(sum(q * q for q in quaternion) - 1.0) < 1e-9
+    # without a calibration: no static TF (and the grounding node refuses 3D, see its tests)
+    plain = resolve(load_launch(setup), **extra)
+    assert not [a for a in plain if a.kwargs.get("executable") == "static_transform_publisher"]
+
+
+def test_a_broken_calibration_file_fails_the_launch_with_the_reason(fake_launch, tmp_path):
+    fake_launch.update({"franka_fr3_moveit_config", "realsense2_camera"})
+    bad = tmp_path / "bad.calib"
+    bad.write_text("parameters: {calibration_type: eye_on_base}\ntransform: {}\n")
+    with pytest.raises(ValueError, match="robot_base_frame"):
+        resolve(load_launch("franka"), robot_ip="172.16.0.2", calibration=str(bad))
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve(load_launch("franka"), robot_ip="172.16.0.2", calibration=str(tmp_path / "none.calib"))
+    bad.write_text(
+        "parameters: {calibration_type: eye_on_base, robot_base_frame: fr3_link0, tracking_base_frame: cam}\n"
+        "transform: {translation: {x: 0, y: 0, z: 0}, rotation: {x: 0, y: 0, z: 0, w: 2}}\n"
+    )
+    with pytest.raises(ValueError, match="unit quaternion"):
+        resolve(load_launch("franka"), robot_ip="172.16.0.2", calibration=str(bad))
+
+
+def test_servo_and_pose_topics_are_wired_onto_the_drivers(fake_launch):
+    fake_launch.update({"franka_fr3_moveit_config", "interbotix_xsarm_moveit", "realsense2_camera"})
+    franka, _ = _executor_and_grounding(resolve(load_launch("franka"), robot_ip="172.16.0.2"))
+    remaps = dict(franka["remappings"])
+    assert remaps["servo/pose_target_cmds"] == "/servo_node/pose_target_cmds"
+    assert remaps["servo/delta_twist_cmds"] == "/servo_node/delta_twist_cmds"
+    assert remaps["servo/switch_command_type"] == "/servo_node/switch_command_type"
+    assert remaps["servo/status"] == "/servo_node/status"
+    assert remaps["ee_pose"] == "/franka_robot_state_broadcaster/current_pose"
+    widowx, _ = _executor_and_grounding(resolve(load_launch("widowx")))
+    assert "ee_pose" not in dict(widowx["remappings"])  # no pose topic: TF
+
+
+def test_one_stated_end_effector_frame_per_robot():
+    import yaml
+
+    config = LAUNCH_DIR.parent / "config"
+    expected = {"franka": "fr3_hand_tcp", "widowx": "wx250s/ee_gripper_link"}
+    for robot, frame in expected.items():
+        params = yaml.safe_load((config / f"{robot}.yaml").read_text())["/**/chunk_executor"][
+            "ros__parameters"
+        ]
+        assert params["ee_frame"] == frame
+        example = yaml.safe_load((config / "calibration" / f"{robot}_camera.example.yaml").read_text())
+        assert example["parameters"]["robot_effector_frame"] == frame
+    franka = yaml.safe_load((config / "franka.yaml").read_text())["/**/chunk_executor"]["ros__parameters"]
+    assert franka["servo_planning_frame"] == "fr3_link0" and franka["servo_incoming_command_timeout"] >= 0.2

@@ -72,6 +72,19 @@ def interpret_status(code: int, message: str = "") -> StatusInfo:
     return StatusInfo(int(code), name, level, halted, meaning)
 
 
+SUPPORTED_DISTROS = ("jazzy", "kilted", "rolling")  # moveit_servo with switch_command_type + ServoStatus
+
+
+def distro_problem(distro: str) -> str:
+    """Why this ROS distribution's Servo is not the API we speak (empty: it is, or unknown)."""
+    if distro and distro.lower() not in SUPPORTED_DISTROS:
+        return (
+            f"ROS_DISTRO {distro}: MoveIt Servo there is a different API (Humble: start/stop services, "
+            f"std_msgs/Int8 status); the servo backend speaks {', '.join(SUPPORTED_DISTROS)} Servo only"
+        )
+    return ""
+
+
 def recommended_timeout(period: float) -> float:
     """An ``incoming_command_timeout`` for a stream with this period: 2.5 periods, rounded up to 10 ms."""
     return math.ceil(2.5 * period * 100.0 - 1e-9) / 100.0

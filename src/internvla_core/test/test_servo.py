@@ -11,6 +11,7 @@ from internvla_core.servo import (
     TWIST,
     ServoConfig,
     ServoSession,
+    distro_problem,
     interpret_status,
     pose_command,
     recommended_timeout,
@@ -147,3 +148,8 @@ def test_session_commands_only_after_servo_accepted_the_type_and_retries_refusal
     assert session.report(4.0)[0] == "warn"  # status went quiet
     session.reset()  # a new activation asks again
     assert not session.accepted and session.wants_switch(4.0)
+
+
+@pytest.mark.parametrize("distro, ok", [("jazzy", True), ("kilted", True), ("", True), ("humble", False)])
+def test_only_the_jazzy_kilted_servo_api_is_claimed(distro, ok):
+    assert (distro_problem(distro) == "") is ok

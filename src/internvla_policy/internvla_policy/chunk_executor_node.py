@@ -31,6 +31,7 @@ docs/graph-contract.md).
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, replace
 
@@ -51,13 +52,18 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from internvla_core.embodiments import EMBODIMENTS, get_embodiment
 from internvla_core.executor_core import Command, ExecutorConfig, ExecutorCore
+from internvla_core.input_checks import Stamp
 from internvla_core.latency import RateMeter
 from internvla_core.rotations import matrix_to_quaternion, quaternion_to_matrix
 from internvla_core.safety import SafetyFilter, SafetyLimits
-from internvla_core.servo import ServoConfig, ServoSession, pose_command, twist_command
+from internvla_core.servo import ServoConfig, ServoSession, distro_problem, pose_command, twist_command
 from internvla_core.stamps import split_seconds
+from internvla_core.status import StatusCode
+from internvla_core.status import level as status_level
+from internvla_core.status import text as status_text
 from internvla_core.trajectory import anchored_points, plan_chunk_trajectory
-from internvla_msgs.msg import ActionChunk
+from internvla_msgs.msg import ActionChunk, ExecutorStatus
+from internvla_msgs.srv import ReleaseEstop
 
 from .params import declare
 
@@ -127,7 +133,9 @@ class ChunkExecutorNode(LifecycleNode):
         self._joints: JointState | None = None
         self._joint_index: dict[str, int] = {}
         self._pose: PoseStamped | None = None
-        self._estop = False
+        self._estop = False  # the estop topic's last value; the core latches it (core.estop_latched)
+        self._status: tuple[StatusCode, str] = (StatusCode.NOT_READY, "")
+        self._rejections_reported = 0
         self._active = False
         self._last_state_stamp: float | None = None
         self._last_command: Command | None = None
@@ -222,6 +230,22 @@ class ChunkExecutorNode(LifecycleNode):
         declare(self, "gripper_max", 1.0, "largest gripper opening sent (1 = fully open)", 0.0, 1.0)
         declare(
             self, "watchdog_timeout", 1.0, "hold when no fresh chunk arrived for this long [s]", 0.01, 60.0
+        )
+        declare(
+            self,
+            "max_state_age",
+            0.5,
+            "hold (STALE_STATE, ERROR diagnostic) when the joint_states / ee_pose used is older than this [s]",
+            0.01,
+            10.0,
+        )
+        declare(
+            self,
+            "max_future_stamp",
+            0.5,
+            "refuse chunks (and states) stamped further than this ahead of the executor clock [s]",
+            0.0,
+            60.0,
         )
         declare(
             self, "seam_blend_steps", 3, "chunk mode: steps of cross-fade between consecutive chunks", 0, 50
@@ -334,6 +358,8 @@ class ChunkExecutorNode(LifecycleNode):
                 seam_max_change=self.p("seam_max_change"),
                 warmup=self.p("embodiment_warmup"),
                 limits=limits,
+                max_state_age=self.p("max_state_age"),
+                max_future_stamp=self.p("max_future_stamp"),
             )
             self.settings = Settings(
                 mode=config.mode,
@@ -390,6 +416,8 @@ class ChunkExecutorNode(LifecycleNode):
         self.preview_pub = self.create_publisher(JointTrajectory, "executor/preview", 10)
         self.preview_pose_pub = self.create_publisher(PoseStamped, "executor/preview_pose", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.status_pub = self.create_publisher(ExecutorStatus, "~/status", 10)
+        self.release_srv = self.create_service(ReleaseEstop, "~/release_estop", self._on_release_estop)
         self.control_group = MutuallyExclusiveCallbackGroup()
         self.diag_timer = self.create_timer(
             1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
@@ -412,6 +440,8 @@ class ChunkExecutorNode(LifecycleNode):
             scale_rotational=self.p("servo_scale_rotational"),
         )
         problems = servo.problems(period)
+        if distro_problem(os.environ.get("ROS_DISTRO", "")):
+            problems.append(distro_problem(os.environ.get("ROS_DISTRO", "")))
         pose_source = self.p("pose_source")
         if pose_source not in ("ee_pose", "tf"):
             problems.append(f"pose_source must be ee_pose or tf, got '{pose_source}'")
@@ -544,9 +574,11 @@ class ChunkExecutorNode(LifecycleNode):
             self.preview_pub,
             self.preview_pose_pub,
             self.diag_pub,
+            self.status_pub,
         ):
             self.destroy_publisher(publisher)
         self.destroy_timer(self.diag_timer)
+        self.destroy_service(self.release_srv)
         if self._switch_client is not None:
             self.destroy_client(self._switch_client)
             self._switch_client = None
@@ -567,22 +599,28 @@ class ChunkExecutorNode(LifecycleNode):
                 throttle_duration_sec=5.0,
             )
             return
-        if msg.rows == 0:  # the policy ended its goal (finished, cancelled, preempted, ...): hold now
+        if msg.command in (ActionChunk.STOP, ActionChunk.ABORT):  # the policy ended its goal: hold now
+            aborted = msg.command == ActionChunk.ABORT
+            reason = f"{'abort' if aborted else 'stop'}: {msg.reason or 'goal ended'}"
             with self._command_lock:
-                self.core.stop(msg.header.frame_id or "stop: goal ended")
-                self._publish_hold(msg.header.frame_id or "stop: goal ended")
+                self.core.stop(reason)
+                self._publish_hold(reason, StatusCode.ABORTED if aborted else StatusCode.HOLDING)
             return
-        if msg.rows * msg.cols != len(msg.data):
-            self.core.counters["rejected_chunks"] += 1
-            self.get_logger().warning(
-                "chunk ignored: rows*cols does not match len(data)", throttle_duration_sec=5.0
-            )
-            return
-        chunk = np.asarray(msg.data, dtype=np.float64).reshape(msg.rows, msg.cols)
-        reason = self.core.add_chunk(chunk, stamp_seconds(msg.observation_stamp), self._now())
-        if reason:
-            self.get_logger().warning(f"chunk {msg.sequence} refused: {reason}", throttle_duration_sec=5.0)
-            return
+        with self._command_lock:  # counters and status in one piece with the ticks
+            if msg.command != ActionChunk.CHUNK:
+                reason = self.core.reject_chunk("unknown_command", f"unknown command {msg.command}")
+            elif msg.rows * msg.cols != len(msg.data):
+                reason = self.core.reject_chunk(
+                    "shape", f"rows x cols = {msg.rows} x {msg.cols} but {len(msg.data)} values"
+                )
+            else:
+                chunk = np.asarray(msg.data, dtype=np.float64).reshape(msg.rows, msg.cols)
+                observation, header = Stamp.of(msg.observation_stamp), Stamp.of(msg.header.stamp)
+                reason = self.core.add_chunk(chunk, observation, self._now(), header)
+            if reason:
+                self.get_logger().warning(f"chunk {msg.sequence} refused: {reason}", throttle_duration_sec=5.0)
+                self._publish_status(StatusCode.REJECTED_INPUT, f"chunk {msg.sequence}: {reason}")
+                return
         self._last_chunk_obs_stamp = stamp_seconds(msg.observation_stamp)
         self._lockstep_tick_if_answered()  # lock-step: the answer for the current observation is here
 
@@ -627,14 +665,31 @@ class ChunkExecutorNode(LifecycleNode):
             log(f"MoveIt Servo: {info.name} ({info.meaning})")
 
     def _on_estop(self, msg: Bool) -> None:
-        if msg.data and not self._estop:
-            self.get_logger().error("e-stop: holding position until estop is false")
-            with self._command_lock:
-                self._estop = True
-                self._publish_hold("e-stop")
-        elif not msg.data and self._estop:
-            self.get_logger().info("e-stop released")
+        """True latches the e-stop (hold at once); false alone releases nothing: ~/release_estop does."""
         self._estop = bool(msg.data)
+        if not self._estop or self.core is None:
+            return
+        with self._command_lock:
+            if self.core.latch_estop():
+                self.get_logger().error("e-stop: holding position until released (~/release_estop)")
+                self._publish_hold("e-stop", StatusCode.ESTOP)
+
+    def _on_release_estop(self, request, response):
+        if self.core is None:
+            response.success, response.message = False, "the executor is not configured"
+            return response
+        with self._command_lock:
+            latched = self.core.estop_latched
+            problem = self.core.release_estop(input_active=self._estop)
+            if not problem and latched:
+                self._publish_status(StatusCode.HOLDING, self.core.stop_reason)
+        response.success = not problem
+        response.message = problem or (
+            "e-stop released: holding until a new chunk arrives" if latched else "no e-stop was latched"
+        )
+        log = self.get_logger().warning if problem else self.get_logger().info
+        log(f"release_estop: {response.message}")
+        return response
 
     # ----------------------------------------------------------------------------------- control
     def _arm_positions(self) -> np.ndarray | None:
@@ -672,12 +727,14 @@ class ChunkExecutorNode(LifecycleNode):
             self.get_logger().warning(
                 "no IK model yet (waiting for robot_description): not commanding", throttle_duration_sec=5.0
             )
+            self._publish_status(StatusCode.NOT_READY, "no IK model yet (waiting for robot_description)")
             return
         pose = self._measured_pose(joints)
         if pose is None or (self.settings.backend == "joint_trajectory" and joints is None):
             self.get_logger().warning(
                 "no robot state yet (joint_states / ee_pose): not commanding", throttle_duration_sec=5.0
             )
+            self._publish_status(StatusCode.NOT_READY, "no robot state yet (joint_states / ee_pose)")
             return
         now = (
             self._last_state_stamp
@@ -688,12 +745,20 @@ class ChunkExecutorNode(LifecycleNode):
             self._follow_plan(now)
         previous = self.core.last_commanded_joints
         previous_pose = self.core.last_commanded
-        command = self.core.tick(now, pose, joints, estop=self._estop)
+        command = self.core.tick(now, pose, joints, estop=self._estop, **self._state_stamps(joints))
         self.rate_meter.tick()
         if self.settings.chunk_trajectory:
             self._publish_chunk_trajectory(command, now, previous, previous_pose, joints)
         else:
             self._publish(command, now)
+
+    def _state_stamps(self, joints) -> dict:
+        """The stamp of the state the tick uses, for the core's age check (TF poses: none)."""
+        if joints is not None and self.core.ik is not None and self._joints is not None:
+            return {"joints_stamp": Stamp.of(self._joints.header.stamp)}
+        if self._tf_buffer is None and self._pose is not None:
+            return {"pose_stamp": Stamp.of(self._pose.header.stamp)}
+        return {}
 
     # ------------------------------------------------------------------------------ chunk trajectory
     def _follow_plan(self, now: float) -> None:
@@ -718,13 +783,12 @@ class ChunkExecutorNode(LifecycleNode):
         index = self._plan_index(command)
         if index is None:  # a new chunk, a re-sync, a hold before, or the plan ran out / diverged
             # the controller's setpoint now: what we last commanded (the measured joints if nothing yet)
-            anchor = joints if previous is None or command.resynced else previous
+            fresh = previous is None or command.from_measured  # built on the measured joints
+            anchor = joints if fresh else previous
             plan = plan_chunk_trajectory(self.core, command, anchor)
-            before = None if previous is None or command.resynced else self._before_anchor
+            before = None if fresh else self._before_anchor
             times, positions, velocities = anchored_points(plan, anchor, before, self.period)
-            anchor_pose = (
-                self.core.ik.fk(anchor) if previous_pose is None or command.resynced else previous_pose
-            )
+            anchor_pose = self.core.ik.fk(anchor) if previous_pose is None or fresh else previous_pose
             self._plan = {
                 "step": command.step,
                 "chunks": self.core.counters["chunks"],
@@ -750,7 +814,7 @@ class ChunkExecutorNode(LifecycleNode):
     def _plan_index(self, command: Command) -> int | None:
         """Knot of the running plan at this tick (the command is its next point), or None to re-plan."""
         plan = self._plan
-        if plan is None or command.resynced or plan["chunks"] != self.core.counters["chunks"]:
+        if plan is None or command.from_measured or plan["chunks"] != self.core.counters["chunks"]:
             return None
         index = command.step - plan["step"]
         if not 0 < index < len(plan["times"]) - 1:
@@ -774,7 +838,7 @@ class ChunkExecutorNode(LifecycleNode):
             )
         return trajectory
 
-    def _publish_hold(self, reason: str) -> None:
+    def _publish_hold(self, reason: str, status: StatusCode = StatusCode.HOLDING) -> None:
         if self.core is None:
             return
         self._plan = None  # motion after a hold starts a new trajectory
@@ -783,7 +847,7 @@ class ChunkExecutorNode(LifecycleNode):
         if pose is None:
             return
         # the last commanded setpoint again (never the measured joints: re-commanding them lets the arm sag)
-        self._publish(self.core.hold_command(reason, pose, joints), self._now())
+        self._publish(self.core.hold_command(reason, pose, joints, status), self._now())
 
     def _publish(
         self,
@@ -796,6 +860,9 @@ class ChunkExecutorNode(LifecycleNode):
         self._last_command = command
         if command.hold:
             self._last_hold_reason = command.reason
+        self._publish_status(command.status, command.reason or ",".join(command.hits), stamp_s)
+        if command.target_pose is None:  # a hold before any command, without a valid measured pose
+            return
         header = Header(frame_id=self.embodiment.reference_frame)
         header.stamp.sec, header.stamp.nanosec = split_seconds(stamp_s)
         pose_msg = matrix_to_pose_msg(command.target_pose, header)
@@ -892,21 +959,56 @@ class ChunkExecutorNode(LifecycleNode):
         out[:3, 3] = [tf.translation.x, tf.translation.y, tf.translation.z]
         return out
 
+    def _publish_status(self, code: StatusCode, detail: str, stamp_s: float | None = None) -> None:
+        """~/status now (every tick and event); /diagnostics at once when the code changes."""
+        changed = code != self._status[0]
+        self._status = (StatusCode(code), detail)
+        if self.core is None:
+            return
+        msg = ExecutorStatus(code=int(code), message=status_text(code), detail=detail)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = split_seconds(
+            self._now() if stamp_s is None else stamp_s
+        )
+        msg.estop_latched, msg.dry_run = self.core.estop_latched, bool(self.settings.dry_run)
+        counters = self.core.counters
+        for name in (
+            "chunks",
+            "rejected_chunks",
+            "holds",
+            "watchdog_trips",
+            "limit_hits",
+            "resyncs",
+            "stale_state_holds",
+            "invalid_state_holds",
+        ):
+            setattr(msg, name, int(counters[name]))
+        self.status_pub.publish(msg)
+        if changed:
+            self._publish_diagnostics()
+
     def _publish_diagnostics(self) -> None:
         if self.core is None:
             return
         status = DiagnosticStatus(name=f"{self.get_name()}: executor", hardware_id="internvla")
         last = self._last_command
-        holding = self._estop or (last is not None and last.hold)
-        status.level = DiagnosticStatus.WARN if holding else DiagnosticStatus.OK
-        status.message = "no command yet" if last is None else (last.reason or "commanding")
+        code, detail = self._status
+        status.level = bytes([status_level(code)])
+        rejected = self.core.counters["rejected_chunks"]
+        if rejected > self._rejections_reported:  # refused chunks since the last report: at least WARN
+            status.level = max(status.level, DiagnosticStatus.WARN)
+            detail = f"{detail}; chunks refused ({self.core.last_rejection})" if detail else self.core.last_rejection
+            self._rejections_reported = rejected
+        status.message = f"{status_text(code)}: {detail}" if detail else status_text(code)
         jitter = self.rate_meter.jitter()
         values = {
             "mode": self.settings.mode,
             "backend": self.settings.backend,
             "embodiment": self.embodiment.name,
             "dry_run": str(self.settings.dry_run),
-            "estop": str(self._estop),
+            "status": code.name,
+            "estop": str(self.core.estop_latched),
+            "estop_input": str(self._estop),
+            "last_rejection": self.core.last_rejection,
             "control_rate_hz": f"{self.rate_meter.rate():.2f}",
             "jitter_p50_ms": f"{1e3 * jitter['p50']:.2f}",
             "jitter_p99_ms": f"{1e3 * jitter['p99']:.2f}",

@@ -75,6 +75,15 @@ def test_configure_refuses_what_servo_would_refuse_or_halt_on(change, fails):
 
 
 @pytest.mark.ros
+def test_humble_servo_is_not_claimed(monkeypatch):
+    monkeypatch.setenv("ROS_DISTRO", "humble")  # e.g. the WidowX image: Humble's Servo is another API
+    result, _ = _configure({**SERVO, "dry_run": True})
+    assert result == TransitionCallbackReturn.FAILURE
+    monkeypatch.setenv("ROS_DISTRO", "jazzy")
+    assert _configure({**SERVO, "dry_run": True})[0] == TransitionCallbackReturn.SUCCESS
+
+
+@pytest.mark.ros
 def test_without_moveit_msgs_only_a_dry_run_configures():
     result, _ = _configure({**SERVO, "dry_run": False})
     if ServoCommandType is None:  # this PyPI setup: no way to switch Servo's command type
