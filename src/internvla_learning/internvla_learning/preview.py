@@ -71,7 +71,9 @@ def sample_tiles(episodes: Iterable[Episode], frames: int) -> list[tuple[np.ndar
         for index in sorted({0, n // 2, max(0, n - 1 - n // 8)}):
             if len(tiles) >= frames:
                 return tiles
-            tiles.append((grounding_overlay(episode, index), f"{episode.instruction} [{index}/{n}]"))
+            # the overlay already writes the instruction on the frame: the caption says where we are
+            caption = f"{episode.robot} seed {episode.seed}, frame {index + 1}/{n}"
+            tiles.append((grounding_overlay(episode, index), caption))
     return tiles
 
 

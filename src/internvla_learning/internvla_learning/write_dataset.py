@@ -24,9 +24,12 @@ from .m1_layout import M1LayoutWriter
 
 
 def staged_files(staging: Path) -> list[Path]:
+    """The staged episodes of ``staging``, or of its ``episodes/`` (the data engine's output layout)."""
     files = sorted(p for p in staging.glob("*.npz") if p.is_file())
     if not files:
-        raise FileNotFoundError(f"no staged episodes (*.npz) in {staging}")
+        files = sorted(p for p in staging.glob("episodes/*.npz") if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no staged episodes (*.npz) in {staging} or {staging / 'episodes'}")
     return files
 
 
