@@ -618,7 +618,9 @@ class ChunkExecutorNode(LifecycleNode):
                 observation, header = Stamp.of(msg.observation_stamp), Stamp.of(msg.header.stamp)
                 reason = self.core.add_chunk(chunk, observation, self._now(), header)
             if reason:
-                self.get_logger().warning(f"chunk {msg.sequence} refused: {reason}", throttle_duration_sec=5.0)
+                self.get_logger().warning(
+                    f"chunk {msg.sequence} refused: {reason}", throttle_duration_sec=5.0
+                )
                 self._publish_status(StatusCode.REJECTED_INPUT, f"chunk {msg.sequence}: {reason}")
                 return
         self._last_chunk_obs_stamp = stamp_seconds(msg.observation_stamp)
@@ -687,8 +689,10 @@ class ChunkExecutorNode(LifecycleNode):
         response.message = problem or (
             "e-stop released: holding until a new chunk arrives" if latched else "no e-stop was latched"
         )
-        log = self.get_logger().warning if problem else self.get_logger().info
-        log(f"release_estop: {response.message}")
+        if problem:  # one severity per call site (rclpy)
+            self.get_logger().warning(f"release_estop refused: {problem}")
+        else:
+            self.get_logger().info(f"release_estop: {response.message}")
         return response
 
     # ----------------------------------------------------------------------------------- control
@@ -996,7 +1000,11 @@ class ChunkExecutorNode(LifecycleNode):
         rejected = self.core.counters["rejected_chunks"]
         if rejected > self._rejections_reported:  # refused chunks since the last report: at least WARN
             status.level = max(status.level, DiagnosticStatus.WARN)
-            detail = f"{detail}; chunks refused ({self.core.last_rejection})" if detail else self.core.last_rejection
+            detail = (
+                f"{detail}; chunks refused ({self.core.last_rejection})"
+                if detail
+                else self.core.last_rejection
+            )
             self._rejections_reported = rejected
         status.message = f"{status_text(code)}: {detail}" if detail else status_text(code)
         jitter = self.rate_meter.jitter()

@@ -525,7 +525,7 @@ class PolicyNode(LifecycleNode):
         )
 
     def _publish_stop(self, reason: str) -> None:
-        """An empty chunk (rows = 0) tells the executor the goal ended: it holds at its next tick."""
+        """A chunk without rows, command STOP (goal ended) or ABORT (an error ended it): the executor holds."""
         emb = self.embodiment
         msg = ActionChunk(
             embodiment=emb.name,
@@ -533,15 +533,22 @@ class PolicyNode(LifecycleNode):
             action_space=emb.action_space,
             rows=0,
             cols=emb.action_dim,
+            command=ActionChunk.ABORT if reason.startswith("error") else ActionChunk.STOP,
+            reason=reason,
         )
-        msg.header = Header(stamp=self.get_clock().now().to_msg(), frame_id=f"stop: {reason}")
+        msg.header = Header(stamp=self.get_clock().now().to_msg(), frame_id=emb.reference_frame)
         msg.reference_frame = emb.reference_frame
         if self.chunk_pub is not None:
             self.chunk_pub.publish(msg)
 
     def _chunk_message(self, pred, obs_stamp, sequence: int, latency: float, wait: float) -> ActionChunk:
         emb = self.embodiment
-        msg = ActionChunk(embodiment=emb.name, dt=emb.control_period, action_space=emb.action_space)
+        msg = ActionChunk(
+            embodiment=emb.name,
+            dt=emb.control_period,
+            action_space=emb.action_space,
+            command=ActionChunk.CHUNK,
+        )
         msg.header = Header(stamp=self.get_clock().now().to_msg(), frame_id=emb.reference_frame)
         msg.dimension_names = list(emb.dimension_names)
         msg.reference_frame = emb.reference_frame

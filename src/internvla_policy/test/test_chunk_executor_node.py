@@ -10,6 +10,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="run through `make test` (needs the ROS wheels)")
 
+from builtin_interfaces.msg import Time  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from rclpy.context import Context  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
@@ -21,7 +22,8 @@ from std_msgs.msg import Bool, Float64  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from internvla_core.kinematics import IKSolver  # noqa: E402
-from internvla_msgs.msg import ActionChunk  # noqa: E402
+from internvla_msgs.msg import ActionChunk, ExecutorStatus  # noqa: E402
+from internvla_msgs.srv import ReleaseEstop  # noqa: E402
 from internvla_policy.chunk_executor_node import ChunkExecutorNode  # noqa: E402
 
 HOME = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
@@ -46,7 +48,9 @@ class RobotDouble:
         self.joint_pub = node.create_publisher(JointState, "joint_states", 10)
         self.chunk_pub = node.create_publisher(ActionChunk, "action_chunk", 10)
         self.estop_pub = node.create_publisher(Bool, "estop", 10)
-        self.got: dict[str, list] = {"traj": [], "preview": [], "pose": [], "gripper": []}
+        self.state_age = 0.0  # seconds subtracted from the joint_states stamps (a stale driver)
+        self.got: dict[str, list] = {"traj": [], "preview": [], "pose": [], "gripper": [], "status": []}
+        node.create_subscription(ExecutorStatus, "chunk_executor/status", self.got["status"].append, 100)
         node.create_subscription(
             JointTrajectory, "arm_controller/joint_trajectory", self.got["traj"].append, 10
         )
@@ -58,14 +62,29 @@ class RobotDouble:
 
     def publish_state(self, stamp=None) -> None:
         msg = JointState(name=JOINTS, position=self.q)
-        msg.header.stamp = stamp or self.node.get_clock().now().to_msg()
+        now = self.node.get_clock().now().nanoseconds - int(self.state_age * 1e9)
+        msg.header.stamp = stamp or Time(sec=now // 10**9, nanosec=now % 10**9)
         self.joint_pub.publish(msg)
 
-    def chunk(self, rows: np.ndarray, obs_stamp=None, embodiment: str = "franka_real") -> None:
-        msg = ActionChunk(embodiment=embodiment, rows=rows.shape[0], cols=rows.shape[1])
+    def chunk(
+        self,
+        rows: np.ndarray,
+        obs_stamp=None,
+        embodiment: str = "franka_real",
+        header_stamp=None,
+        command: int = ActionChunk.CHUNK,
+        reason: str = "",
+    ) -> None:
+        msg = ActionChunk(
+            embodiment=embodiment, rows=rows.shape[0], cols=rows.shape[1], command=command, reason=reason
+        )
         msg.data = rows.ravel().tolist()
         msg.observation_stamp = obs_stamp or self.node.get_clock().now().to_msg()
+        msg.header.stamp = header_stamp or self.node.get_clock().now().to_msg()
         self.chunk_pub.publish(msg)
+
+    def codes(self) -> list[int]:
+        return [s.code for s in list(self.got["status"])]
 
 
 @pytest.fixture
@@ -392,3 +411,140 @@ def test_bad_parameters_fail_configure_with_a_reason():
             node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def _diagnostic(diagnostics: list):
+    for array in reversed(list(diagnostics)):
+        for status in array.status:
+            if status.name.endswith("executor"):
+                return status
+    return None
+
+
+def _in_the_future(node, seconds: float) -> Time:
+    t = node.get_clock().now().nanoseconds + int(seconds * 1e9)
+    return Time(sec=t // 10**9, nanosec=t % 10**9)
+
+
+@pytest.mark.ros
+def test_a_future_stamped_chunk_is_refused_later_chunks_still_move_and_the_watchdog_still_trips(ros):
+    node, robot = ros({**BASE, "chunk_trajectory": False})
+    commands: list = []
+    publish = node._publish
+    node._publish = lambda command, stamp, **kw: (commands.append(command), publish(command, stamp, **kw))
+    assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
+    time.sleep(0.1)
+    robot.chunk(np.repeat(SMALL_STEP, 100, axis=0), obs_stamp=_in_the_future(robot.node, 1000.0))
+    assert wait_for(lambda: node.core.counters["rejected_future_stamp"] == 1)
+    assert wait_for(lambda: ExecutorStatus.REJECTED_INPUT in robot.codes())
+    rejected = next(s for s in robot.got["status"] if s.code == ExecutorStatus.REJECTED_INPUT)
+    assert "in the future" in rejected.detail and rejected.rejected_chunks == 1
+    robot.chunk(np.repeat(SMALL_STEP, 6, axis=0))  # well stamped: executed
+    assert wait_for(lambda: any(not c.hold for c in commands))
+    for _ in range(8):  # from now on only future chunks (and invalid nanosec): the watchdog must trip
+        robot.chunk(np.repeat(SMALL_STEP, 100, axis=0), obs_stamp=_in_the_future(robot.node, 1000.0))
+        bad = Time(sec=1, nanosec=1_500_000_000)
+        robot.chunk(np.repeat(SMALL_STEP, 100, axis=0), obs_stamp=bad)
+        time.sleep(0.1)
+    assert wait_for(lambda: any(c.status == ExecutorStatus.WATCHDOG for c in commands), timeout=3.0)
+    assert node.core.counters["watchdog_trips"] == 1 and node.core.counters["rejected_invalid_stamp"] >= 8
+    assert ExecutorStatus.WATCHDOG in robot.codes()
+
+
+@pytest.mark.ros
+def test_stale_joint_states_hold_the_setpoint_with_an_error_naming_the_input(ros):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    node, robot = ros({**BASE, "chunk_trajectory": False, "max_state_age": 0.2, "watchdog_timeout": 5.0})
+    diagnostics: list = []
+    robot.node.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 50)
+    assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
+    time.sleep(0.1)
+    robot.chunk(np.repeat(SMALL_STEP, 200, axis=0))
+    assert wait_for(lambda: any(not np.allclose(t.points[0].positions, HOME) for t in robot.got["traj"]))
+    robot.state_age = 1.0  # the driver keeps publishing, with stamps 1 s old
+    assert wait_for(lambda: node._last_command.status == ExecutorStatus.STALE_STATE)
+    setpoint = np.array(node._last_command.joint_targets)
+    assert "joint_states is stale" in node._last_command.reason
+    count = len(robot.got["traj"])
+    time.sleep(0.3)
+    later = robot.got["traj"][count + 2 :]  # after delivery of what was in flight: holds only
+    assert later and all(np.allclose(t.points[0].positions, setpoint) for t in later)
+
+    def stale_error():
+        status = _diagnostic(diagnostics)
+        return (
+            status is not None and status.level == DiagnosticStatus.ERROR and "joint_states" in status.message
+        )
+
+    assert wait_for(stale_error, timeout=3.0)
+    assert ExecutorStatus.STALE_STATE in robot.codes() and node.core.counters["stale_state_holds"] > 0
+    robot.state_age = 0.0  # fresh again: moves on from the held setpoint
+    assert wait_for(lambda: node._last_command is not None and not node._last_command.hold)
+
+
+@pytest.mark.ros
+def test_the_estop_latches_until_the_release_service_and_false_alone_does_not_release(ros):
+    node, robot = ros({**BASE, "chunk_trajectory": False, "watchdog_timeout": 5.0})
+    client = robot.node.create_client(ReleaseEstop, "chunk_executor/release_estop")
+    assert client.wait_for_service(timeout_sec=5.0)
+    assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
+    time.sleep(0.1)
+    robot.chunk(np.repeat(SMALL_STEP, 400, axis=0))
+    assert wait_for(lambda: node._last_command is not None and not node._last_command.hold)
+    robot.estop_pub.publish(Bool(data=True))
+    assert wait_for(lambda: node._last_command.status == ExecutorStatus.ESTOP)
+
+    def release():
+        future = client.call_async(ReleaseEstop.Request())
+        assert wait_for(future.done, timeout=5.0)
+        return future.result()
+
+    refused = release()  # the estop input is still true
+    assert not refused.success and "still true" in refused.message
+    robot.estop_pub.publish(Bool(data=False))
+    robot.chunk(np.repeat(SMALL_STEP, 400, axis=0))
+    time.sleep(0.3)
+    assert node._last_command.hold and node._last_command.status == ExecutorStatus.ESTOP
+    assert robot.got["status"][-1].estop_latched
+    released = release()
+    assert released.success and "released" in released.message and not node.core.estop_latched
+    time.sleep(0.2)  # buffered chunks were dropped: holding until a new chunk
+    assert node._last_command.hold and "e-stop released" in node._last_command.reason
+    robot.chunk(np.repeat(SMALL_STEP, 400, axis=0))
+    assert wait_for(lambda: not node._last_command.hold)
+
+
+@pytest.mark.ros
+def test_stop_and_abort_are_explicit_commands_and_unknown_commands_are_refused(ros):
+    node, robot = ros({**BASE, "chunk_trajectory": False, "watchdog_timeout": 5.0})
+    assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
+    time.sleep(0.1)
+    empty = np.zeros((0, 7))
+    robot.chunk(np.repeat(SMALL_STEP, 400, axis=0))
+    assert wait_for(lambda: node._last_command is not None and not node._last_command.hold)
+    robot.chunk(empty, command=ActionChunk.STOP, reason="cancelled")
+    assert wait_for(lambda: node._last_command.reason == "stop: cancelled")
+    assert node._last_command.status == ExecutorStatus.HOLDING
+    robot.chunk(np.repeat(SMALL_STEP, 400, axis=0))
+    assert wait_for(lambda: not node._last_command.hold)
+    robot.chunk(empty, command=ActionChunk.ABORT, reason="error: model failed")
+    assert wait_for(lambda: node._last_command.status == ExecutorStatus.ABORTED)
+    assert node._last_command.reason == "abort: error: model failed"
+    robot.chunk(np.repeat(SMALL_STEP, 400, axis=0), command=7)  # neither a chunk nor a stop: refused
+    robot.chunk(empty)  # rows = 0 is no longer a stop: an empty CHUNK is malformed
+    assert wait_for(
+        lambda: (
+            node.core.counters["rejected_unknown_command"] == 1 and node.core.counters["rejected_shape"] == 1
+        )
+    )
+    time.sleep(0.2)
+    assert node._last_command.hold and node._last_command.status == ExecutorStatus.ABORTED
+
+
+def test_executor_status_constants_match_the_core_status_codes():
+    from internvla_core.status import StatusCode
+
+    for code in StatusCode:
+        assert getattr(ExecutorStatus, code.name) == int(code)
+    assert (ActionChunk.CHUNK, ActionChunk.STOP, ActionChunk.ABORT) == (0, 1, 2)

@@ -79,7 +79,10 @@ def ros(spin_in_background):
         chunks: list[ActionChunk] = []  # action chunks; the empty "stop" chunk of a goal's end goes to stops
         stops: list[ActionChunk] = []
         peer.create_subscription(
-            ActionChunk, "action_chunk", lambda m: (chunks if m.rows else stops).append(m), 50
+            ActionChunk,
+            "action_chunk",
+            lambda m: (chunks if m.command == ActionChunk.CHUNK else stops).append(m),
+            50,
         )
         policy.test_stops = stops
         diagnostics: list[DiagnosticArray] = []
@@ -152,7 +155,10 @@ def test_cancel_stops_the_goal_and_no_chunk_follows(ros):
     time.sleep(0.5)
     assert len(chunks) == count
     assert (
-        wait_for(lambda: policy.test_stops, 5) and policy.test_stops[-1].header.frame_id == "stop: cancelled"
+        wait_for(lambda: policy.test_stops, 5)
+        and policy.test_stops[-1].command == ActionChunk.STOP
+        and policy.test_stops[-1].reason == "cancelled"
+        and policy.test_stops[-1].rows == 0
     )
 
 
