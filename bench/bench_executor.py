@@ -1,6 +1,6 @@
-"""Executor timing: control-period jitter at 100 Hz while a torch model infers in the same process.
+"""Executor timing: control-period jitter at 100 Hz while a torch model infers, in one process or two.
 
-    source scripts/env.sh && python bench/bench_executor.py [--seconds 8] [--load none|transformer|policy|all]
+    source scripts/env.sh && python bench/bench_executor.py [--seconds 8] [--load none|transformer|policy|separate|all]
 
 Runs chunk_executor (timer at 100 Hz, chunk mode, franka_real with pinocchio IK on the bundled Panda,
 dry_run) on a single-threaded executor of its own thread, fed with joint_states at 50 Hz and one long
@@ -9,6 +9,9 @@ chunk, plus one of these loads in the SAME process:
   transformer  a thread running a small torch TransformerEncoder forward loop (4 layers, d=256,
                sequence 256), torch limited to cores - 1 threads,
   policy       policy_node with the tiny model, a 20 Hz camera and one long goal (what the runner does).
+  separate     the same policy load, but chunk_executor (with its joint_states feeder) in a process of
+               its own, as ``internvla-run --executor-process separate`` / ``ros2 launch`` run it; the child
+               (this script with --child-executor) reports its periods as one JSON line.
 Prints |period - 10 ms| percentiles measured by the executor's own RateMeter, the achieved rate and the
 per-tick core cost. Timings are printed, never asserted (they depend on the machine's load).
 """
@@ -16,7 +19,10 @@ per-tick core cost. Timings are printed, never asserted (they depend on the mach
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -38,7 +44,7 @@ def transformer_load(stop: threading.Event, counter: list[int]) -> None:
             counter[0] += 1
 
 
-def run(load: str, seconds: float) -> None:
+def run(load: str, seconds: float, executor_here: bool = True, as_json: bool = False) -> None:
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
@@ -60,7 +66,7 @@ def run(load: str, seconds: float) -> None:
         Parameter("dry_run", value=True),
         Parameter("watchdog_timeout", value=60.0),
     ]
-    executor_node = ChunkExecutorNode(context=context, parameter_overrides=params)
+    executor_node = ChunkExecutorNode(context=context, parameter_overrides=params) if executor_here else None
     peer = Node("bench_peer", context=context)
     joint_pub = peer.create_publisher(JointState, "joint_states", 10)
     image_pub = peer.create_publisher(Image, "camera/image_raw", 2)
@@ -79,7 +85,8 @@ def run(load: str, seconds: float) -> None:
 
     peer.create_timer(0.02 if load != "policy" else 0.05, publish_inputs)
     control_exec = SingleThreadedExecutor(context=context)
-    control_exec.add_node(executor_node)
+    if executor_node is not None:
+        control_exec.add_node(executor_node)
     other_exec = MultiThreadedExecutor(num_threads=4, context=context)
     other_exec.add_node(peer)
     policy = None
@@ -107,8 +114,9 @@ def run(load: str, seconds: float) -> None:
     threads = [threading.Thread(target=e.spin, daemon=True) for e in (control_exec, other_exec)]
     for t in threads:
         t.start()
-    executor_node.trigger_configure()
-    executor_node.trigger_activate()
+    if executor_node is not None:
+        executor_node.trigger_configure()
+        executor_node.trigger_activate()
     if load == "policy":
         policy.trigger_configure()
         policy.trigger_activate()
@@ -128,24 +136,58 @@ def run(load: str, seconds: float) -> None:
             load_thread = threading.Thread(target=transformer_load, args=(stop, counter), daemon=True)
             load_thread.start()
     time.sleep(1.0)  # settle: skip start-up periods
-    executor_node.rate_meter = type(executor_node.rate_meter)(expected_period=0.01)
-    started = time.perf_counter()
-    forwards_before = counter[0]
-    time.sleep(seconds)
-    elapsed = time.perf_counter() - started
-    periods = executor_node.rate_meter.periods()
-    dev = [abs(p - 0.01) * 1e3 for p in periods]
-    held = executor_node.core.counters["holds"]
-    print(f"load={load}: 100 Hz control loop for {elapsed:.1f} s")
-    print(f"  ticks {len(periods) + 1}  rate {executor_node.rate_meter.rate():.1f} Hz")
-    print(f"  held ticks since start {held} (last reason: {executor_node._last_hold_reason or '-'})")
-    print(
-        f"  |period - 10 ms|: p50 {percentile(dev, 50):.3f} ms  p99 {percentile(dev, 99):.3f} ms  "
-        f"max {max(dev):.3f} ms"
-    )
+    if executor_node is None:  # separate arrangement: the executor runs (and measures) in a child process
+        time.sleep(3.0)  # the goal's first inferences are under way
+        started = time.perf_counter()
+        child = subprocess.run(
+            [sys.executable, __file__, "--child-executor", "--seconds", str(seconds)],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+            check=False,
+        )
+        elapsed = time.perf_counter() - started
+        lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
+        if child.returncode != 0 or not lines:
+            print(f"load=separate: the executor process failed ({child.returncode}): {child.stderr[-2000:]}")
+        else:
+            r = json.loads(lines[-1])
+            print(
+                f"load=separate (executor in its own process, policy load here): {r['seconds']:.1f} s measured"
+            )
+            print(f"  ticks {r['ticks']}  rate {r['rate']:.1f} Hz  held ticks {r['held']}")
+            print(
+                f"  |period - 10 ms|: p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  max {r['max']:.3f} ms "
+                f"(the executor process's wall time, with start-up: {elapsed:.1f} s)"
+            )
+    else:
+        executor_node.rate_meter = type(executor_node.rate_meter)(expected_period=0.01)
+        started = time.perf_counter()
+        forwards_before = counter[0]
+        time.sleep(seconds)
+        elapsed = time.perf_counter() - started
+        periods = executor_node.rate_meter.periods()
+        dev = [abs(p - 0.01) * 1e3 for p in periods]
+        held = executor_node.core.counters["holds"]
+        if as_json:
+            stats = {"p50": percentile(dev, 50), "p99": percentile(dev, 99), "max": max(dev)}
+            rate = executor_node.rate_meter.rate()
+            print(
+                json.dumps(
+                    {"seconds": elapsed, "ticks": len(periods) + 1, "rate": rate, "held": held, **stats}
+                )
+            )
+        else:
+            print(f"load={load}: 100 Hz control loop for {elapsed:.1f} s")
+            print(f"  ticks {len(periods) + 1}  rate {executor_node.rate_meter.rate():.1f} Hz")
+            print(f"  held ticks since start {held} (last reason: {executor_node._last_hold_reason or '-'})")
+            print(
+                f"  |period - 10 ms|: p50 {percentile(dev, 50):.3f} ms  p99 {percentile(dev, 99):.3f} ms  "
+                f"max {max(dev):.3f} ms"
+            )
     if load == "transformer":
         print(f"  transformer forwards/s in the other thread: {(counter[0] - forwards_before) / elapsed:.1f}")
-    if policy is not None:
+    if policy is not None and policy.stats.keys():
         stats = policy.stats.summaries()
         print(
             f"  policy inference total p50 {1e3 * stats['total']['p50']:.1f} ms ({stats['total']['count']} chunks)"
@@ -194,12 +236,19 @@ def core_tick_cost() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--load", choices=["none", "transformer", "policy", "all"], default="all")
+    parser.add_argument("--load", choices=["none", "transformer", "policy", "separate", "all"], default="all")
+    parser.add_argument("--child-executor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child_executor:  # the separate arrangement's executor process: one JSON line on stdout
+        run("none", args.seconds, as_json=True)
+        return
     print(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start")
     core_tick_cost()
-    for load in ("none", "transformer", "policy") if args.load == "all" else (args.load,):
-        run(load, args.seconds)
+    for load in ("none", "transformer", "policy", "separate") if args.load == "all" else (args.load,):
+        if load == "separate":
+            run("policy", args.seconds, executor_here=False)
+        else:
+            run(load, args.seconds)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,12 @@ control-loop node (chunk_executor) gets a single-threaded executor of its own; t
 multi-threaded one. Lifecycle nodes are configured and activated in graph order; a failure is reported
 with the node's reason and the runner exits with status 1.
 
+``--executor-process separate`` runs chunk_executor in a process of its own (``python -m
+internvla_policy.chunk_executor_node`` with the same parameter file, remappings, name, namespace and
+overrides, see ``standalone_command``), as ros2_control runs its loop apart from the planners: the
+model's inference then shares no interpreter (GIL) with the 100 Hz control loop. ``ros2 launch`` already
+starts every node in its own process.
+
 With ``--steps`` (or ``--instruction``) the runner runs one ExecuteInstruction goal, prints a summary
 (and writes it with ``--summary``) and exits: status 0 when the goal ran, whatever the task outcome.
 """
@@ -56,6 +62,42 @@ def build_node(graph: Graph, spec: NodeSpec, context, extra_parameters: Mapping[
         cli_args=node_cli_args(graph, spec),
         parameter_overrides=[Parameter(name, value=value) for name, value in values.items()],
     )
+
+
+def _yaml_value(value: Any) -> str:
+    """A parameter value as ``-p name:=value`` text (YAML, as rcl parses it)."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).strip()
+    return text[: -len("\n...")] if text.endswith("\n...") else text
+
+
+def standalone_command(
+    graph: Graph, spec: NodeSpec, extra_parameters: Mapping[str, Any] | None = None
+) -> list[str]:
+    """argv running one node of the graph in a process of its own, configured as ``build_node`` does."""
+    module = spec.plugin.split(":")[0]
+    args = [sys.executable, "-m", module, *node_cli_args(graph, spec), "-r", f"__node:={spec.name}"]
+    if graph.namespace:
+        args += ["-r", f"__ns:=/{graph.namespace.strip('/')}"]
+    for name, value in {**spec.parameters, **(extra_parameters or {})}.items():
+        args += ["-p", f"{name}:={_yaml_value(value)}"]
+    return args
+
+
+def stop_process(process, timeout: float = 10.0) -> int | None:
+    """SIGINT (the node holds and is destroyed, as on Ctrl-C), then SIGTERM, then SIGKILL."""
+    import subprocess
+
+    for send in (lambda: process.send_signal(signal.SIGINT), process.terminate, process.kill):
+        if process.poll() is not None:
+            break
+        send()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            continue
+    return process.poll()
 
 
 @dataclass
@@ -255,7 +297,12 @@ def run_goal(composition: Composition, client, monitor: EpisodeMonitor, args, in
     result = result_future.result().result if result_future.done() else None
     time.sleep(0.3)  # the last commands reach the simulated arm and the monitor
     executor_node = composition.nodes.get("chunk_executor")
-    arm_joints = list(executor_node.settings.arm_joints) if executor_node is not None else []
+    # chunk_executor in its own process: every joint the monitor saw
+    arm_joints = (
+        list(executor_node.settings.arm_joints)
+        if executor_node is not None
+        else sorted(monitor.first_joints or {})
+    )
     summary: dict[str, Any] = {
         "setup": graph.setup,
         "robot": graph.robot,
@@ -309,6 +356,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--summary", default="", help="write the goal's summary JSON here")
     parser.add_argument(
         "--skip", action="append", default=[], help="a node of the graph not to start (repeatable)"
+    )
+    parser.add_argument(
+        "--executor-process",
+        choices=["shared", "separate"],
+        default="shared",
+        help="chunk_executor in this process (own executor thread) or in a process of its own (no GIL "
+        "shared with the model's inference)",
     )
     parser.add_argument(
         "-p",
@@ -378,9 +432,12 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(context=context)
     composition = None
     runner = None
+    executor_process = None
     status = 0
+    separate = args.executor_process == "separate" and "chunk_executor" not in args.skip
     try:
-        composition = Composition.create(graph, context, overrides, tuple(args.skip))
+        skip = tuple(args.skip) + (("chunk_executor",) if separate else ())
+        composition = Composition.create(graph, context, overrides, skip)
         episode = bool(args.steps or args.instruction)
         runner = Node("internvla_run", namespace=graph.namespace, context=context)
         monitor = EpisodeMonitor(runner) if episode else None
@@ -388,7 +445,18 @@ def main(argv: list[str] | None = None) -> int:
         client = ActionClient(runner, ExecuteInstruction, "execute_instruction") if episode else None
         composition.add_executors(extra_nodes=(runner,))
         composition.spin_in_background()
+        if separate:  # configures and activates itself (its main)
+            import subprocess
+
+            command = standalone_command(graph, graph.node("chunk_executor"), overrides.get("chunk_executor"))
+            executor_process = subprocess.Popen(command)
+            print(
+                f"internvla-run: chunk_executor in its own process (pid {executor_process.pid})",
+                file=sys.stderr,
+            )
         failures = composition.activate()
+        if executor_process is not None and executor_process.poll() is not None:
+            failures.append(f"chunk_executor: its process exited with status {executor_process.returncode}")
         if failures:
             for failure in failures:
                 print(f"internvla-run: {failure}", file=sys.stderr)
@@ -415,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"internvla-run: {exc}", file=sys.stderr)
         status = 1
     finally:
+        if executor_process is not None:  # first: the arm holds before the goal's node goes away
+            stop_process(executor_process)
         if composition is not None:
             composition.shutdown_executors()
             composition.destroy()
