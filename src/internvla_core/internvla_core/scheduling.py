@@ -13,6 +13,10 @@ then no seam, whatever the two chunks, moves the output by more than that limit 
 chunk the model's own row-to-row changes pass unchanged. When the buffer runs out (no fresh chunk),
 ``action`` returns None and the executor holds (the watchdog decides how long that is allowed); the
 next chunk then starts without a rate limit (the arm was standing still, there is no motion to join).
+
+The executor's ``rtc`` mode uses this streamer with ``blend_steps=0`` and no rate limit: with real-time
+chunking (``internvla_core.rtc``) the new chunk's rows for the steps executed while it was computed are
+the executed actions, and its next rows continue them, so the seam needs no cross-fade.
 """
 
 from __future__ import annotations
