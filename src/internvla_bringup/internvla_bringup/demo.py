@@ -32,6 +32,11 @@ import numpy as np
 ARTEFACT_TOPICS = ("camera/image_raw", "grounding", "action_chunk", "task/success", "ee_pose")
 
 
+def is_motion_chunk(msg) -> bool:
+    """An ActionChunk with rows to execute, not the STOP / ABORT that ends a goal (``command``)."""
+    return msg.command == type(msg).CHUNK and msg.rows > 0
+
+
 def stamp_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
@@ -132,7 +137,7 @@ def run(args: argparse.Namespace) -> dict:
             return
         with lock:
             raw.append((topic, msg_type, data, stamp))
-        if topic == "action_chunk" and deserialize_message(data, msg_type).rows:
+        if topic == "action_chunk" and is_motion_chunk(deserialize_message(data, msg_type)):
             progress.update(1)
 
     topic_recorder = TopicRecorder(recorder_node, available_topics(SIM_TOPICS), on_message)
@@ -195,7 +200,7 @@ def run(args: argparse.Namespace) -> dict:
             frames.append((t_ns, msg))
         elif topic == "grounding":
             state["grounding"] = msg
-        elif topic == "action_chunk" and msg.rows:
+        elif topic == "action_chunk" and is_motion_chunk(msg):
             state["chunks"].append(msg)
         elif topic == "task/success":
             state["success"] = bool(msg.data)
