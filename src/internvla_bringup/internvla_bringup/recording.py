@@ -326,6 +326,7 @@ SIM_TOPICS = (
     TopicSpec("gripper_controller/joint_trajectory", "trajectory_msgs/msg/JointTrajectory"),  # WidowX sim
     TopicSpec("executor/preview", "trajectory_msgs/msg/JointTrajectory"),
     TopicSpec("executor/preview_pose", "geometry_msgs/msg/PoseStamped"),
+    TopicSpec("chunk_executor/status", "internvla_msgs/msg/ExecutorStatus"),
     TopicSpec("estop", "std_msgs/msg/Bool"),
     TopicSpec("robot_description", "std_msgs/msg/String", latched=True),
     TopicSpec("/clock", "rosgraph_msgs/msg/Clock", depth=100),

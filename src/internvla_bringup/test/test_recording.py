@@ -27,6 +27,7 @@ PROMISED = (
     "/robot_description",
     "/clock",
     "/diagnostics",
+    "/chunk_executor/status",
 )
 # the sim publishes /tf and /tf_static where tf2_msgs is installed (full ROS installs)
 TF = ("/tf", "/tf_static") if importlib.util.find_spec("tf2_msgs") else ()
