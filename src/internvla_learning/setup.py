@@ -30,5 +30,10 @@ setup(
     maintainer_email="maintainers@internvla-ros.org",
     description="Datasets (LeRobot v3.0 and the v2.1 layout upstream InternVLA-M1 trains from), recording conversion, training and evaluation statistics; pure Python, no rclpy.",
     license="MIT",
-    entry_points={"console_scripts": ["internvla-write-dataset = internvla_learning.write_dataset:main"]},
+    entry_points={
+        "console_scripts": [
+            "internvla-write-dataset = internvla_learning.write_dataset:main",
+            "internvla-train = internvla_learning.training.train:main",
+        ]
+    },
 )

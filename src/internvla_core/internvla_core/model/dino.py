@@ -217,6 +217,30 @@ class DinoEncoder(nn.Module):
             raise ValueError(f"all DINO views must share one size after resizing, got {sorted(shapes)}")
         return torch.stack(out)
 
+    def preprocess_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        """Batched :meth:`preprocess` for uint8 RGB ``[N, H, W, 3]`` (one size for all) -> [N, 3, h, w].
+
+        Equal to the per-image path when the images already have the resized size (``resized_size``;
+        training caches frames resized once with PIL). Otherwise they are resized here with torch's
+        uint8 bilinear antialiased kernel, which differs from PIL's by at most a few uint8 levels.
+        """
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {tuple(images.shape)}")
+        x = images.permute(0, 3, 1, 2)
+        height, width = int(x.shape[2]), int(x.shape[3])
+        new_w, new_h = self.resized_size(width, height)
+        if (new_w, new_h) != (width, height):
+            x = F.interpolate(
+                x.contiguous(memory_format=torch.channels_last),
+                size=(new_h, new_w),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return ((x.float() / 255.0) - mean) / std
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N, 3, H, W] -> patch tokens after the final norm, without CLS: [N, (H/14)*(W/14), C]."""
         return self.body.forward_features(pixel_values)["x_norm_patchtokens"]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .diffusion import cfg_combine, ddim_sample
+from .diffusion import NUM_TRAIN_TIMESTEPS, base_alphas_cumprod, cfg_combine, ddim_sample
 
 DIT_PRESETS: dict[str, dict[str, int]] = {
     "DiT-S": {"depth": 6, "token_size": 384, "num_heads": 4},
@@ -176,6 +176,53 @@ class ActionModel(nn.Module):
     def __init__(self, net: DiT) -> None:
         super().__init__()
         self.net = net
+
+    # ------------------------------------------------------------------------------------- training
+    @staticmethod
+    def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Upstream ``q_sample``: x_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·ε (float64 tables, cast per step)."""
+        alphas = base_alphas_cumprod()
+        sqrt_ab = torch.from_numpy(alphas**0.5).to(t.device)[t].float()
+        sqrt_1mab = torch.from_numpy((1.0 - alphas) ** 0.5).to(t.device)[t].float()
+        shape = (-1,) + (1,) * (x0.dim() - 1)
+        return sqrt_ab.view(shape).to(x0.dtype) * x0 + sqrt_1mab.view(shape).to(x0.dtype) * noise
+
+    def training_loss(
+        self,
+        actions: torch.Tensor,
+        cond: torch.Tensor,
+        repeats: int = 4,
+        cond_drop_prob: float = 0.1,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Upstream's diffusion training objective (``M1.forward`` + ``ActionModel.forward/loss``).
+
+        actions [B, T, A] normalised chunk, cond [B, Q, W]. Both are repeated ``repeats`` times along the
+        batch (``actions.repeat(r, 1, 1)``); each of the r·B rows gets its own timestep in [0, 100) and
+        noise; with probability ``cond_drop_prob`` a row's whole condition is replaced by the learned null
+        condition ``z_embedder.uncondition`` (before ``z_embedder.linear``, as upstream's ``token_drop``);
+        the DiT predicts the noise; loss = MSE over every element. Random draws come from ``generator``
+        (CPU) when given, else the global RNG, and are moved to the condition's device.
+        """
+        net = self.net
+        if actions.dim() != 3 or tuple(actions.shape[1:]) != (net.horizon, net.action_dim):
+            raise ValueError(
+                f"actions must be [B, {net.horizon}, {net.action_dim}], got {tuple(actions.shape)}"
+            )
+        if cond.shape[0] != actions.shape[0]:
+            raise ValueError(f"{cond.shape[0]} conditions for {actions.shape[0]} action chunks")
+        device = cond.device
+        x0 = actions.to(device, cond.dtype).repeat(repeats, 1, 1)
+        z = cond.repeat(repeats, 1, 1)
+        n = x0.shape[0]
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(device)
+        t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (n,), generator=generator).to(device)
+        if cond_drop_prob > 0:
+            drop = (torch.rand(n, generator=generator) < cond_drop_prob).to(device)
+            null = net.z_embedder.uncondition.to(z.dtype).unsqueeze(0).expand_as(z)
+            z = torch.where(drop.view(-1, 1, 1), null, z)
+        eps = net(self.add_noise(x0, noise, t), t, z)
+        return ((eps.float() - noise.float()) ** 2).mean()
 
     @torch.no_grad()
     def sample(

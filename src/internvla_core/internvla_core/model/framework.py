@@ -216,6 +216,74 @@ class InternVLAM1(nn.Module):
                 else torch.as_tensor(np.asarray(prefix_weights, dtype=np.float32)),
             )
 
+    # ------------------------------------------------------------------------------------------ training
+    # Upstream ``InternVLA_M1.forward``: the same stages as inference but with gradients, in whatever mode
+    # the caller set (``model.train()`` for dropout in the QFormer and condition dropout in the DiT
+    # loss). Inputs come pre-packed (batched tensor preprocessing, ``QwenInputBuilder.pixels_from_tensor``
+    # and ``DinoEncoder.preprocess_tensor``) so a training step does no per-image PIL work.
+    def train_prompt(self, instruction: str, spatial_prompt: bool = True) -> str:
+        """Training's prompt: like :meth:`prompt_for` but the instruction is NOT lowercased (upstream)."""
+        if spatial_prompt and self.config.cot_prompt is not None:
+            return self.config.cot_prompt.replace("{instruction}", instruction)
+        return instruction
+
+    def dino_tokens_from_pixels(self, pixels: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw DINO tokens [B, V*P, C], projected [B, V*P, hidden]) from preprocessed [B*V, 3, h, w]."""
+        dino_dtype = next(self.dino_encoder.parameters()).dtype
+        with self._vision_autocast():
+            features = self.dino_encoder(pixels.to(self.device, dino_dtype))
+            features = features.reshape(batch, -1, features.shape[-1])
+        return features, self.project_dino(features)
+
+    def project_dino(self, features: torch.Tensor) -> torch.Tensor:
+        with self._vision_autocast():
+            return self.dino_pro(features.to(self.device, self.dino_pro.weight.dtype))
+
+    def train_condition(self, inputs: QwenInputs, dino_pixels: torch.Tensor) -> torch.Tensor:
+        """VLM hidden states + DINO -> QFormer condition [B, Q, W], with gradients (upstream's forward)."""
+        hidden_states = self.vlm_hidden_states(inputs)
+        _, projected = self.dino_tokens_from_pixels(dino_pixels, inputs.input_ids.shape[0])
+        return self.condition(hidden_states, projected)
+
+    def condition_from_features(
+        self,
+        hidden_states: Sequence[torch.Tensor],
+        dino_features: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """QFormer condition from cached VLM hidden states (the ``[start:end]`` layers) and cached raw
+        DINO tokens (frozen VLM/DINO training); ``key_padding_mask`` [B, L] marks padded text positions."""
+        projected = self.project_dino(dino_features)
+        dev = self.device
+        with self._head_autocast():
+            return self.layer_qformer(
+                [h.to(dev) for h in hidden_states],
+                projected,
+                None if key_padding_mask is None else key_padding_mask.to(dev),
+            )
+
+    def action_loss(
+        self,
+        cond: torch.Tensor,
+        actions: torch.Tensor,
+        repeats: int = 4,
+        cond_drop_prob: float = 0.1,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """DiT diffusion loss (float32 head) for normalised chunks ``actions`` [B, T, A]."""
+        dtype = next(self.action_model.net.parameters()).dtype
+        with self._head_autocast():
+            return self.action_model.training_loss(
+                actions.to(cond.device, dtype), cond.to(dtype), repeats, cond_drop_prob, generator
+            )
+
+    def vlm_loss(self, inputs: QwenInputs, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy of the Qwen LM on ``labels`` (-100 = ignored), the co-training loss."""
+        qwen = self.qwen_vl_interface.model
+        with self._vision_autocast():
+            out = qwen(**inputs.model_kwargs(self.device), labels=labels.to(self.device), use_cache=False)
+        return out.loss
+
     # ---------------------------------------------------------------------------------------- full pass
     @torch.inference_mode()
     def predict_action(

@@ -112,10 +112,19 @@ class TinySpec:
     qformer_layers: tuple[int, int] = (3, 5)
     num_query_tokens: int = 64
     bpe_vocab: int = 400
+    image_size: tuple[int, int] = (224, 224)  # datasets.vla_data.image_size (w, h) the VLM sees
+    zero_init_final: bool = False  # upstream's init of the DiT final layer (training from scratch)
 
     def digest(self) -> str:
-        text = json.dumps({"v": TINY_FORMAT_VERSION, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        for name, default in _DIGEST_OPTIONAL.items():  # added later: defaults keep the old digests
+            if fields[name] == default:
+                del fields[name]
+        text = json.dumps({"v": TINY_FORMAT_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_DIGEST_OPTIONAL: dict[str, Any] = {"image_size": (224, 224), "zero_init_final": False}
 
 
 MID_SPEC = TinySpec(
@@ -347,9 +356,9 @@ def _run_config(spec: TinySpec, run_id: str) -> dict[str, Any]:
                 "action_type": "delta_ee",
                 "CoT_prompt": COT_PROMPT,
                 "CoT_answer": "bbox",
-                "default_image_resolution": [3, 224, 224],
+                "default_image_resolution": [3, spec.image_size[1], spec.image_size[0]],
                 "obs": ["image_0"],
-                "image_size": [224, 224],
+                "image_size": list(spec.image_size),
             }
         },
         "trainer": {"repeated_diffusion_steps": 4, "max_train_steps": 0},
@@ -406,10 +415,14 @@ def build_tiny_checkpoint(
     action_horizon: int = 16,
     action_dim: int = 7,
     spec: TinySpec | None = None,
+    statistics: dict[str, Any] | None = None,
 ) -> Path:
     """Write a tiny run dir at ``out_dir`` (must not exist or be empty); returns the ``.pt`` checkpoint path.
 
-    Deterministic for a given seed: the same seed gives the same weights and files.
+    Deterministic for a given seed: the same seed gives the same weights and files. ``statistics``
+    replaces the built-in dataset_statistics.json content (e.g. a dataset's own ``m1_statistics``);
+    ``spec.zero_init_final`` keeps upstream's zero-initialised DiT final layer (a model to train) instead
+    of the re-drawn one (a random model whose predictions depend on its inputs, for inference tests).
     """
     import torch
 
@@ -429,7 +442,8 @@ def build_tiny_checkpoint(
     cfg = _run_config(spec, out.name)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
-    (out / "dataset_statistics.json").write_text(json.dumps(_dataset_statistics(spec.action_dim), indent=2))
+    stats = statistics if statistics is not None else _dataset_statistics(spec.action_dim)
+    (out / "dataset_statistics.json").write_text(json.dumps(stats, indent=2))
 
     config = load_run_config(out)
     state = torch.random.get_rng_state()
@@ -439,8 +453,14 @@ def build_tiny_checkpoint(
         final = model.action_model.net.final_layer.linear
         gen = torch.Generator().manual_seed(spec.seed + 17)
         with torch.no_grad():
-            final.weight.copy_(torch.randn(final.weight.shape, generator=gen) / final.weight.shape[1] ** 0.5)
-            final.bias.copy_(torch.randn(final.bias.shape, generator=gen) * 0.02)
+            if spec.zero_init_final:
+                final.weight.zero_()
+                final.bias.zero_()
+            else:
+                final.weight.copy_(
+                    torch.randn(final.weight.shape, generator=gen) / final.weight.shape[1] ** 0.5
+                )
+                final.bias.copy_(torch.randn(final.bias.shape, generator=gen) * 0.02)
     finally:
         torch.random.set_rng_state(state)
     (out / "checkpoints").mkdir()

@@ -147,10 +147,44 @@ class QwenInputBuilder:
             messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
         )
 
-    def __call__(self, texts: Sequence[str], images: Sequence[Image.Image]) -> QwenInputs:
-        """Pack chat texts (each with as many image pads as it has images, in order) and all images."""
-        fetched = [qwen_fetch_image(img) for img in images]
-        vision = self.image_processor(images=fetched, return_tensors="pt")
+    def pixels_from_tensor(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Batched image processing of uint8 RGB ``[N, H, W, 3]`` whose sides are already multiples of 28
+        within the pixel limits (what ``qwen_fetch_image`` returns, e.g. frames resized once to 224):
+        the PIL image processor's rescale (float64 then float32), normalisation and patchify, in torch.
+        Returns ``pixel_values`` [N·gh·gw, C·tp·p·p] and ``image_grid_thw`` [N, 3], equal to the per-image
+        path's."""
+        proc = self.image_processor
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {tuple(images.shape)}")
+        n, height, width, channels = (int(v) for v in images.shape)
+        patch = int(getattr(proc, "patch_size", 14))
+        merge = self.merge_size
+        temporal = int(getattr(proc, "temporal_patch_size", 2))
+        if smart_resize(height, width) != (height, width):
+            raise ValueError(
+                f"{width}x{height} images need qwen_fetch_image's resize first (sides multiples of "
+                f"{IMAGE_FACTOR}); use the per-image path or resize the frames once"
+            )
+        mean = torch.tensor(list(proc.image_mean), dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(list(proc.image_std), dtype=torch.float32).view(1, 3, 1, 1)
+        x = (images.permute(0, 3, 1, 2).double() * float(proc.rescale_factor)).float()
+        x = (x - mean) / std
+        gh, gw = height // patch, width // patch
+        x = x.reshape(n, channels, gh // merge, merge, patch, gw // merge, merge, patch)
+        x = x.permute(0, 2, 5, 3, 6, 1, 4, 7)  # (n, gh/m, gw/m, mh, mw, C, ph, pw)
+        x = x.unsqueeze(6).expand(*x.shape[:6], temporal, patch, patch)
+        pixel_values = x.reshape(n * gh * gw, channels * temporal * patch * patch)
+        grid = torch.tensor([[1, gh, gw]] * n, dtype=torch.int64)
+        return {"pixel_values": pixel_values, "image_grid_thw": grid}
+
+    def __call__(self, texts: Sequence[str], images: Sequence[Image.Image] | torch.Tensor) -> QwenInputs:
+        """Pack chat texts (each with as many image pads as it has images, in order) and all images
+        (PIL images, or a uint8 ``[N, H, W, 3]`` tensor for the batched path :meth:`pixels_from_tensor`)."""
+        if isinstance(images, torch.Tensor):
+            vision = self.pixels_from_tensor(images)
+        else:
+            fetched = [qwen_fetch_image(img) for img in images]
+            vision = self.image_processor(images=fetched, return_tensors="pt")
         grid = vision["image_grid_thw"]
         per_image_tokens = [int(g.prod().item()) // (self.merge_size**2) for g in grid]
         expanded: list[str] = []

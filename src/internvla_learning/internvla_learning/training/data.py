@@ -1,0 +1,261 @@
+"""Training data for InternVLA-M1: frames, normalised action chunks and grounding question-answer pairs.
+
+Read once into memory (toy and small datasets; the frames are stored already resized):
+
+- views for the VLM: every camera frame resized with PIL's default resample to the model's
+  ``datasets.vla_data.image_size`` (what ``InternVLAM1.resize_views`` does at inference), then to Qwen's
+  multiple-of-28 size (``qwen_fetch_image``); views for DINO: the VLM-size view resized with PIL bilinear to
+  DINO's 224 short side (``DinoEncoder.preprocess``). A step then only runs the batched tensor
+  preprocessing (``pixels_from_tensor`` / ``preprocess_tensor``), equal to the per-image path.
+- actions: q01/q99 normalisation in upstream's form (``clamp(2(x-q01)/(q99-q01)-1, -1, 1)`` where the mask
+  is true; the gripper, mask false, binarised ``x > 0.5``), statistics from the dataset
+  (:func:`internvla_learning.statistics.m1_statistics`); one chunk of the model's horizon T starting at
+  every frame, padded with the episode's last action past its end (upstream's ``first_last`` padding).
+- grounding QA (stage 1 and the co-training loss): for each frame and kind (box, point, trace) with a
+  non-empty answer, the question :func:`internvla_core.grounding.grounding_prompt` (target: the answer's
+  label, the instruction for traces) and the answer re-formatted for the VLM input size
+  (:func:`internvla_core.grounding.format_grounding_answer`).
+
+Only the LeRobot v3.0 layout is read (:class:`internvla_learning.lerobot_read.LeRobotV3Reader`); the v2.1
+layout upstream trains from is refused with a message (write v3.0 with ``internvla-write-dataset``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..episode import EE_DELTA_NAMES
+from ..lerobot_v3 import ACTION, ACTION_JOINTS, GROUNDING_STRINGS, IMAGE_PREFIX, STATE, STATE_JOINTS
+from ..statistics import RunningStats, m1_statistics
+
+GROUNDING_KINDS = ("box", "point", "trace")
+ANSWER_COLUMN = {
+    "box": "annotation.box_answer",
+    "point": "annotation.point_answer",
+    "trace": "annotation.trace_answer",
+}
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be used to train this model (the message says why and what to do)."""
+
+
+@dataclass
+class QAPair:
+    frame: int  # index into TrainingData frames
+    kind: str
+    question: str
+    answer: str
+
+
+@dataclass
+class TrainingData:
+    root: Path
+    cameras: tuple[str, ...]
+    annotation_camera: str
+    embodiment: str
+    unnorm_key: str
+    statistics: dict  # {unnorm_key: upstream's statistics entry}
+    instructions: list[str]
+    vlm_views: np.ndarray  # uint8 [N, V, h, w, 3] at Qwen's input size
+    dino_views: np.ndarray  # uint8 [N, V, H, W, 3] at DINO's input size
+    chunks: np.ndarray  # float32 [N, T, A] normalised
+    episode_index: np.ndarray  # [N]
+    qa: list[QAPair] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.instructions)
+
+    @property
+    def vlm_input_size(self) -> tuple[int, int]:
+        return int(self.vlm_views.shape[3]), int(self.vlm_views.shape[2])  # (w, h)
+
+    def fingerprint(self) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for arr in (self.vlm_views, self.dino_views):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(json.dumps(self.instructions).encode())
+        return h.hexdigest()[:16]
+
+
+def vlm_view(frame: np.ndarray, image_size: tuple[int, int] | None) -> Image.Image:
+    from internvla_core.model.vlm import qwen_fetch_image
+
+    image = Image.fromarray(frame)
+    if image_size:
+        image = image.resize(tuple(image_size))
+    return qwen_fetch_image(image)
+
+
+def dino_view(view: Image.Image) -> Image.Image:
+    from internvla_core.model.dino import DinoEncoder
+
+    size = DinoEncoder.resized_size(*view.size)
+    return view if size == view.size else view.resize(size, Image.BILINEAR)
+
+
+def chunk_indices(length: int, horizon: int) -> np.ndarray:
+    """[length, horizon] frame indices t..t+T-1, clipped to the last frame (upstream's end padding)."""
+    idx = np.arange(length)[:, None] + np.arange(horizon)[None, :]
+    return np.minimum(idx, length - 1)
+
+
+def normalize_chunk_actions(actions: np.ndarray, stats: dict) -> np.ndarray:
+    """Upstream's q99 training normalisation; mask-false dims (the gripper) binarised ``x > 0.5``."""
+    from internvla_core.normalization import ActionStats, normalize_actions
+
+    action_stats = ActionStats.from_dict("train", stats["action"])
+    out = normalize_actions(actions, action_stats)
+    out = np.where(action_stats.mask, out, (np.asarray(actions) > 0.5).astype(np.float64))
+    return out.astype(np.float32)
+
+
+def _info(root: Path) -> dict:
+    info_path = root / "meta" / "info.json"
+    if not info_path.is_file():
+        raise DatasetError(f"{root} is not a LeRobot dataset (no meta/info.json)")
+    info = json.loads(info_path.read_text())
+    version = str(info.get("codebase_version", ""))
+    if version.startswith("v2"):
+        raise DatasetError(
+            f"{root} is a LeRobot {version} (M1 layout) dataset; the trainer reads LeRobot v3.0 only: write "
+            "v3.0 from the same episodes with `internvla-write-dataset --format v3`"
+        )
+    if not version.startswith("v3"):
+        raise DatasetError(f"{root}: unsupported codebase_version {version!r} (expected v3.0)")
+    return info
+
+
+def check_columns(info: dict, root: Path, cameras: tuple[str, ...], grounding: bool) -> None:
+    features = info.get("features", {})
+    required = [ACTION, ACTION_JOINTS, STATE, STATE_JOINTS] + [IMAGE_PREFIX + c for c in cameras]
+    if grounding:
+        required += list(GROUNDING_STRINGS)
+    missing = [c for c in required if c not in features]
+    if missing:
+        cams = sorted(k[len(IMAGE_PREFIX) :] for k in features if k.startswith(IMAGE_PREFIX))
+        raise DatasetError(
+            f"{root} lacks the columns {missing} needed for training (cameras in the dataset: {cams}; "
+            f"columns: {sorted(features)}). Pick existing cameras with --cameras"
+            + (", or train without grounding (stage 2 with --vlm-loss-weight 0)" if grounding else "")
+        )
+
+
+def load_training_data(
+    root: str | Path,
+    *,
+    horizon: int,
+    action_dim: int,
+    image_size: tuple[int, int] | None,
+    cameras: tuple[str, ...] | None = None,
+    grounding: bool = True,
+    embodiment: str | None = None,
+    unnorm_key: str | None = None,
+    statistics: dict | None = None,
+) -> TrainingData:
+    """Read, check and prepare a dataset for a model of chunk ``horizon`` and ``action_dim``.
+
+    ``embodiment``: the expected embodiment (e.g. the one a resumed run was trained on); ``statistics``:
+    use these (upstream form, one key) instead of computing them (resume keeps the run's statistics).
+    """
+    from internvla_core.grounding import format_grounding_answer, grounding_prompt, parse_grounding_text
+
+    from ..lerobot_read import LeRobotV3Reader
+    from ..m1_layout import default_unnorm_key
+
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"dataset {root} does not exist")
+    info = _info(root)
+    features = info.get("features", {})
+    all_cams = tuple(k[len(IMAGE_PREFIX) :] for k in features if k.startswith(IMAGE_PREFIX))
+    cameras = tuple(cameras) if cameras else all_cams[:1]
+    check_columns(info, root, cameras, grounding)
+    dim = int(features[ACTION]["shape"][0])
+    if dim != action_dim:
+        raise DatasetError(
+            f"{root}: action dimension {dim} ({features[ACTION].get('names')}) does not match the model's "
+            f"action_dim {action_dim} (framework.action_model.action_dim of the config); build the model "
+            "for this dataset or pick a dataset of the same action space"
+        )
+    reader = LeRobotV3Reader(root)
+    if len(reader) == 0 or int(info.get("total_frames", 1)) == 0:
+        raise DatasetError(f"{root} holds no episodes: nothing to train on")
+    episodes = list(reader)
+    embodiments = sorted({e.embodiment for e in episodes})
+    if len(embodiments) != 1:
+        raise DatasetError(f"{root} mixes embodiments {embodiments}; train one embodiment per run")
+    if embodiment is not None and embodiments[0] != embodiment:
+        raise DatasetError(
+            f"{root} holds {embodiments[0]!r} episodes but the run was configured for embodiment "
+            f"{embodiment!r}; use a dataset of that embodiment or start a new run"
+        )
+    key = unnorm_key or default_unnorm_key(embodiments[0])
+    if statistics is None:
+        acc_a, acc_s = RunningStats(dim), RunningStats(episodes[0].state_ee.shape[1])
+        for ep in episodes:
+            acc_a.update(ep.action_ee_delta)
+            acc_s.update(ep.state_ee)
+        names = features[ACTION].get("names") or list(EE_DELTA_NAMES)
+        statistics = {key: m1_statistics(acc_a, acc_s, names, len(episodes))}
+    elif list(statistics) != [key]:
+        raise DatasetError(f"statistics keys {list(statistics)} do not match the dataset's key {key!r}")
+    block = statistics[key]
+    if len(block["action"]["q01"]) != dim:
+        raise DatasetError(f"statistics have {len(block['action']['q01'])} action dims, the dataset {dim}")
+
+    annotation_camera = (
+        episodes[0].annotation_camera if episodes[0].annotation_camera in cameras else cameras[0]
+    )
+    instructions, vlm, dino, chunks, ep_index, qa = [], [], [], [], [], []
+    for e_i, ep in enumerate(episodes):
+        n = ep.length
+        norm = normalize_chunk_actions(ep.action_ee_delta, block)
+        chunks.append(norm[chunk_indices(n, horizon)])
+        ep_index.append(np.full(n, e_i))
+        for t in range(n):
+            views = [vlm_view(ep.images[c][t], image_size) for c in cameras]
+            vlm.append(np.stack([np.asarray(v) for v in views]))
+            dino.append(np.stack([np.asarray(dino_view(v)) for v in views]))
+            instructions.append(ep.instruction)
+            if not grounding or ep.grounding is None:
+                continue
+            source = ep.images[annotation_camera].shape[2], ep.images[annotation_camera].shape[1]
+            model_size = views[cameras.index(annotation_camera)].size
+            frame = len(instructions) - 1
+            for kind in GROUNDING_KINDS:
+                text = getattr(ep.grounding, f"{kind}_answer")[t]
+                parsed = parse_grounding_text(text or "", kind)
+                items = {"box": parsed.boxes, "point": parsed.points, "trace": parsed.traces}[kind]
+                if not items:
+                    continue  # out of view: no geometry to learn
+                label, value = items[0]
+                target = ep.instruction if kind == "trace" or not label else label
+                answer = format_grounding_answer(kind, value, label, source, model_size)
+                qa.append(QAPair(frame, kind, grounding_prompt(kind, target), answer))
+    if grounding and not qa:
+        raise DatasetError(
+            f"{root} has no grounding answers with geometry (annotation.*_answer all empty): stage 1 has "
+            "nothing to learn; train stage 2 only with --vlm-loss-weight 0"
+        )
+    return TrainingData(
+        root=root,
+        cameras=cameras,
+        annotation_camera=annotation_camera,
+        embodiment=embodiments[0],
+        unnorm_key=key,
+        statistics=statistics,
+        instructions=instructions,
+        vlm_views=np.stack(vlm),
+        dino_views=np.stack(dino),
+        chunks=np.concatenate(chunks).astype(np.float32),
+        episode_index=np.concatenate(ep_index),
+        qa=qa,
+    )

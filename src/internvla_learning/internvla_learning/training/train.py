@@ -1,0 +1,766 @@
+"""``internvla-train``: train InternVLA-M1 on a LeRobot v3.0 dataset, writing upstream's run layout.
+
+Stages (paper: spatial grounding pre-training, then spatially guided action post-training):
+
+- ``--stage 1``: next-token loss of the VLM on the dataset's grounding question-answer pairs (boxes,
+  points, traces), only the Qwen model trains.
+- ``--stage 2``: upstream's forward (CoT spatial prompt -> VLM -> layer-wise QFormer + DINO -> DiT diffusion
+  loss, chunk and condition repeated ``repeated_diffusion_steps`` times, condition dropout 0.1) plus the
+  VLM co-training loss weighted ``--vlm-loss-weight`` (0.1). ``--freeze-vlm``: the VLM and DINO are frozen,
+  their per-frame features are computed once and cached in the run dir, and only dino_pro + QFormer + DiT
+  train (no co-training loss, nothing flows into the VLM).
+
+Optimiser as upstream: AdamW betas (0.9, 0.95), eps 1e-8, weight decay 1e-8, learning rates per module
+(``qwen_vl_interface`` 1e-5, ``action_model`` 1e-4, the rest 5e-5), cosine schedule with warmup and min lr,
+grad clipping 1.0, bf16 autocast on CUDA (inside the model). The run dir holds ``config.yaml`` /
+``config.json`` / ``dataset_statistics.json`` / ``checkpoints/steps_<N>_pytorch_model.pt`` / ``summary.jsonl``
+/ ``final_model/pytorch_model.pt`` (loadable by ``internvla_core.model.load_policy``), plus ours:
+``train_args.json``, ``train_state/steps_<N>.pt`` (optimizer, scheduler, RNG: exact ``--resume``),
+``metrics.jsonl`` / ``metrics.csv`` / ``loss_curve.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TRAIN_ARGS = "train_args.json"
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+
+
+class TrainingError(RuntimeError):
+    """A run cannot start or continue (bad arguments, run dir state); the message says what to do."""
+
+
+class TrainingDivergedError(TrainingError):
+    """The loss became NaN/inf or exceeded ``--max-loss``; the last good checkpoint is kept."""
+
+
+# ------------------------------------------------------------------------------------------------ options
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    stage: int = 2
+    init: str | None = None
+    tiny: str | None = None  # "toy" | "default": build a fresh tiny model (zero-init DiT head) to train
+    image_size: int | None = None  # tiny model's VLM image size (square); None: the preset's
+    cameras: list[str] | None = None
+    steps: int = 100
+    batch_size: int = 8
+    vlm_batch_size: int | None = None
+    seed: int = 0
+    lr_base: float = 5e-5
+    lr_vlm: float = 1e-5
+    lr_action: float = 1e-4
+    min_lr: float = 5e-7
+    warmup_steps: int | None = None  # None: 5 % of the steps
+    weight_decay: float = 1e-8
+    grad_clip: float = 1.0
+    repeated_diffusion_steps: int = 4
+    cond_drop_prob: float = 0.1
+    vlm_loss_weight: float = 0.1
+    qformer_grad_scale: float = 1.0
+    spatial_prompt: bool = True
+    freeze_vlm: bool = False
+    lora: bool = False
+    save_every: int = 50
+    log_every: int = 1
+    max_loss: float = 1e4
+    device: str = "auto"
+    progress: bool = True
+
+
+TINY_PRESETS = {
+    # toy: seconds per step on 2 CPU cores, for tests
+    "toy": dict(
+        text_layers=2,
+        text_hidden=64,
+        text_heads=2,
+        text_kv_heads=1,
+        vision_depth=1,
+        vision_hidden=32,
+        vision_heads=2,
+        dino_dims=(32, 1, 2),
+        dit_dims=(32, 1, 2),
+        qformer_layers=(2, 3),
+        num_query_tokens=16,
+        image_size=(56, 56),
+    ),
+    "default": {},  # internvla_core.model.tiny.TinySpec()'s sizes (1.4M parameters)
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = TrainConfig(data="", out="")
+    p = argparse.ArgumentParser(
+        prog="internvla-train",
+        description="Train InternVLA-M1 (stage 1 grounding, stage 2 spatially guided actions) on a LeRobot "
+        "v3.0 dataset; writes upstream's run layout that internvla_core's load_policy reads.",
+    )
+    p.add_argument("--data", help="LeRobot v3.0 dataset directory")
+    p.add_argument("--out", required=True, help="run directory to write (or to continue with --resume)")
+    p.add_argument("--stage", type=int, choices=(1, 2), default=d.stage)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--init", help="start from this run dir / .pt checkpoint (e.g. the stage-1 run)")
+    src.add_argument("--tiny", choices=sorted(TINY_PRESETS), help="start from a fresh tiny model")
+    p.add_argument("--image-size", type=int, help="VLM image size of a --tiny model (square)")
+    p.add_argument("--cameras", nargs="+", help="camera keys used as views (default: the first camera)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--vlm-batch-size", type=int, help="grounding QA batch (default: --batch-size)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--lr-base", type=float, default=d.lr_base)
+    p.add_argument("--lr-vlm", type=float, default=d.lr_vlm, help="qwen_vl_interface learning rate")
+    p.add_argument("--lr-action", type=float, default=d.lr_action, help="action_model learning rate")
+    p.add_argument("--min-lr", type=float, default=d.min_lr)
+    p.add_argument("--warmup-steps", type=int, help="default: 5%% of --steps")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    p.add_argument("--repeated-diffusion-steps", type=int, default=d.repeated_diffusion_steps)
+    p.add_argument("--cond-drop-prob", type=float, default=d.cond_drop_prob)
+    p.add_argument("--vlm-loss-weight", type=float, default=d.vlm_loss_weight, help="stage-2 co-training")
+    p.add_argument(
+        "--qformer-grad-scale",
+        type=float,
+        default=d.qformer_grad_scale,
+        help="scale of the gradient from the QFormer into the VLM/DINO features (upstream: 1, no effect)",
+    )
+    p.add_argument("--no-spatial-prompt", dest="spatial_prompt", action="store_false")
+    p.add_argument("--freeze-vlm", action="store_true", help="freeze VLM + DINO, cache their features")
+    p.add_argument("--lora", action="store_true", help="LoRA on the VLM (needs peft)")
+    p.add_argument("--save-every", type=int, default=d.save_every)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--max-loss", type=float, default=d.max_loss, help="stop when the loss exceeds this")
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--resume", action="store_true", help="continue --out from its last checkpoint")
+    return p.parse_args(argv)
+
+
+def config_from_args(ns: argparse.Namespace) -> TrainConfig:
+    fields = TrainConfig.__dataclass_fields__
+    return TrainConfig(**{k: v for k, v in vars(ns).items() if k in fields})
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def order_index(n: int, position: int, seed: int) -> int:
+    """Item at global ``position`` of a stream of seeded per-epoch permutations of range(n)."""
+    epoch, offset = divmod(position, n)
+    return int(np.random.default_rng([seed, epoch]).permutation(n)[offset])
+
+
+def batch_indices(n: int, batch: int, step: int, seed: int) -> list[int]:
+    """Indices of batch ``step``: a pure function of (n, batch, step, seed), so a resumed run sees the
+    same data order."""
+    start = step * batch
+    return [order_index(n, start + i, seed) for i in range(batch)]
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _rng_state(generator) -> dict:
+    import torch
+
+    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, generator) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_model(path: str | Path):
+    """(model, run config, base-VLM dir) from a run dir or .pt, with the strict key/shape check
+    (``CheckpointMismatchError`` names the mismatched keys)."""
+    from internvla_core.model.checkpoint import load_checkpoint_into
+    from internvla_core.model.config import load_run_config, resolve_base_vlm
+    from internvla_core.model.framework import InternVLAM1
+    from internvla_core.model.policy import resolve_checkpoint, run_dir_of
+
+    ckpt = resolve_checkpoint(path)
+    run = run_dir_of(ckpt)
+    config = load_run_config(run)
+    vlm_dir = resolve_base_vlm(config.base_vlm, run)
+    model = InternVLAM1(config, vlm_dir, init_weights=False)
+    load_checkpoint_into(model, ckpt)
+    return model, config, Path(vlm_dir)
+
+
+# -------------------------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """One run: prepares the run dir, data, model and optimiser, then :meth:`fit`."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.resume = resume
+
+    # ---------------------------------------------------------------------------------------- set-up
+    def _check_args(self) -> None:
+        cfg = self.cfg
+        if cfg.lora:
+            try:
+                import peft  # noqa: F401
+            except ImportError as exc:
+                raise TrainingError(
+                    "--lora needs the 'peft' package, which is not installed in this environment; train "
+                    "without --lora (or --freeze-vlm on CPU)"
+                ) from exc
+            raise TrainingError("--lora: peft is installed but LoRA training is not implemented yet")
+        if not cfg.data:
+            raise TrainingError("--data is required")
+        if not (cfg.init or cfg.tiny):
+            raise TrainingError("give --init <run dir or .pt> or --tiny {toy,default}")
+        if cfg.stage == 1 and cfg.freeze_vlm:
+            raise TrainingError("--freeze-vlm leaves nothing to train in stage 1 (it trains the VLM)")
+        if cfg.steps < 1 or cfg.batch_size < 1:
+            raise TrainingError("--steps and --batch-size must be positive")
+
+    def setup(self) -> None:
+        import torch
+
+        cfg = self.cfg
+        self._check_args()
+        if self.resume:
+            if not (self.out / TRAIN_ARGS).is_file():
+                raise TrainingError(
+                    f"--resume: {self.out} has no {TRAIN_ARGS} (not a run of internvla-train)"
+                )
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise TrainingError(f"{self.out} exists and is not empty; pick a new --out or pass --resume")
+        self.device = _device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+        from .data import load_training_data
+
+        run_stats = None
+        expected_embodiment = None
+        if self.resume:
+            from internvla_core.normalization import load_dataset_statistics
+
+            run_stats = load_dataset_statistics(self.out)
+            expected_embodiment = (
+                self._run_config_raw().get("datasets", {}).get("vla_data", {}).get("embodiment")
+            )
+            model_src = self._last_state()[1]
+        elif cfg.tiny:
+            model_src = None
+        else:
+            model_src = cfg.init
+            from internvla_core.model.config import load_run_config
+            from internvla_core.model.policy import resolve_checkpoint, run_dir_of
+
+            init_raw = load_run_config(run_dir_of(resolve_checkpoint(cfg.init))).raw
+            expected_embodiment = init_raw.get("datasets", {}).get("vla_data", {}).get("embodiment")
+
+        if model_src is None:  # fresh tiny model: needs the data's statistics and image size first
+            spec = self._tiny_spec()
+            horizon, action_dim, image_size = spec.action_horizon, spec.action_dim, spec.image_size
+        else:
+            from internvla_core.model.config import load_run_config
+            from internvla_core.model.policy import resolve_checkpoint, run_dir_of
+
+            c = load_run_config(run_dir_of(resolve_checkpoint(model_src)))
+            horizon, action_dim, image_size = c.action_horizon, c.action_dim, c.image_size
+        self.data = load_training_data(
+            cfg.data,
+            horizon=horizon,
+            action_dim=action_dim,
+            image_size=image_size,
+            cameras=tuple(cfg.cameras) if cfg.cameras else None,
+            grounding=cfg.stage == 1 or (cfg.vlm_loss_weight > 0 and not cfg.freeze_vlm),
+            embodiment=expected_embodiment,
+            statistics=run_stats,
+        )
+        if model_src is None:
+            from internvla_core.model.tiny import build_tiny_checkpoint
+
+            init_dir = self.out / "init_model"
+            build_tiny_checkpoint(init_dir, spec=spec, statistics=self.data.statistics)
+            model_src = init_dir
+        self.model, self.config, vlm_dir = load_model(model_src)
+        if not self.resume:
+            self._write_run_files(vlm_dir)
+        self.model.to(self.device)
+        self.model.layer_qformer.grad_scale = cfg.qformer_grad_scale
+        self._configure_trainable()
+        self._build_optimizer()
+        self.start_step = 0
+        if self.resume:
+            self._load_state()
+        if cfg.freeze_vlm and cfg.stage == 2:
+            self._prepare_feature_cache()
+
+    def _tiny_spec(self):
+        from internvla_core.model.tiny import TinySpec
+
+        kwargs = dict(TINY_PRESETS[self.cfg.tiny])
+        if self.cfg.image_size:
+            kwargs["image_size"] = (self.cfg.image_size, self.cfg.image_size)
+        return TinySpec(seed=self.cfg.seed, zero_init_final=True, **kwargs)
+
+    def _run_config_raw(self) -> dict:
+        import yaml
+
+        return yaml.safe_load((self.out / "config.yaml").read_text())
+
+    def _write_run_files(self, vlm_dir: Path) -> None:
+        import yaml
+
+        cfg = self.cfg
+        raw = json.loads(json.dumps(self.config.raw))  # deep copy, JSON-clean
+        base = self.out / "base_vlm"
+        if not base.exists():
+            shutil.copytree(vlm_dir, base, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+        raw.setdefault("framework", {}).setdefault("qwenvl", {})["base_vlm"] = "base_vlm"
+        raw["framework"].setdefault("layer_qformer", {})["grad_scale"] = cfg.qformer_grad_scale
+        vla = raw.setdefault("datasets", {}).setdefault("vla_data", {})
+        vla.update(
+            data_root_dir=str(Path(cfg.data).resolve()),
+            embodiment=self.data.embodiment,
+            unnorm_key=self.data.unnorm_key,
+            cameras=list(self.data.cameras),
+            obs=[f"image_{i}" for i in range(len(self.data.cameras))],
+        )
+        raw["run_id"] = self.out.name
+        raw["seed"] = cfg.seed
+        raw["trainer"] = {
+            **(raw.get("trainer") or {}),
+            "stage": cfg.stage,
+            "max_train_steps": cfg.steps,
+            "num_warmup_steps": self._warmup(),
+            "save_interval": cfg.save_every,
+            "learning_rate": {
+                "base": cfg.lr_base,
+                "qwen_vl_interface": cfg.lr_vlm,
+                "action_model": cfg.lr_action,
+            },
+            "lr_scheduler_type": "cosine_with_min_lr",
+            "scheduler_specific_kwargs": {"min_lr": cfg.min_lr},
+            "loss_scale": {"vla": 1.0, "vlm": cfg.vlm_loss_weight},
+            "repeated_diffusion_steps": cfg.repeated_diffusion_steps,
+            "gradient_clipping": cfg.grad_clip,
+            "optimizer": {
+                "name": "AdamW",
+                "betas": [0.9, 0.95],
+                "eps": 1e-8,
+                "weight_decay": cfg.weight_decay,
+            },
+            "freeze_vlm": cfg.freeze_vlm,
+        }
+        (self.out / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        (self.out / "config.json").write_text(json.dumps(raw, indent=2))
+        (self.out / "dataset_statistics.json").write_text(json.dumps(self.data.statistics, indent=2))
+        (self.out / TRAIN_ARGS).write_text(json.dumps(asdict(cfg), indent=2))
+        (self.out / "checkpoints").mkdir(exist_ok=True)
+        (self.out / "train_state").mkdir(exist_ok=True)
+
+    def _warmup(self) -> int:
+        c = self.cfg
+        return c.warmup_steps if c.warmup_steps is not None else int(round(0.05 * c.steps))
+
+    def _configure_trainable(self) -> None:
+        m, cfg = self.model, self.cfg
+        m.train()
+        for p in m.parameters():
+            p.requires_grad_(cfg.stage == 2)
+        if cfg.stage == 1:
+            for p in m.qwen_vl_interface.parameters():
+                p.requires_grad_(True)
+        if cfg.freeze_vlm:
+            for module in (m.qwen_vl_interface, m.dino_encoder):
+                module.eval()
+                for p in module.parameters():
+                    p.requires_grad_(False)
+
+    def _build_optimizer(self) -> None:
+        import torch
+        from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+        cfg, m = self.cfg, self.model
+        groups, used = [], set()
+        for name, lr in (("qwen_vl_interface", cfg.lr_vlm), ("action_model", cfg.lr_action)):
+            params = [p for p in getattr(m, name).parameters() if p.requires_grad]
+            used.update(id(p) for p in getattr(m, name).parameters())
+            if params:
+                groups.append({"params": params, "lr": lr, "name": name})
+        rest = [p for p in m.parameters() if id(p) not in used and p.requires_grad]
+        if rest:
+            groups.append({"params": rest, "lr": cfg.lr_base, "name": "base"})
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=cfg.lr_base, betas=(0.9, 0.95), eps=1e-8, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            self.optimizer, self._warmup(), cfg.steps, min_lr=cfg.min_lr
+        )
+        self.trainable = [p for g in groups for p in g["params"]]
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def _ckpt_path(self, step: int) -> Path:
+        return self.out / "checkpoints" / f"steps_{step}_pytorch_model.pt"
+
+    def _state_path(self, step: int) -> Path:
+        return self.out / "train_state" / f"steps_{step}.pt"
+
+    def _last_state(self) -> tuple[int, Path]:
+        steps = sorted(
+            int(p.stem.split("_")[1])
+            for p in (self.out / "train_state").glob("steps_*.pt")
+            if self._ckpt_path(int(p.stem.split("_")[1])).is_file()
+        )
+        if not steps:
+            raise TrainingError(f"--resume: {self.out} has no checkpoint with training state to resume from")
+        return steps[-1], self._ckpt_path(steps[-1])
+
+    def save(self, step: int) -> Path:
+        import torch
+
+        ckpt = self._ckpt_path(step)
+        state = {k: v.detach().cpu().clone().contiguous() for k, v in self.model.state_dict().items()}
+        tmp = ckpt.with_suffix(".partial")
+        torch.save(state, tmp)
+        tmp.replace(ckpt)
+        train_state = {
+            "step": step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(self.generator),
+        }
+        tmp = self._state_path(step).with_suffix(".partial")
+        torch.save(train_state, tmp)
+        tmp.replace(self._state_path(step))
+        with open(self.out / "summary.jsonl", "a") as f:
+            f.write(json.dumps({"steps": step}) + "\n")
+        return ckpt
+
+    def _load_state(self) -> None:
+        import torch
+
+        step, _ = self._last_state()
+        state = torch.load(self._state_path(step), map_location="cpu", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], self.generator)
+        self.start_step = int(state["step"])
+        self._truncate_metrics(self.start_step)
+
+    # ----------------------------------------------------------------------------------- batches
+    def _vlm_inputs(self, frames: list[int], prompts: list[str]):
+        import torch
+
+        views = torch.from_numpy(self.data.vlm_views[frames])  # [B, V, h, w, 3]
+        b, v = views.shape[:2]
+        proc = self.model.qwen_vl_interface.processor
+        texts = [proc.chat_text(v, p) for p in prompts]
+        return proc(texts, views.reshape(b * v, *views.shape[2:]))
+
+    def _dino_pixels(self, frames: list[int]):
+        import torch
+
+        views = torch.from_numpy(self.data.dino_views[frames])
+        return self.model.dino_encoder.preprocess_tensor(views.reshape(-1, *views.shape[2:]))
+
+    def _qa_batch(self, step: int, size: int, seed_offset: int):
+        """(packed inputs, labels) of a grounding QA batch: the answer tokens (+ <|im_end|>) are the
+        targets, everything else -100."""
+        import torch
+
+        data = self.data
+        pairs = [data.qa[i] for i in batch_indices(len(data.qa), size, step, self.cfg.seed + seed_offset)]
+        proc = self.model.qwen_vl_interface.processor
+        cam = data.cameras.index(data.annotation_camera)
+        views = torch.from_numpy(data.vlm_views[[q.frame for q in pairs], cam])
+        texts = [proc.chat_text(1, q.question) + q.answer + "<|im_end|>" for q in pairs]
+        inputs = proc(texts, views)
+        labels = torch.full_like(inputs.input_ids, -100)
+        for row, q in enumerate(pairs):
+            target = proc.tokenizer(q.answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+            n = len(target)
+            if inputs.input_ids[row, -n:].tolist() != target:
+                raise TrainingError(f"answer tokens of {q.answer!r} do not tokenise the same inside the chat")
+            labels[row, -n:] = inputs.input_ids[row, -n:]
+        return inputs, labels
+
+    # -------------------------------------------------------------------------- frozen-feature cache
+    def _prepare_feature_cache(self) -> None:
+        import torch
+
+        m, data = self.model, self.data
+        path = self.out / "feature_cache.pt"
+        key = {"data": data.fingerprint(), "prompt": self.cfg.spatial_prompt}
+        if path.is_file():
+            cache = torch.load(path, map_location="cpu", weights_only=False)
+            if cache.get("key") == key:
+                self.cache = cache
+                return
+        start, end = m.config.qformer_start_layer, m.config.qformer_end_layer
+        hidden: list[list[torch.Tensor] | None] = [None] * len(data)
+        dino: list[torch.Tensor | None] = [None] * len(data)
+        prompts = [m.train_prompt(t, self.cfg.spatial_prompt) for t in data.instructions]
+        by_prompt: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            by_prompt.setdefault(p, []).append(i)
+        with torch.no_grad():
+            for prompt, frames in by_prompt.items():  # one prompt per group: no padding inside a batch
+                for k in range(0, len(frames), 16):
+                    chunk = frames[k : k + 16]
+                    states = m.vlm_hidden_states(self._vlm_inputs(chunk, [prompt] * len(chunk)))
+                    feats, _ = m.dino_tokens_from_pixels(self._dino_pixels(chunk), len(chunk))
+                    for j, f in enumerate(chunk):
+                        hidden[f] = [s[j].float().cpu() for s in states[start:end]]
+                        dino[f] = feats[j].float().cpu()
+        self.cache = {"key": key, "hidden": hidden, "dino": torch.stack(dino)}
+        torch.save(self.cache, path)
+
+    def _cached_condition(self, frames: list[int]):
+        import torch
+
+        rows = [self.cache["hidden"][f] for f in frames]
+        longest = max(r[0].shape[0] for r in rows)
+        layers, mask = [], torch.zeros(len(rows), longest, dtype=torch.bool)
+        for li in range(len(rows[0])):
+            padded = torch.zeros(len(rows), longest, rows[0][li].shape[-1])
+            for b, r in enumerate(rows):
+                n = r[li].shape[0]
+                padded[b, longest - n :] = r[li]  # left padding, masked out of the QFormer's attention
+                mask[b, : longest - n] = True
+            layers.append(padded)
+        masked = mask if mask.any() else None
+        return self.model.condition_from_features(layers, self.cache["dino"][frames], masked)
+
+    # ------------------------------------------------------------------------------------------ step
+    def compute_loss(self, step: int) -> dict[str, Any]:
+        import torch
+
+        cfg, m, data = self.cfg, self.model, self.data
+        if cfg.stage == 1:
+            inputs, labels = self._qa_batch(step, cfg.batch_size, 1)
+            loss = m.vlm_loss(inputs, labels)
+            return {"loss": loss, "vlm_loss": loss.detach()}
+        frames = batch_indices(len(data), cfg.batch_size, step, cfg.seed)
+        actions = torch.from_numpy(data.chunks[frames]).to(self.device)
+        if cfg.freeze_vlm:
+            cond = self._cached_condition(frames)
+        else:
+            prompts = [m.train_prompt(data.instructions[f], cfg.spatial_prompt) for f in frames]
+            cond = m.train_condition(self._vlm_inputs(frames, prompts), self._dino_pixels(frames))
+        action_loss = m.action_loss(
+            cond, actions, cfg.repeated_diffusion_steps, cfg.cond_drop_prob, self.generator
+        )
+        out = {"loss": action_loss, "action_loss": action_loss.detach()}
+        if cfg.vlm_loss_weight > 0 and not cfg.freeze_vlm:
+            inputs, labels = self._qa_batch(step, cfg.vlm_batch_size or cfg.batch_size, 2)
+            vlm_loss = m.vlm_loss(inputs, labels)
+            out["loss"] = action_loss + cfg.vlm_loss_weight * vlm_loss
+            out["vlm_loss"] = vlm_loss.detach()
+        return out
+
+    def fit(self, on_step: Callable[[int], None] | None = None) -> Path:
+        """Train to ``cfg.steps``; returns the final model path. ``on_step(step)`` runs after each
+        completed step (a KeyboardInterrupt raised there is handled like Ctrl-C)."""
+        import torch
+
+        cfg = self.cfg
+        step = self.start_step
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=cfg.steps, initial=step, desc=f"stage {cfg.stage}", unit="step", dynamic_ncols=True
+            )
+        last_saved = step if self.resume else None
+        try:
+            while step < cfg.steps:
+                t0 = time.perf_counter()
+                losses = self.compute_loss(step)
+                value = float(losses["loss"].detach())
+                if not math.isfinite(value) or value > cfg.max_loss:
+                    where = (
+                        f"the last good checkpoint is {self._ckpt_path(last_saved)}"
+                        if last_saved is not None
+                        else "no checkpoint was saved yet"
+                    )
+                    raise TrainingDivergedError(
+                        f"loss {value} at step {step} ({'not finite' if not math.isfinite(value) else f'above --max-loss {cfg.max_loss}'}); "
+                        f"stopping without saving this state: {where}. Lower the learning rates or resume "
+                        "from that checkpoint with --resume after fixing the cause"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                step += 1
+                dt = time.perf_counter() - t0
+                lr = self.optimizer.param_groups[0]["lr"]
+                record = {
+                    "step": step,
+                    "loss": value,
+                    "action_loss": float(losses["action_loss"]) if "action_loss" in losses else None,
+                    "vlm_loss": float(losses["vlm_loss"]) if "vlm_loss" in losses else None,
+                    "grad_norm": float(grad_norm),
+                    "lr": lr,
+                    "s_per_step": dt,
+                }
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    self._log(record)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+                    bar.update(1)
+                if step % cfg.save_every == 0 or step == cfg.steps:
+                    self.save(step)
+                    last_saved = step
+                if on_step is not None:
+                    on_step(step)
+        except KeyboardInterrupt:
+            if last_saved != step:
+                self.save(step)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        final = self.out / "final_model" / "pytorch_model.pt"
+        final.parent.mkdir(exist_ok=True)
+        shutil.copyfile(self._ckpt_path(step), final)
+        self.plot()
+        return final
+
+    # --------------------------------------------------------------------------------------- metrics
+    def _log(self, record: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        path = self.out / "metrics.csv"
+        new = not path.is_file()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(record))
+            if new:
+                writer.writeheader()
+            writer.writerow(record)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop records past the resumed step (they were logged after the last checkpoint)."""
+        path = self.out / "metrics.jsonl"
+        if path.is_file():
+            keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in keep))
+        csv_path = self.out / "metrics.csv"
+        if csv_path.is_file():
+            with open(csv_path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+            csv_path.unlink()
+            for r in rows:
+                self._log_csv_only(r)
+
+    def _log_csv_only(self, record: dict) -> None:
+        path = self.out / "metrics.csv"
+        new = not path.is_file()
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(record))
+            if new:
+                writer.writeheader()
+            writer.writerow(record)
+
+    def plot(self) -> Path | None:
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        steps = [r["step"] for r in records]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in ("loss", "action_loss", "vlm_loss"):
+            values = [float("nan") if r.get(key) is None else r[key] for r in records]
+            if any(math.isfinite(v) for v in values):
+                ax.plot(steps, values, label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log")
+        ax.set_title(f"{self.out.name}: stage {self.cfg.stage}")
+        ax.legend()
+        fig.tight_layout()
+        out = self.out / "loss_curve.png"
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        return out
+
+
+def train(cfg: TrainConfig, resume: bool = False, on_step: Callable[[int], None] | None = None) -> Path:
+    """Set up and run one training run; returns ``<run>/final_model/pytorch_model.pt``."""
+    if resume:
+        saved = Path(cfg.out) / TRAIN_ARGS
+        if saved.is_file():  # the run's own arguments: the schedule and data order must not change
+            stored = json.loads(saved.read_text())
+            stored.update(out=cfg.out, progress=cfg.progress, device=cfg.device)
+            cfg = TrainConfig(**stored)
+    trainer = Trainer(cfg, resume=resume)
+    trainer.setup()
+    return trainer.fit(on_step)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from internvla_core.model.checkpoint import CheckpointError, CheckpointMismatchError
+
+    from .data import DatasetError
+
+    ns = parse_args(argv)
+    cfg = config_from_args(ns)
+    try:
+        final = train(cfg, resume=ns.resume)
+    except TrainingDivergedError as exc:
+        print(f"internvla-train: diverged: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        print(
+            f"internvla-train: interrupted; state saved in {cfg.out}; continue with "
+            f"`internvla-train --out {cfg.out} --resume`",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except (TrainingError, DatasetError, CheckpointError, CheckpointMismatchError) as exc:
+        print(f"internvla-train: {exc}", file=sys.stderr)
+        return 2
+    print(f"final model: {final}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
