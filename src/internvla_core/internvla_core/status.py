@@ -23,6 +23,7 @@ class StatusCode(IntEnum):
     RESYNCED = 8  # moving; the setpoint was re-taken from the measured pose (tracking error)
     LIMIT_HOLD = 9  # a safety limit refused the command: holding
     ABORTED = 10  # the policy aborted its goal: holding
+    ROBOT_ERROR = 11  # the robot reported an error (robot_errors): nothing sent until ~/recover
 
 
 TEXTS = {
@@ -38,6 +39,7 @@ TEXTS = {
     StatusCode.RESYNCED: "Commanding, setpoint re-synchronised to the measured pose",
     StatusCode.LIMIT_HOLD: "A safety limit refused the command: holding",
     StatusCode.ABORTED: "The policy aborted its goal: holding",
+    StatusCode.ROBOT_ERROR: "Robot error: sending nothing until recovered (~/recover)",
 }
 
 # diagnostic_msgs/DiagnosticStatus levels (OK 0, WARN 1, ERROR 2)
@@ -55,6 +57,7 @@ LEVELS = {
     StatusCode.RESYNCED: WARN_LEVEL,
     StatusCode.LIMIT_HOLD: ERROR_LEVEL,
     StatusCode.ABORTED: ERROR_LEVEL,
+    StatusCode.ROBOT_ERROR: ERROR_LEVEL,
 }
 
 
