@@ -27,6 +27,18 @@ backend stream one command per tick.
 ``tick_source``: ``timer`` (realtime) or ``state`` (lock-step simulation: one tick per new
 joint_states stamp; in ensemble mode the tick waits for the chunk of that observation, see
 docs/graph-contract.md).
+
+Robot errors (``internvla_core.robot_errors``): the Franka's robot mode (``robot_state_topic``,
+franka_msgs/FrankaRobotState, where franka_msgs is installed), aborted goals on the actions named in
+``error_watch_actions`` (their ``_action/status`` topics) and the recovery controllers' states latch
+ROBOT_ERROR: the executor then sends nothing (no trajectory, no hold, no gripper command) and reports
+the reason on ~/status and /diagnostics. ``~/recover`` (internvla_msgs/Recover) runs the recovery steps
+in order (Humble driver: deactivate ``controller_name`` + ``recovery_controllers`` first; then
+franka_msgs/action/ErrorRecovery on ``error_recovery_action``, ``hardware_component`` active through
+``controller_manager``/set_hardware_component_state, the controllers active through
+``controller_manager``/switch_controller), answers with each step's outcome, and is refused while the
+cause persists; after a success the executor holds (sending nothing) until a new chunk arrives, from the
+measured pose.
 """
 
 from __future__ import annotations
@@ -37,11 +49,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import rclpy
+from action_msgs.msg import GoalStatus, GoalStatusArray
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, TwistStamped
+from lifecycle_msgs.msg import State as LifecycleStateMsg
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -54,6 +68,7 @@ from internvla_core.embodiments import EMBODIMENTS, get_embodiment
 from internvla_core.executor_core import Command, ExecutorConfig, ExecutorCore
 from internvla_core.input_checks import Stamp
 from internvla_core.latency import RateMeter
+from internvla_core.robot_errors import RecoveryConfig, RobotErrorMonitor, Step
 from internvla_core.rotations import matrix_to_quaternion, quaternion_to_matrix
 from internvla_core.safety import SafetyFilter, SafetyLimits
 from internvla_core.servo import ServoConfig, ServoSession, distro_problem, pose_command, twist_command
@@ -63,7 +78,7 @@ from internvla_core.status import level as status_level
 from internvla_core.status import text as status_text
 from internvla_core.trajectory import anchored_points, plan_chunk_trajectory
 from internvla_msgs.msg import ActionChunk, ExecutorStatus
-from internvla_msgs.srv import ReleaseEstop
+from internvla_msgs.srv import Recover, ReleaseEstop
 
 from .params import declare
 
@@ -72,6 +87,17 @@ try:  # MoveIt Servo's interfaces: full ROS installs with MoveIt only (not on Py
     from moveit_msgs.srv import ServoCommandType
 except ImportError:  # pragma: no cover - depends on the install
     ServoStatus = ServoCommandType = None
+
+try:  # the Franka's robot mode and error recovery: franka_ros2 installs only (not on PyPI)
+    from franka_msgs.action import ErrorRecovery
+    from franka_msgs.msg import FrankaRobotState
+except ImportError:  # pragma: no cover - depends on the install
+    ErrorRecovery = FrankaRobotState = None
+
+try:  # controller_manager's services (hardware component state, controller switch): ros2_control installs
+    from controller_manager_msgs.srv import SetHardwareComponentState, SwitchController
+except ImportError:  # pragma: no cover - depends on the install
+    SetHardwareComponentState = SwitchController = None
 
 try:  # the end-effector pose from TF (WidowX: no pose topic); full ROS installs only
     import tf2_ros
@@ -150,6 +176,9 @@ class ChunkExecutorNode(LifecycleNode):
         self.servo_session: ServoSession | None = None  # backend servo: command type accepted, status
         self._switch_client = None
         self._tf_buffer = None
+        self.robot_errors: RobotErrorMonitor | None = None  # robot mode / aborted goals -> ROBOT_ERROR
+        self._seen_aborts: set[bytes] = set()
+        self._recovery_clients: dict = {}
 
     def _declare_parameters(self) -> None:
         declare(
@@ -327,6 +356,46 @@ class ChunkExecutorNode(LifecycleNode):
             "best-effort QoS; Franka: /franka_robot_state_broadcaster/current_pose) or tf (servo_planning_frame "
             "-> ee_frame; WidowX, which publishes no pose topic)",
         )
+        declare(
+            self,
+            "robot_state_topic",
+            "/franka_robot_state_broadcaster/robot_state",
+            "franka_msgs/FrankaRobotState whose robot_mode latches ROBOT_ERROR (REFLEX, USER_STOPPED, GUIDING, "
+            "OTHER); '' = not watched; needs franka_msgs",
+        )
+        declare(
+            self,
+            "error_watch_actions",
+            ["franka_gripper/grasp", "franka_gripper/move"],
+            "actions whose aborted goals (read from <action>/_action/status) latch ROBOT_ERROR; [''] = none",
+        )
+        declare(
+            self,
+            "error_recovery_action",
+            "/action_server/error_recovery",
+            "~/recover: franka_msgs/action/ErrorRecovery action; '' = skip that step",
+        )
+        declare(self, "controller_manager", "/controller_manager", "~/recover: the controller_manager's name")
+        declare(
+            self,
+            "hardware_component",
+            "FrankaHardwareInterface",
+            "~/recover: the ros2_control hardware component set active again (franka_ros2 whose hardware "
+            "goes unconfigured on an FCI error); '' = skip that step",
+        )
+        declare(
+            self,
+            "recovery_controllers",
+            ["joint_state_broadcaster", "franka_robot_state_broadcaster"],
+            "~/recover: controllers re-activated with controller_name (Humble: deactivated first); [''] = none",
+        )
+        declare(
+            self,
+            "driver_distro",
+            "",
+            "~/recover: the ROS distro the driver runs ('' = ROS_DISTRO); humble: deactivate the controllers first",
+        )
+        declare(self, "recovery_step_timeout", 10.0, "~/recover: seconds each step may take", 0.1, 120.0)
 
     def p(self, name: str):
         return self.get_parameter(name).value
@@ -418,6 +487,7 @@ class ChunkExecutorNode(LifecycleNode):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.status_pub = self.create_publisher(ExecutorStatus, "~/status", 10)
         self.release_srv = self.create_service(ReleaseEstop, "~/release_estop", self._on_release_estop)
+        self._configure_robot_errors()
         self.control_group = MutuallyExclusiveCallbackGroup()
         self.diag_timer = self.create_timer(
             1.0, self._publish_diagnostics, callback_group=MutuallyExclusiveCallbackGroup()
@@ -472,6 +542,56 @@ class ChunkExecutorNode(LifecycleNode):
         if self.settings.pose_source == "tf":
             self._tf_buffer = tf2_ros.Buffer()
             self._tf_listener = tf2_ros.TransformListener(self._tf_buffer, self)
+
+    def _configure_robot_errors(self) -> None:
+        """Robot mode and aborted goals in, ROBOT_ERROR out; ~/recover and its clients (robot_errors)."""
+        names = lambda name: [n for n in self.p(name) if n]  # noqa: E731 - [''] declares an empty list
+        controllers = tuple(dict.fromkeys([self.p("controller_name"), *names("recovery_controllers")]))
+        distro = self.p("driver_distro") or os.environ.get("ROS_DISTRO", "")
+        manager = self.p("controller_manager")
+        config = RecoveryConfig(
+            error_recovery=bool(self.p("error_recovery_action")),
+            hardware_component=self.p("hardware_component") if manager else "",
+            controllers=controllers if manager else (),
+            deactivate_first=RecoveryConfig.humble(distro),
+        )
+        self.robot_errors = RobotErrorMonitor(config)
+        self._seen_aborts = set()
+        topic = self.p("robot_state_topic")
+        if topic and FrankaRobotState is not None:  # best effort: matches either publisher QoS
+            qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+            self._entities.append(
+                self.create_subscription(FrankaRobotState, topic, self._on_robot_state, qos)
+            )
+        elif topic:
+            self.get_logger().info(f"franka_msgs is not installed: {topic} (robot mode) is not watched")
+        for action in names("error_watch_actions"):
+            self._entities.append(
+                self.create_subscription(
+                    GoalStatusArray,
+                    f"{action}/_action/status",
+                    lambda msg, action=action: self._on_goal_status(action, msg),
+                    10,
+                )
+            )
+        group = ReentrantCallbackGroup()  # answers to the recovery calls, while ~/recover waits for them
+        self._recovery_clients = {}
+        if config.error_recovery and ErrorRecovery is not None:
+            from rclpy.action import ActionClient
+
+            self._recovery_clients[Step.ERROR_RECOVERY] = ActionClient(
+                self, ErrorRecovery, self.p("error_recovery_action"), callback_group=group
+            )
+        if manager and SetHardwareComponentState is not None:
+            self._recovery_clients[Step.HARDWARE_ACTIVE] = self.create_client(
+                SetHardwareComponentState, f"{manager}/set_hardware_component_state", callback_group=group
+            )
+            self._recovery_clients["switch"] = self.create_client(
+                SwitchController, f"{manager}/switch_controller", callback_group=group
+            )
+        self.recover_srv = self.create_service(
+            Recover, "~/recover", self._on_recover, callback_group=MutuallyExclusiveCallbackGroup()
+        )
 
     def _wants_description_topic(self) -> bool:
         return (
@@ -579,6 +699,13 @@ class ChunkExecutorNode(LifecycleNode):
             self.destroy_publisher(publisher)
         self.destroy_timer(self.diag_timer)
         self.destroy_service(self.release_srv)
+        self.destroy_service(self.recover_srv)
+        for key, client in self._recovery_clients.items():
+            if key == Step.ERROR_RECOVERY:
+                client.destroy()  # an ActionClient
+            else:
+                self.destroy_client(client)
+        self._recovery_clients, self.robot_errors = {}, None
         if self._switch_client is not None:
             self.destroy_client(self._switch_client)
             self._switch_client = None
@@ -695,6 +822,152 @@ class ChunkExecutorNode(LifecycleNode):
             self.get_logger().info(f"release_estop: {response.message}")
         return response
 
+    # ----------------------------------------------------------------------------------- robot errors
+    def _on_robot_state(self, msg) -> None:
+        monitor = self.robot_errors
+        if monitor is None:
+            return
+        stamp = stamp_seconds(msg.header.stamp) if msg.header.stamp.sec or msg.header.stamp.nanosec else None
+        with self._command_lock:
+            self._robot_error(monitor.on_robot_mode(msg.robot_mode, stamp))
+
+    def _on_goal_status(self, action: str, msg: GoalStatusArray) -> None:
+        """Each goal of ``action`` seen ABORTED latches once (the status lists goals until they expire)."""
+        monitor = self.robot_errors
+        if monitor is None:
+            return
+        for status in msg.status_list:
+            goal = bytes(status.goal_info.goal_id.uuid)
+            if status.status != GoalStatus.STATUS_ABORTED or goal in self._seen_aborts:
+                continue
+            if len(self._seen_aborts) > 1000:
+                self._seen_aborts.clear()
+            self._seen_aborts.add(goal)
+            with self._command_lock:
+                self._robot_error(monitor.on_goal_aborted(action, f"goal {goal.hex()[:8]}"))
+
+    def _robot_error(self, reason: str) -> None:
+        """A newly latched robot error (command lock held): stop, forget the setpoint, report."""
+        if not reason or self.core is None:
+            return
+        self.get_logger().error(f"robot error: {reason}; sending nothing until ~/recover")
+        self.core.stop(f"robot error: {reason}")
+        # the arm stopped wherever the reflex left it: a hold of the old setpoint must never be sent
+        self.core.last_commanded = self.core.last_commanded_joints = None
+        self._plan = None
+        self._publish_status(StatusCode.ROBOT_ERROR, reason)
+
+    def _robot_blocked(self) -> bool:
+        return self.robot_errors is not None and self.robot_errors.blocked
+
+    def _on_recover(self, request, response):
+        """Run the recovery steps in order (each waits for its answer); stop at the first failure."""
+        monitor = self.robot_errors
+        if monitor is None or self.core is None:
+            response.success, response.message = False, "the executor is not configured"
+            return response
+        with self._command_lock:
+            missing = self._recovery_missing()
+            problem, steps = ("", ()) if missing else monitor.start_recovery()
+        problem = missing or problem
+        if problem:
+            response.success, response.message = False, f"recovery refused: {problem}"
+            self.get_logger().warning(response.message)
+            return response
+        self.get_logger().warning(f"recovering from: {monitor.reason} ({', '.join(s.value for s in steps)})")
+        for step in steps:
+            ok, detail = self._run_recovery_step(step)
+            with self._command_lock:
+                line = monitor.step_result(step, ok, detail)
+                self._publish_status(StatusCode.ROBOT_ERROR, f"recovery: {line}")
+            response.steps.append(line)
+            (self.get_logger().info if ok else self.get_logger().error)(f"recovery step {line}")
+            if not ok:
+                response.success, response.message = False, f"recovery failed: {monitor.reason}"
+                return response
+        with self._command_lock:
+            monitor.finish(self._now())
+            self.core.stop("robot error recovered: waiting for a new chunk")
+            self.core.last_commanded = self.core.last_commanded_joints = None
+            self._publish_status(StatusCode.HOLDING, self.core.stop_reason)
+        response.success = True
+        response.message = "recovered: holding (sending nothing) until a new chunk arrives"
+        self.get_logger().info(response.message)
+        return response
+
+    def _recovery_missing(self) -> str:
+        """What this install lacks for the configured steps ('' = nothing)."""
+        steps = self.robot_errors.config.steps()
+        missing = []
+        if Step.ERROR_RECOVERY in steps and Step.ERROR_RECOVERY not in self._recovery_clients:
+            missing.append("franka_msgs (ErrorRecovery)")
+        needs_manager = Step.HARDWARE_ACTIVE in steps or Step.ACTIVATE_CONTROLLERS in steps
+        if needs_manager and "switch" not in self._recovery_clients:
+            missing.append("controller_manager_msgs")
+        return f"not installed: {', '.join(missing)}" if missing else ""
+
+    def _wait(self, future, timeout: float):
+        """The future's result within ``timeout`` s (another executor thread completes it), else None."""
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout):
+            return None
+        return future.result()
+
+    def _run_recovery_step(self, step: Step) -> tuple[bool, str]:
+        timeout = float(self.p("recovery_step_timeout"))
+        config = self.robot_errors.config
+        try:
+            if step == Step.ERROR_RECOVERY:
+                client = self._recovery_clients[step]
+                if not client.wait_for_server(timeout_sec=timeout):
+                    return False, f"no action server {self.p('error_recovery_action')}"
+                handle = self._wait(client.send_goal_async(ErrorRecovery.Goal()), timeout)
+                if handle is None or not handle.accepted:
+                    return False, "goal not accepted" if handle is not None else "no answer to the goal"
+                result = self._wait(handle.get_result_async(), timeout)
+                if result is None:
+                    return False, f"no result within {timeout:.1f} s"
+                if result.status != GoalStatus.STATUS_SUCCEEDED:
+                    return False, f"goal ended with status {result.status}: the driver could not clear it"
+                return True, ""
+            if step == Step.HARDWARE_ACTIVE:
+                client = self._recovery_clients[step]
+                if not client.wait_for_service(timeout_sec=timeout):
+                    return False, f"no service {client.srv_name}"
+                target = LifecycleStateMsg(id=LifecycleStateMsg.PRIMARY_STATE_ACTIVE, label="active")
+                request = SetHardwareComponentState.Request(
+                    name=config.hardware_component, target_state=target
+                )
+                answer = self._wait(client.call_async(request), timeout)
+                if answer is None:
+                    return False, f"no answer within {timeout:.1f} s"
+                state = f"{config.hardware_component} is {answer.state.label or answer.state.id}"
+                return bool(answer.ok), state
+            client = self._recovery_clients["switch"]
+            if not client.wait_for_service(timeout_sec=timeout):
+                return False, f"no service {client.srv_name}"
+            activate = step == Step.ACTIVATE_CONTROLLERS
+            request = SwitchController.Request(
+                activate_controllers=list(config.controllers) if activate else [],
+                deactivate_controllers=[] if activate else list(config.controllers),
+                # activating: all or nothing; deactivating: the ones still active
+                strictness=SwitchController.Request.STRICT
+                if activate
+                else SwitchController.Request.BEST_EFFORT,
+            )
+            request.timeout.sec = int(timeout)
+            answer = self._wait(client.call_async(request), timeout + 1.0)
+            if answer is None:
+                return False, f"no answer within {timeout:.1f} s"
+            detail = getattr(answer, "message", "")  # Humble's response has no message
+            if answer.ok and activate:
+                for name in config.controllers:
+                    self.robot_errors.on_controller_state(name, "active")
+            return bool(answer.ok), detail or ", ".join(config.controllers)
+        except Exception as exc:  # a call that failed outright: reported as the step's failure
+            return False, f"{type(exc).__name__}: {exc}"
+
     # ----------------------------------------------------------------------------------- control
     def _arm_positions(self) -> np.ndarray | None:
         if self._joints is None or self.settings is None:
@@ -725,6 +998,9 @@ class ChunkExecutorNode(LifecycleNode):
 
     def _tick_locked(self) -> None:
         if not self._active or self.core is None:
+            return
+        if self._robot_blocked():  # the driver refuses commands: send nothing, say why
+            self._publish_status(StatusCode.ROBOT_ERROR, self.robot_errors.reason)
             return
         joints = self._arm_positions()
         if self.settings.backend == "joint_trajectory" and self.core.ik is None:
@@ -881,7 +1157,7 @@ class ChunkExecutorNode(LifecycleNode):
             point.time_from_start = Duration(sec=sec, nanosec=nanosec)
             trajectory.points = [point]
             self.preview_pub.publish(trajectory)
-        if self.settings.dry_run:
+        if self.settings.dry_run or self._robot_blocked():
             return
         if self.settings.backend == "servo":
             self._send_servo(command, stamp_s)
@@ -1031,6 +1307,12 @@ class ChunkExecutorNode(LifecycleNode):
                 worse = DiagnosticStatus.ERROR if level == "error" else DiagnosticStatus.WARN
                 status.level = max(status.level, worse)
                 status.message = f"{status.message}; servo: {message}"
+        if self.robot_errors is not None:  # a latched robot error: ERROR, whatever the last command said
+            level, message, error_values = self.robot_errors.report()
+            values.update(error_values)
+            if level == "error":
+                status.level = DiagnosticStatus.ERROR
+                status.message = f"{status.message}; {message}"
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         self.diag_pub.publish(
             DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
