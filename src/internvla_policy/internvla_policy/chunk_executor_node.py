@@ -881,7 +881,10 @@ class ChunkExecutorNode(LifecycleNode):
                 line = monitor.step_result(step, ok, detail)
                 self._publish_status(StatusCode.ROBOT_ERROR, f"recovery: {line}")
             response.steps.append(line)
-            (self.get_logger().info if ok else self.get_logger().error)(f"recovery step {line}")
+            if ok:  # one severity per call site (rclpy)
+                self.get_logger().info(f"recovery step {line}")
+            else:
+                self.get_logger().error(f"recovery step {line}")
             if not ok:
                 response.success, response.message = False, f"recovery failed: {monitor.reason}"
                 return response

@@ -20,9 +20,9 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="run through `make test` (needs the ROS wheels)")
 
+import test_chunk_executor_node  # noqa: E402
 from action_msgs.msg import GoalStatus, GoalStatusArray  # noqa: E402
 from test_chunk_executor_node import BASE, STEP, wait_for  # noqa: E402
-from test_chunk_executor_node import ros as ros_fixture  # noqa: E402, F401 (registers the `ros` fixture)
 
 from internvla_msgs.msg import ExecutorStatus  # noqa: E402
 from internvla_msgs.srv import Recover  # noqa: E402
@@ -31,6 +31,7 @@ from internvla_policy import chunk_executor_node  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 CASES = HERE / "robot_errors_fake_driver_cases.py"
+ros = test_chunk_executor_node.ros  # its fixture: executor + robot double
 
 
 def load_builder():
