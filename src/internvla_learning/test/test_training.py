@@ -1,0 +1,292 @@
+"""internvla-train at toy size: stage 1 then stage 2 on a tiny synthetic LeRobot v3.0 dataset, the run loads
+with internvla_core's loader, exact resume, and the core pieces it relies on (batched preprocessing, the
+DiT diffusion loss, the QFormer's training path)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from internvla_learning.lerobot_v3 import LeRobotV3Writer
+from internvla_learning.training.data import chunk_indices, load_training_data, normalize_chunk_actions
+from internvla_learning.training.train import TINY_PRESETS, TrainConfig, load_model, main, train
+from learning_synthetic import JOINTS, make_episode
+from PIL import Image
+
+from internvla_core.model.tiny import TinySpec, build_tiny_checkpoint
+
+TOY = TinySpec(**TINY_PRESETS["toy"])
+
+
+def _moving_average(values, n=8):
+    return float(np.mean(values[:n])), float(np.mean(values[-n:]))
+
+
+def _losses(run, key):
+    return [json.loads(line)[key] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "ds"
+    with LeRobotV3Writer(root, 10, "franka", {"third_person": (64, 64)}, JOINTS) as writer:
+        for seed in range(2):
+            writer.add_episode(make_episode(seed, length=20, size=64, cameras=("third_person",)))
+    return root
+
+
+def _cfg(data, out, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), batch_size=4, save_every=10, progress=False, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def stage1(dataset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "stage1"
+    train(_cfg(dataset, run, stage=1, tiny="toy", steps=30, lr_vlm=2e-3))
+    return run
+
+
+# --------------------------------------------------------------------------------------------- end to end
+
+
+def test_stage1_then_stage2_losses_fall_and_the_run_loads(dataset, stage1, tmp_path):
+    first, last = _moving_average(_losses(stage1, "vlm_loss"))
+    assert last < 0.8 * first, (first, last)
+
+    run = tmp_path / "stage2"
+    final = train(_cfg(dataset, run, stage=2, init=str(stage1), steps=30, lr_action=2e-3, lr_base=2e-3))
+    first, last = _moving_average(_losses(run, "action_loss"))
+    assert last < 0.9 * first, (first, last)
+    assert all(r is not None for r in _losses(run, "vlm_loss"))  # the 0.1 co-training loss ran
+
+    # released run layout
+    for name in ("config.yaml", "config.json", "dataset_statistics.json", "loss_curve.png", "metrics.csv"):
+        assert (run / name).is_file(), name
+    assert [json.loads(x) for x in (run / "summary.jsonl").read_text().splitlines()] == [
+        {"steps": 10},
+        {"steps": 20},
+        {"steps": 30},
+    ]
+    state = torch.load(run / "checkpoints" / "steps_30_pytorch_model.pt", weights_only=True)
+    assert torch.equal(state["dino_pro.weight"], torch.load(final, weights_only=True)["dino_pro.weight"])
+    stats = json.loads((run / "dataset_statistics.json").read_text())
+    assert list(stats) == ["franka"] and stats["franka"]["action"]["mask"] == [True] * 6 + [False]
+
+    from internvla_core.model import load_policy
+
+    policy = load_policy(run)
+    frame = np.zeros((64, 64, 3), np.uint8)
+    pred = policy.predict_action([frame], "pick up the green cube", unnorm_key="franka", seed=0)
+    assert pred.actions.shape == (16, 7) and np.all(np.isfinite(pred.actions))
+    # the trained DiT head is no longer zero (zero-initialised as upstream), so the output moved
+    assert state["action_model.net.final_layer.linear.weight"].abs().sum() > 0
+
+
+def test_resume_after_interrupt_equals_an_uninterrupted_run(dataset, stage1, tmp_path):
+    kw = dict(stage=2, init=str(stage1), steps=6, batch_size=2, save_every=4, lr_action=1e-3)
+    whole = train(_cfg(dataset, tmp_path / "whole", **kw))
+
+    def interrupt(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(dataset, run, **kw), on_step=interrupt)
+    assert (run / "checkpoints" / "steps_3_pytorch_model.pt").is_file()
+    assert not (run / "final_model").exists()
+    resumed = train(_cfg(dataset, run, **kw), resume=True)
+    a, b = torch.load(whole, weights_only=True), torch.load(resumed, weights_only=True)
+    assert a.keys() == b.keys()
+    changed = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not changed, changed[:5]
+    assert _losses(run, "loss") == _losses(tmp_path / "whole", "loss")
+
+
+def test_freeze_vlm_trains_only_the_head_from_cached_features(dataset, stage1, tmp_path):
+    run = tmp_path / "frozen"
+    final = train(_cfg(dataset, run, stage=2, init=str(stage1), steps=20, freeze_vlm=True, lr_action=2e-3))
+    assert (run / "feature_cache.pt").is_file()
+    before = torch.load(next((stage1 / "checkpoints").glob("steps_30_*")), weights_only=True)
+    after = torch.load(final, weights_only=True)
+    moved = {k.split(".")[0] for k in after if not torch.equal(before[k], after[k])}
+    assert moved == {"layer_qformer", "action_model", "dino_pro"}
+    assert all(r is None for r in _losses(run, "vlm_loss"))
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+
+def test_dataset_mismatches_give_clear_errors(dataset, tmp_path):
+    from internvla_learning.training.data import DatasetError
+
+    kw = dict(horizon=16, image_size=(56, 56))
+    with pytest.raises(DatasetError, match=r"action dimension 7 .* action_dim 8"):
+        load_training_data(dataset, action_dim=8, **kw)
+    with pytest.raises(DatasetError, match=r"'franka_real' episodes but the run was configured for .*widowx"):
+        load_training_data(dataset, action_dim=7, embodiment="widowx_bridge", **kw)
+    with pytest.raises(DatasetError, match=r"lacks the columns \['observation.images.wrist'\]"):
+        load_training_data(dataset, action_dim=7, cameras=("wrist",), **kw)
+
+    import shutil
+
+    broken = tmp_path / "no_action"
+    shutil.copytree(dataset, broken)
+    info = json.loads((broken / "meta" / "info.json").read_text())
+    del info["features"]["action"]
+    (broken / "meta" / "info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match=r"lacks the columns \['action'\]"):
+        load_training_data(broken, action_dim=7, **kw)
+
+    empty = tmp_path / "empty"
+    shutil.copytree(dataset, empty)
+    shutil.rmtree(empty / "meta" / "episodes")
+    with pytest.raises(DatasetError, match="holds no episodes"):
+        load_training_data(empty, action_dim=7, **kw)
+
+    with pytest.raises(DatasetError, match=r"no meta/info\.json"):
+        load_training_data(tmp_path, action_dim=7, **kw)
+
+
+def test_exploding_loss_stops_and_keeps_the_last_good_checkpoint(dataset, stage1, tmp_path, capsys):
+    run = tmp_path / "boom"
+    code = main(
+        ["--data", str(dataset), "--out", str(run), "--init", str(stage1), "--freeze-vlm", "--steps", "30",
+         "--save-every", "1", "--lr-action", "50", "--lr-base", "50", "--warmup-steps", "0", "--max-loss",
+         "5", "--no-progress"]
+    )  # fmt: skip
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "diverged" in err and "above --max-loss 5" in err and "last good checkpoint" in err
+    losses = _losses(run, "loss")
+    assert all(math.isfinite(v) and v <= 5 for v in losses)
+    last = run / "checkpoints" / f"steps_{len(losses)}_pytorch_model.pt"
+    assert str(last) in err
+    assert not (run / "checkpoints" / f"steps_{len(losses) + 1}_pytorch_model.pt").exists()
+    load_model(last)  # the kept checkpoint loads
+
+
+def test_checkpoint_of_another_architecture_names_the_keys(dataset, stage1, tmp_path, capsys):
+    other = build_tiny_checkpoint(
+        tmp_path / "other", spec=TinySpec(**{**TINY_PRESETS["toy"], "dit_dims": (32, 2, 2)})
+    )
+    import shutil
+
+    run = tmp_path / "mixed"
+    shutil.copytree(stage1, run)
+    shutil.copyfile(other, run / "checkpoints" / "steps_999_pytorch_model.pt")
+    code = main(["--data", str(dataset), "--out", str(tmp_path / "x"), "--init", str(run), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "does not match the model" in err and "action_model.net.blocks.1." in err
+
+
+def test_cli_help_and_refusals(dataset, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0 and "--freeze-vlm" in capsys.readouterr().out
+    assert main(["--data", str(dataset), "--out", str(tmp_path / "a"), "--tiny", "toy", "--lora"]) == 2
+    assert "peft" in capsys.readouterr().err
+    assert main(["--data", str(dataset), "--out", str(tmp_path / "b")]) == 2  # no model source
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "f").write_text("x")
+    assert main(["--data", str(dataset), "--out", str(tmp_path / "c"), "--tiny", "toy"]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ data and core
+
+
+def test_chunks_pad_with_the_last_action_and_normalise_like_upstream():
+    idx = chunk_indices(5, 4)
+    assert idx[0].tolist() == [0, 1, 2, 3] and idx[3].tolist() == [3, 4, 4, 4] and idx[4].tolist() == [4] * 4
+    stats = {"action": {"q01": [-1.0, 0.0], "q99": [1.0, 1.0], "mask": [True, False]}}
+    out = normalize_chunk_actions(np.array([[0.5, 0.7], [3.0, 0.2]]), stats)
+    assert out.tolist() == [[0.5, 1.0], [1.0, 0.0]]  # clamp to [-1, 1]; gripper binarised x > 0.5
+
+
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory):
+    model, _, _ = load_model(build_tiny_checkpoint(tmp_path_factory.mktemp("toy") / "run", spec=TOY))
+    return model
+
+
+def test_batched_preprocessing_equals_the_per_image_path(toy_model):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (56, 56, 3), dtype=np.uint8) for _ in range(3)]
+    proc = toy_model.qwen_vl_interface.processor
+    texts = [proc.chat_text(1, f"pick the cube {i}") for i in range(3)]
+    per_image = proc(texts, [Image.fromarray(f) for f in frames])
+    batched = proc(texts, torch.from_numpy(np.stack(frames)))
+    assert torch.equal(per_image.pixel_values, batched.pixel_values)
+    assert torch.equal(per_image.image_grid_thw, batched.image_grid_thw)
+    assert torch.equal(per_image.input_ids, batched.input_ids)
+
+    dino = toy_model.dino_encoder
+    big = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(3)]
+    assert torch.equal(
+        dino.preprocess([Image.fromarray(f) for f in big]),
+        dino.preprocess_tensor(torch.from_numpy(np.stack(big))),
+    )
+    # small frames: torch's resize kernel is within a few uint8 levels of PIL's (training caches PIL-resized)
+    diff = dino.preprocess([Image.fromarray(f) for f in frames]) - dino.preprocess_tensor(
+        torch.from_numpy(np.stack(frames))
+    )
+    assert diff.abs().max() < 4 / 255 / 0.224
+
+
+def test_dit_training_loss_repeats_drops_the_condition_and_predicts_the_noise(toy_model):
+    am = toy_model.action_model
+    net = am.net
+    actions = torch.rand(2, net.horizon, net.action_dim) * 2 - 1
+    cond = torch.randn(2, net.num_condition_tokens, net.z_embedder.linear.in_features)
+    loss = am.training_loss(
+        actions, cond, repeats=3, cond_drop_prob=1.0, generator=torch.Generator().manual_seed(5)
+    )
+    g = torch.Generator().manual_seed(5)
+    x0 = actions.repeat(3, 1, 1)
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.randint(0, 100, (6,), generator=g)
+    torch.rand(6, generator=g)
+    z = net.z_embedder.uncondition.unsqueeze(0).expand(6, -1, -1)  # every condition dropped
+    with torch.no_grad():
+        expected = ((net(am.add_noise(x0, noise, t), t, z) - noise) ** 2).mean()
+    torch.testing.assert_close(loss.detach(), expected)
+    # the noising follows the cosine schedule: t = 0 keeps almost all signal, t = 99 almost only noise
+    from internvla_core.model.diffusion import base_alphas_cumprod
+
+    ab = base_alphas_cumprod()
+    t = torch.tensor([0, 99])
+    xt = am.add_noise(torch.ones(2, 1, 1), torch.zeros(2, 1, 1), t)
+    torch.testing.assert_close(xt.flatten(), torch.tensor(ab[[0, 99]] ** 0.5, dtype=torch.float32))
+
+
+def test_qformer_training_attention_and_grad_scale(toy_model):
+    qf = toy_model.layer_qformer
+    block = qf.layers[0]
+    dim = qf.proj.out_features
+    q, kv = torch.randn(2, 5, dim), torch.randn(2, 7, dim)
+    block.eval()
+    with torch.no_grad():
+        reference, _ = block.cross_attn(q, kv, kv, need_weights=False)
+        torch.testing.assert_close(block._train_attention(q, kv, None), reference)
+        # a key padding mask equals dropping the padded keys
+        mask = torch.zeros(2, 7, dtype=torch.bool)
+        mask[:, :2] = True
+        torch.testing.assert_close(
+            block._train_attention(q, kv, mask), block._train_attention(q, kv[:, 2:], None)
+        )
+    hidden = torch.randn(1, 4, qf.proj.in_features, requires_grad=True)
+    grads = []
+    for scale in (1.0, 0.25):
+        qf.grad_scale = scale
+        hidden.grad = None
+        qf([hidden]).sum().backward()
+        grads.append(hidden.grad.clone())
+    qf.grad_scale = 1.0
+    torch.testing.assert_close(grads[1], 0.25 * grads[0])
