@@ -16,9 +16,14 @@ every 2 ms physics substep): the arm's JointTrajectoryController on <controller_
 interpolated from the measured state at its arrival, linear or cubic, holding the last point); on the
 WidowX the gripper as Interbotix runs it, a second JTC on <gripper_controller_name>/joint_trajectory with
 the single joint ``left_finger`` (0.015 m closed .. 0.037 m open; the right finger mirrors it); on the
-Franka the gripper still as std_msgs/Float64 on gripper/command (opening 0..1): franka_gripper's
-Grasp/Move actions need franka_msgs, which has no wheels for pip setups (gripper_bridge speaks them on
-the real robot).
+Franka the gripper as std_msgs/Float64 on gripper/command (opening 0..1, what the sim graphs use) and,
+where franka_msgs is importable (it has no wheels for pip setups), as franka_gripper serves it:
+franka_msgs/action/Grasp on ``grasp_action`` and Move on ``move_action`` (default franka_gripper/grasp,
+franka_gripper/move). The fingers go to the goal's width (the Franka hand opens 0 .. 0.08 m) until they
+stop moving; a Grasp then succeeds only if the final width lies within [width - epsilon.inner,
+width + epsilon.outer], else the goal aborts (franka_gripper's rule: the default epsilons, 0.005 m, abort
+when closing to 0 on a 4 cm block); a Move succeeds within ``MOVE_TOLERANCE`` of its width (our choice).
+Speed and force are not emulated: the simulated fingers close at their own speed and force.
 
 Clocks (docs/graph-contract.md): ``lockstep`` publishes the observation of step k and advances only
 when a command stamped >= t_k arrived (or after ``lockstep_timeout`` wall seconds, holding the last
@@ -42,6 +47,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Float64, Header, String
 from trajectory_msgs.msg import JointTrajectory
 
+from internvla_core.gripper import grasp_succeeds
 from internvla_core.image_conversion import depth_to_image_fields, rgb_to_image_fields
 from internvla_core.rotations import matrix_to_quaternion
 from internvla_core.stamps import split_seconds
@@ -50,6 +56,10 @@ from .controllers import JointTrajectoryControllerEmulation
 from .env import OPTICAL_FRAMES, FrameTransform, SimEnv
 from .scene import ROBOT_SCENES
 from .tasks import TASKS
+
+MOVE_TOLERANCE = 0.005  # [m] a Move ends within this of its width (franka_gripper does not say)
+SETTLED_STEPS = 3  # control steps with the finger width changing by less than SETTLED_CHANGE: stopped
+SETTLED_CHANGE = 2e-4  # [m]
 
 
 def sim_stamp(seconds: float) -> Time:
@@ -115,6 +125,9 @@ class SimNode(Node):
             "WidowX: gripper trajectories are read from <gripper_controller_name>/joint_trajectory",
         )
         declare("gripper_joint", "left_finger", "WidowX: the gripper controller's joint")
+        declare("grasp_action", "franka_gripper/grasp", "Franka: franka_msgs/action/Grasp (where installed)")
+        declare("move_action", "franka_gripper/move", "Franka: franka_msgs/action/Move (where installed)")
+        declare("gripper_action_timeout", 30.0, "Franka: wall seconds a Grasp / Move may take", 0.1, 3600.0)
         declare(
             "open_loop_control",
             False,
@@ -194,6 +207,10 @@ class SimNode(Node):
             )
         else:
             self.create_subscription(Float64, "gripper/command", self._on_gripper, 10)
+        self._finger_width = float(np.sum(self.env.finger_positions()))
+        self.gripper_servers: dict = {}
+        if self.env.robot.robot == "franka":
+            self._serve_franka_gripper(p("grasp_action"), p("move_action"), p("gripper_action_timeout"))
         self._arm_dofs: tuple[int, list[int]] | None = None
         self._lock = threading.Condition()
         self._pending_gripper: float | None = None
@@ -272,6 +289,83 @@ class SimNode(Node):
             opening = (position - closed) / (opened - closed)
         env.apply_joint_targets(target, None if opening is None else float(np.clip(opening, 0.0, 1.0)))
 
+    def _serve_franka_gripper(self, grasp_name: str, move_name: str, timeout: float) -> None:
+        """franka_gripper's Grasp and Move action servers, where franka_msgs is installed."""
+        try:
+            from franka_msgs.action import Grasp, Move
+        except ImportError:
+            self.get_logger().info(
+                "franka_msgs is not installed: the gripper listens on gripper/command only"
+            )
+            return
+        from rclpy.action import ActionServer
+        from rclpy.callback_groups import ReentrantCallbackGroup
+
+        self._gripper_timeout = timeout
+        group = ReentrantCallbackGroup()  # an execution waits for the simulation, others still answer
+        for kind, action, name in (("grasp", Grasp, grasp_name), ("move", Move, move_name)):
+            self.gripper_servers[kind] = ActionServer(
+                self,
+                action,
+                name,
+                lambda handle, kind=kind, action=action: self._execute_gripper(handle, kind, action),
+                callback_group=group,
+            )
+
+    def _execute_gripper(self, goal_handle, kind: str, action):
+        """Fingers to the goal's width until they stop; success by franka_gripper's rule (see the top)."""
+        goal, result = goal_handle.request, action.Result()
+        max_width = float(np.sum(self.env.robot.finger_open))
+        if not (np.isfinite(goal.width) and 0.0 <= goal.width <= max_width + 1e-9):
+            result.success, result.error = False, f"width {goal.width} outside [0, {max_width:.3f}] m"
+            goal_handle.abort()
+            return result
+        with self._lock:
+            self._pending_gripper = float(goal.width / max_width)
+        final = self._wait_fingers_settled()
+        if final is not None:  # the hand measures 0 .. max (simulated fingers squeezed shut read below 0)
+            final = min(max(final, 0.0), max_width)
+        if final is None:
+            result.success, result.error = (
+                False,
+                "the fingers did not settle in time (or the simulator stopped)",
+            )
+        elif kind == "grasp":
+            inner, outer = goal.epsilon.inner, goal.epsilon.outer
+            result.success = grasp_succeeds(goal.width, inner, outer, final)
+            if not result.success:
+                result.error = f"final width {final:.4f} m outside [{goal.width - inner:.4f}, {goal.width + outer:.4f}] m"
+        else:
+            result.success = abs(final - goal.width) <= MOVE_TOLERANCE
+            if not result.success:
+                result.error = f"final width {final:.4f} m, asked {goal.width:.4f} m (blocked?)"
+        if final is not None:
+            goal_handle.publish_feedback(action.Feedback(current_width=final))
+        if result.success:
+            goal_handle.succeed()
+        else:
+            self.get_logger().warning(f"gripper {kind} aborted: {result.error}")
+            goal_handle.abort()
+        return result
+
+    def _wait_fingers_settled(self) -> float | None:
+        """The finger width once it changed by < SETTLED_CHANGE for SETTLED_STEPS steps; None on timeout."""
+        deadline = time.monotonic() + self._gripper_timeout
+        last, stable = None, 0
+        with self._lock:
+            seen = self.steps
+            while stable < SETTLED_STEPS:
+                remaining = deadline - time.monotonic()
+                changed = self._lock.wait_for(
+                    lambda seen=seen: self.steps > seen or self._stop.is_set(), timeout=max(0.0, remaining)
+                )
+                if not changed or self._stop.is_set():
+                    return None
+                seen, width = self.steps, self._finger_width
+                stable = stable + 1 if last is not None and abs(width - last) < SETTLED_CHANGE else 0
+                last = width
+        return last
+
     def _on_gripper(self, msg: Float64) -> None:
         if not np.isfinite(msg.data):
             self.get_logger().warning("gripper command ignored: not finite", throttle_duration_sec=5.0)
@@ -320,7 +414,10 @@ class SimNode(Node):
             if self._stop.is_set():
                 return
             self.env.step(self._control)
-            self.steps += 1
+            with self._lock:  # the gripper actions wait for the fingers to settle
+                self.steps += 1
+                self._finger_width = float(np.sum(self.env.finger_positions()))
+                self._lock.notify_all()
             if self.clock_mode == "realtime":
                 time.sleep(max(0.0, self.env.control_dt - (time.monotonic() - wall_start)))
 
