@@ -27,6 +27,9 @@ from .env import SimEnv
 from .task_family import CONTAINER_FLOOR, PUSH_DISTANCE, PUSH_STANDOFF, footprint, half_height
 
 MAX_STEP = 0.03  # metres per control step
+# Largest commanded TCP translation between two control steps, corrections included: below the
+# executors' per-step limit (sim_franka.yaml: 0.03 m), so a demonstration replays unclipped
+COMMAND_STEP_LIMIT = 0.025
 APPROACH = 0.12
 GRASP_HEIGHT = 0.008  # TCP above the object centre: the fingertip pads then clear the table
 RELEASE_HEIGHT = 0.022  # TCP above (floor + object half height) where the gripper opens
@@ -121,6 +124,11 @@ class ScriptedExpert:
         env = self.env
         if len(self.actions) >= MAX_EPISODE_STEPS:
             raise TimeoutError(f"expert exceeded {MAX_EPISODE_STEPS} steps")
+        step = hand_target[:3, 3] - self.t_cmd[:3, 3]
+        distance = float(np.linalg.norm(step))
+        if distance > COMMAND_STEP_LIMIT:  # a correction or a grip at the sagged pose: one bounded step
+            hand_target = hand_target.copy()
+            hand_target[:3, 3] = self.t_cmd[:3, 3] + step * (COMMAND_STEP_LIMIT / distance)
         q = self.ik.solve(env.arm_positions(), hand_target, max_iters=60).q
         if self.observe is not None:
             self.observe(env)
