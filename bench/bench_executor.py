@@ -65,6 +65,9 @@ def run(load: str, seconds: float, executor_here: bool = True, as_json: bool = F
         Parameter("control_rate_hz", value=100.0),
         Parameter("dry_run", value=True),
         Parameter("watchdog_timeout", value=60.0),
+        # per-tick streaming: the jitter of the control loop itself. With chunk_trajectory the arrival of
+        # a chunk plans every row (IK per row) on the control thread: a 1,300-row chunk costs ~1 s there
+        Parameter("chunk_trajectory", value=False),
     ]
     executor_node = ChunkExecutorNode(context=context, parameter_overrides=params) if executor_here else None
     peer = Node("bench_peer", context=context)
