@@ -66,7 +66,8 @@ def generate_episode(
 ):
     """One expert episode of the family task of (robot, seed): an ``Episode`` or a ``FailedEpisode``.
 
-    ``image_size`` is (width, height); ``templates`` restricts the draw to those template ids / skills.
+    ``image_size`` is (width, height); ``templates`` restricts the draw to those template ids / skills, or
+    names named tasks (``tasks.TASKS``: the evaluation's tasks) to record instead of family draws.
     """
     from internvla_learning.episode import Episode
 
@@ -75,11 +76,23 @@ def generate_episode(
     from .env import SimEnv
     from .expert import ScriptedExpert
     from .ground_truth import GroundTruthRecorder
-    from .task_family import InfeasibleTaskError, sample_task
+    from .task_family import InfeasibleTaskError, named_task, sample_task
+    from .tasks import TASKS
 
     embodiment = get_embodiment(EMBODIMENTS[robot])
+    named = [t for t in templates or () if t in TASKS]
+    if named and len(named) != len(templates):
+        raise ValueError(
+            f"templates {templates}: a named task ({named}) cannot be mixed with family templates"
+        )
     try:
-        task = sample_task(robot, seed, templates)
+        # a named task (red_on_plate, pick_green, push_blue_left): its fixed scene with the seed's layout;
+        # several named tasks: the seed picks one (seed % count), so a seed range covers them evenly
+        task = (
+            named_task(named[seed % len(named)], robot, seed)
+            if named
+            else sample_task(robot, seed, templates)
+        )
     except InfeasibleTaskError as error:
         return FailedEpisode(robot, seed, "infeasible_layout", str(error))
     width, height = image_size
@@ -306,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="data/sim_staging", help="staging directory")
     parser.add_argument("--image-size", type=int, nargs="+", default=[224], help="W [H] of the images")
     parser.add_argument("--wrist", action="store_true", help="also record the wrist camera")
-    parser.add_argument("--templates", nargs="*", help="restrict to these template ids or skills")
+    parser.add_argument(
+        "--templates", nargs="*", help="restrict to these template ids or skills, or named tasks (pick_green)"
+    )
     parser.add_argument(
         "--expert-only", action="store_true", help="only run the expert and print its success per skill"
     )
