@@ -1,0 +1,259 @@
+"""Closed-loop evaluation of a checkpoint in simulation, through the real node graph.
+
+    source scripts/env.sh && python bench/eval_sim.py --checkpoint runs/s2 --episodes 200 --workers 2 \\
+        [--robot franka|widowx] [--tasks red_on_plate pick_green push_blue_left] [--seed-start 1000000] \\
+        [--max-steps 150] [--skip-grounding] [--image-size 224] [--out eval_out]
+
+Episode ``i`` runs task ``tasks[i % len(tasks)]`` on seed ``seed-start + i``. Seeds start at 1,000,000,
+disjoint from the data engine's training seeds; lower seeds are refused unless ``--allow-training-seeds``.
+Every episode composes the setup's simulated graph (``sim_franka`` / ``sim_widowx``: sim node with the
+lock-step clock, policy_node with ``--checkpoint``, chunk_executor, the grounding node unless
+``--skip-grounding``) on an rclpy context of its own with a ROS_DOMAIN_ID of its own (workers never share
+one: ``internvla_learning.evaluation.domain_for``), sends one ExecuteInstruction goal of at most
+``--max-steps`` model queries, and scores the sim's own success check when the goal ends (the policy
+node also ends the goal when ``task/success`` turns true). ``--workers`` processes run episodes in
+parallel (spawned: one MuJoCo / torch / DDS stack per process).
+
+Prints one line per episode, then success per task and overall with Wilson 95 % intervals, episode
+lengths, per-stage latency (policy inference p50 / p95) and a last line ``success: <rate>``; writes
+``results.csv`` (one row per episode), ``results.md`` and ``success.png`` into ``--out``. Without
+``--checkpoint`` the policy is the untrained tiny factory model: the loop is real, the actions are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+TASKS = ("red_on_plate", "pick_green", "push_blue_left")
+
+
+def _monitor_class():
+    from internvla_bringup.run import EpisodeMonitor
+
+    class StageMonitor(EpisodeMonitor):
+        """EpisodeMonitor that also keeps every chunk's per-stage latency."""
+
+        def __init__(self, node) -> None:
+            self.stages: dict[str, list[float]] = {}
+            super().__init__(node)
+
+        def _on_chunk(self, msg) -> None:
+            super()._on_chunk(msg)
+            if msg.rows:
+                with self._lock:
+                    self.stages.setdefault("inference", []).append(float(msg.inference_latency))
+                    for stage in msg.stages:
+                        self.stages.setdefault(stage.stage, []).append(float(stage.seconds))
+
+    return StageMonitor
+
+
+def run_episode(
+    robot: str,
+    task: str,
+    seed: int,
+    *,
+    checkpoint: str = "",
+    max_steps: int = 150,
+    skip_grounding: bool = False,
+    image_size: tuple[int, int] = (224, 224),
+    domain_id: int | None = None,
+    index: int = 0,
+    device: str = "",
+    timeout: float = 900.0,
+):
+    """One evaluation episode through the node graph; returns its ``EpisodeResult`` (``error`` set when it
+    could not run: a node failed to start, the goal was refused, ...)."""
+    import rclpy
+    from internvla_learning.evaluation import EpisodeResult
+    from rclpy.action import ActionClient
+    from rclpy.context import Context
+    from rclpy.node import Node
+    from std_msgs.msg import String
+
+    from internvla_bringup.graphs import GraphOptions, build_graph
+    from internvla_bringup.run import Composition, run_goal
+    from internvla_msgs.action import ExecuteInstruction
+
+    result = EpisodeResult(
+        index=index, robot=robot, task=task, seed=seed, success=False, checkpoint=checkpoint,
+        domain_id=-1 if domain_id is None else domain_id,
+    )  # fmt: skip
+    start = time.perf_counter()
+    graph = build_graph(
+        f"sim_{robot}", GraphOptions(task=task, seed=seed, checkpoint=checkpoint, device=device)
+    )
+    context = Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    composition = runner = None
+    try:
+        width, height = image_size
+        sim_params = {"width": width, "height": height, "publish_depth": not skip_grounding}
+        skip = ("grounding_node",) if skip_grounding else ()
+        composition = Composition.create(graph, context, {"sim": sim_params}, skip=skip)
+        runner = Node("eval_sim", namespace=graph.namespace, context=context)
+        monitor = _monitor_class()(runner)
+        client = ActionClient(runner, ExecuteInstruction, "execute_instruction")
+        instruction_pub = runner.create_publisher(String, "instruction", 1)
+        composition.add_executors(extra_nodes=(runner,))
+        composition.spin_in_background()
+        failures = composition.activate()
+        if failures:
+            raise RuntimeError("; ".join(failures))
+        sim = composition.nodes["sim"]
+        result.instruction = sim.env.task.instruction
+        if not skip_grounding:  # the grounding node answers once for the episode's instruction
+            instruction_pub.publish(String(data=result.instruction))
+        args = SimpleNamespace(steps=max_steps, timeout=timeout, checkpoint=checkpoint, task=task, seed=seed)
+        summary = run_goal(composition, client, monitor, args, result.instruction)
+        result.success = bool(sim.env.success())  # the sim's own check, after the last command
+        result.sim_steps = int(sim.steps)
+        result.policy_chunks = int(summary["policy_chunks"])
+        result.goal_result = str(summary["goal_result"])
+        result.inference_p50_s = summary["inference_p50_s"]
+        with monitor._lock:
+            result.latency = {k: list(v) for k, v in monitor.stages.items()}
+    except Exception as exc:  # one broken episode is a failed row, the evaluation goes on
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if composition is not None:
+            composition.shutdown_executors()
+            composition.destroy()
+        if runner is not None:
+            runner.destroy_node()
+        rclpy.try_shutdown(context=context)
+    result.wall_s = round(time.perf_counter() - start, 3)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ worker pool
+
+_WORKER = SimpleNamespace(id=0, count=0, workers=1)
+
+
+def _init_worker(ids, workers: int) -> None:
+    _WORKER.id, _WORKER.count, _WORKER.workers = ids.get(), 0, workers
+
+
+def _work(job: tuple) -> object:
+    from internvla_learning.evaluation import domain_for
+
+    index, robot, task, seed, options = job
+    domain = domain_for(_WORKER.id, _WORKER.count, _WORKER.workers)
+    _WORKER.count += 1
+    return run_episode(robot, task, seed, index=index, domain_id=domain, **options)
+
+
+def run_all(jobs: list[tuple], workers: int, on_result=None) -> list:
+    """Run the jobs (index, robot, task, seed, options) on ``workers`` processes; results by index."""
+    results = []
+    if workers <= 1:
+        _WORKER.id, _WORKER.count, _WORKER.workers = 0, 0, 1
+        for job in jobs:
+            results.append(_work(job))
+            if on_result:
+                on_result(results[-1])
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        ids = ctx.Manager().Queue()
+        for k in range(workers):
+            ids.put(k)
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(ids, workers), maxtasksperchild=None)
+        try:
+            for r in pool.imap_unordered(_work, jobs):
+                results.append(r)
+                if on_result:
+                    on_result(r)
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.close()
+            pool.join()
+    return sorted(results, key=lambda r: r.index)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", default="", help="run dir or .pt (default: the untrained tiny model)")
+    p.add_argument("--robot", default="franka", choices=["franka", "widowx"])
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--episodes", type=int, default=200, help="episodes in all (tasks in turn)")
+    p.add_argument("--seed-start", type=int, default=1_000_000, help="first seed (evaluation range)")
+    p.add_argument("--allow-training-seeds", action="store_true", help="allow seeds below 1,000,000")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
+    p.add_argument("--max-steps", type=int, default=150, help="model queries per episode")
+    p.add_argument("--skip-grounding", action="store_true", help="do not start the grounding node")
+    p.add_argument("--image-size", type=int, nargs="+", default=[224], help="sim camera W [H] (pixels)")
+    p.add_argument("--device", default="", help="torch device of the policy (default: the YAML's cpu)")
+    p.add_argument("--timeout", type=float, default=900.0, help="wall seconds per episode's goal")
+    p.add_argument("--out", default="eval_out", help="directory for results.csv / results.md / success.png")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from internvla_learning.evaluation import check_seeds, episode_plan, report_lines, write_reports
+
+    args = parse_args(argv)
+    try:
+        seeds = check_seeds(args.seed_start, args.episodes, args.allow_training_seeds)
+    except ValueError as exc:
+        print(f"eval_sim: {exc}", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("eval_sim: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.checkpoint and not Path(args.checkpoint).exists():
+        print(f"eval_sim: --checkpoint {args.checkpoint} does not exist", file=sys.stderr)
+        return 2
+    size = tuple(args.image_size * 2 if len(args.image_size) == 1 else args.image_size[:2])
+    options = dict(checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else "",
+                   max_steps=args.max_steps, skip_grounding=args.skip_grounding, image_size=size,
+                   device=args.device, timeout=args.timeout)  # fmt: skip
+    jobs = [(i, args.robot, task, seed, options) for i, task, seed in episode_plan(args.tasks, seeds)]
+    print(
+        f"eval_sim: {len(jobs)} episodes ({args.robot}, {', '.join(args.tasks)}), seeds {seeds.start}.."
+        f"{seeds.stop - 1}, {args.workers} worker(s), checkpoint {args.checkpoint or 'tiny untrained'}",
+        flush=True,
+    )
+    lock = threading.Lock()
+    done = [0]
+    t0 = time.perf_counter()
+
+    def show(r) -> None:
+        with lock:
+            done[0] += 1
+            status = "ok  " if r.success else "fail"
+            extra = f"  ERROR {r.error}" if r.error else f"  {r.goal_result}"
+            p50 = f"{1e3 * r.inference_p50_s:.0f} ms" if r.inference_p50_s is not None else "-"
+            print(
+                f"[{done[0]:4d}/{len(jobs)}] {r.task:15s} seed {r.seed} {status} steps {r.sim_steps:4d} "
+                f"chunks {r.policy_chunks:4d} inference p50 {p50}  {r.wall_s:.1f} s  domain {r.domain_id}{extra}",
+                flush=True,
+            )
+
+    try:
+        results = run_all(jobs, args.workers, show)
+    except KeyboardInterrupt:
+        print("eval_sim: interrupted", file=sys.stderr)
+        return 130
+    elapsed = time.perf_counter() - t0
+    paths = write_reports(results, args.out, f"Evaluation: {args.checkpoint or 'tiny untrained model'}")
+    print(f"{len(results)} episodes in {elapsed:.0f} s ({elapsed / len(results):.1f} s per episode with "
+          f"{args.workers} worker(s)); wrote {', '.join(str(p) for p in paths.values())}")  # fmt: skip
+    print("\n".join(report_lines(results)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    sys.exit(main())

@@ -1,0 +1,477 @@
+"""Evaluation statistics and reports: closed-loop success in simulation and grounding accuracy.
+
+Pure Python and numpy (matplotlib only for the plot, torch only inside :func:`evaluate_grounding`), so the
+arithmetic is unit-tested without ROS or a model. ``bench/eval_sim.py`` runs the episodes through the
+node graph and hands their :class:`EpisodeResult` rows to the functions here; ``bench/eval_grounding.py``
+calls :func:`evaluate_grounding`.
+
+- Success rates come with a Wilson 95 % interval (``../shared/spec/learning.md``):
+  centre = (p + z²/2n)/(1 + z²/n), half-width = z·√(p(1−p)/n + z²/4n²)/(1 + z²/n), z = 1.96.
+- Evaluation seeds start at :data:`EVAL_SEED_START` (1,000,000). The data engine's seeds are below it, so
+  an evaluation never replays a layout a model was trained on unless asked to (``allow_training_seeds``).
+- Grounding: box IoU ≥ 0.5 accuracy, point inside the target's box accuracy, trace error in pixels
+  (mean distance between the two traces after resampling both by arc length to the same number of points).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+EVAL_SEED_START = 1_000_000
+Z95 = 1.96
+
+
+# ------------------------------------------------------------------------------------------- statistics
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of ``successes`` out of ``n``; (0, 1) when n is 0."""
+    if n < 0 or successes < 0 or successes > n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes}/{n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def check_seeds(seed_start: int, episodes: int, allow_training_seeds: bool = False) -> range:
+    """The evaluation seeds [seed_start, seed_start + episodes); refuses the training range."""
+    if episodes < 1:
+        raise ValueError(f"--episodes must be at least 1, got {episodes}")
+    if seed_start < 0:
+        raise ValueError(f"seeds are non-negative, got --seed-start {seed_start}")
+    if seed_start < EVAL_SEED_START and not allow_training_seeds:
+        raise ValueError(
+            f"--seed-start {seed_start} is below {EVAL_SEED_START:,}: the data engine trains on those seeds, "
+            "so the episodes could replay training layouts; pass --allow-training-seeds to do it anyway"
+        )
+    return range(seed_start, seed_start + episodes)
+
+
+def episode_plan(tasks: Sequence[str], seeds: range) -> list[tuple[int, str, int]]:
+    """(index, task, seed) per episode: tasks in turn over the seeds, so every task gets n/len(tasks)."""
+    if not tasks:
+        raise ValueError("no tasks to evaluate")
+    return [(i, tasks[i % len(tasks)], seed) for i, seed in enumerate(seeds)]
+
+
+def domain_for(worker: int, episode_number: int, workers: int, base: int = 120, limit: int = 232) -> int:
+    """ROS_DOMAIN_ID of the ``episode_number``-th episode (0, 1, ...) that worker ``worker`` runs.
+
+    Worker ``k`` only uses ids ``base + k + workers * j``: two workers never share one, so episodes that
+    run at the same time never see each other; a worker's consecutive episodes cycle through its ids, so
+    an episode never meets the participants a previous one may have left in discovery. Ids stay in
+    [base, limit] (Fast DDS accepts 0..232; scripts/env.sh draws the interactive one from 1..100).
+    """
+    if workers < 1 or not 0 <= worker < workers:
+        raise ValueError(f"worker {worker} of {workers}")
+    per_worker = (limit - base + 1) // workers
+    if per_worker < 2:
+        raise ValueError(f"{workers} workers need at least {2 * workers} domain ids in [{base}, {limit}]")
+    return base + worker + workers * (episode_number % per_worker)
+
+
+@dataclass
+class EpisodeResult:
+    """One evaluation episode; ``error`` is non-empty when it could not run (it then counts as failed)."""
+
+    index: int
+    robot: str
+    task: str
+    seed: int
+    success: bool
+    sim_steps: int = 0
+    policy_chunks: int = 0
+    goal_result: str = ""
+    wall_s: float = 0.0
+    inference_p50_s: float | None = None
+    instruction: str = ""
+    checkpoint: str = ""
+    domain_id: int = -1
+    error: str = ""
+    latency: dict[str, list[float]] = field(default_factory=dict)  # stage -> seconds per chunk (not in CSV)
+
+
+CSV_FIELDS = [f.name for f in fields(EpisodeResult) if f.name != "latency"]
+
+
+@dataclass
+class TaskSummary:
+    task: str
+    n: int
+    successes: int
+    rate: float
+    low: float
+    high: float
+    mean_steps: float
+    errors: int
+
+
+def summarise(results: Sequence[EpisodeResult]) -> list[TaskSummary]:
+    """Per task (in first-seen order), then ``all``: success, Wilson interval, mean episode length."""
+    groups: dict[str, list[EpisodeResult]] = {}
+    for r in results:
+        groups.setdefault(r.task, []).append(r)
+    out = []
+    for task, rows in [*groups.items(), ("all", list(results))]:
+        n = len(rows)
+        ok = sum(bool(r.success) for r in rows)
+        low, high = wilson(ok, n)
+        out.append(
+            TaskSummary(
+                task=task,
+                n=n,
+                successes=ok,
+                rate=ok / n if n else 0.0,
+                low=low,
+                high=high,
+                mean_steps=float(np.mean([r.sim_steps for r in rows])) if rows else 0.0,
+                errors=sum(bool(r.error) for r in rows),
+            )
+        )
+    return out
+
+
+def latency_percentiles(results: Iterable[EpisodeResult]) -> dict[str, dict[str, float]]:
+    """Per stage over every chunk of every episode: count, p50, p95 [s]."""
+    pooled: dict[str, list[float]] = {}
+    for r in results:
+        for stage, values in r.latency.items():
+            pooled.setdefault(stage, []).extend(values)
+    return {
+        stage: {
+            "count": len(v),
+            "p50": float(np.percentile(v, 50)) if v else float("nan"),
+            "p95": float(np.percentile(v, 95)) if v else float("nan"),
+        }
+        for stage, v in pooled.items()
+    }
+
+
+def report_lines(results: Sequence[EpisodeResult]) -> list[str]:
+    """The printed report; its last line is exactly ``success: <rate>`` (overall, 3 decimals)."""
+    summaries = summarise(results)
+    lines = [f"{'task':16s} {'success':>9s}  {'rate':>5s}  {'Wilson 95 %':>15s}  {'mean steps':>10s}"]
+    for s in summaries:
+        err = f"  ({s.errors} did not run)" if s.errors else ""
+        lines.append(
+            f"{s.task:16s} {s.successes:4d}/{s.n:<4d}  {s.rate:5.3f}  [{s.low:.3f}, {s.high:.3f}]  "
+            f"{s.mean_steps:10.1f}{err}"
+        )
+    lengths = [r.sim_steps for r in results]
+    if lengths:
+        lines.append(
+            f"episode length [sim steps]: mean {np.mean(lengths):.1f}, min {min(lengths)}, max {max(lengths)}; "
+            f"wall per episode: mean {np.mean([r.wall_s for r in results]):.2f} s"
+        )
+    latency = latency_percentiles(results)
+    if latency:
+        lines.append("latency per stage [ms] (p50 / p95 over chunks):")
+        for stage, v in latency.items():
+            lines.append(f"  {stage:22s} {1e3 * v['p50']:9.1f} / {1e3 * v['p95']:9.1f}   n={v['count']}")
+    overall = summaries[-1]
+    lines.append(f"success: {overall.rate:.3f}")
+    return lines
+
+
+def write_csv(results: Sequence[EpisodeResult], path: str | Path) -> Path:
+    path = Path(path)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for r in results:
+            row = asdict(r)
+            row.pop("latency")
+            writer.writerow(row)
+    return path
+
+
+def read_csv(path: str | Path) -> list[EpisodeResult]:
+    """Rows written by :func:`write_csv` (for re-plotting or merging runs)."""
+    out = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            out.append(
+                EpisodeResult(
+                    index=int(row["index"]),
+                    robot=row["robot"],
+                    task=row["task"],
+                    seed=int(row["seed"]),
+                    success=row["success"] == "True",
+                    sim_steps=int(row["sim_steps"]),
+                    policy_chunks=int(row["policy_chunks"]),
+                    goal_result=row["goal_result"],
+                    wall_s=float(row["wall_s"]),
+                    inference_p50_s=float(row["inference_p50_s"]) if row["inference_p50_s"] else None,
+                    instruction=row["instruction"],
+                    checkpoint=row["checkpoint"],
+                    domain_id=int(row["domain_id"]),
+                    error=row["error"],
+                )
+            )
+    return out
+
+
+def write_markdown(results: Sequence[EpisodeResult], path: str | Path, title: str = "Evaluation") -> Path:
+    path = Path(path)
+    lines = [f"# {title}", "", "| task | successes | rate | Wilson 95 % | mean steps | did not run |",
+             "| --- | ---: | ---: | --- | ---: | ---: |"]  # fmt: skip
+    for s in summarise(results):
+        lines.append(
+            f"| {s.task} | {s.successes}/{s.n} | {s.rate:.3f} | [{s.low:.3f}, {s.high:.3f}] | "
+            f"{s.mean_steps:.1f} | {s.errors} |"
+        )
+    latency = latency_percentiles(results)
+    if latency:
+        lines += ["", "| stage | p50 [ms] | p95 [ms] | chunks |", "| --- | ---: | ---: | ---: |"]
+        for stage, v in latency.items():
+            lines.append(f"| {stage} | {1e3 * v['p50']:.1f} | {1e3 * v['p95']:.1f} | {v['count']} |")
+    seeds = sorted(r.seed for r in results)
+    if seeds:
+        lines += ["", f"Seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} episodes)."]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def plot_success(results: Sequence[EpisodeResult], path: str | Path) -> Path:
+    """Bar per task (and overall) with its Wilson 95 % interval as the error bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summaries = summarise(results)
+    x = np.arange(len(summaries))
+    rates = np.array([s.rate for s in summaries])
+    errors = np.array([[s.rate - s.low for s in summaries], [s.high - s.rate for s in summaries]])
+    fig, ax = plt.subplots(figsize=(1.6 * len(summaries) + 2, 3.5))
+    colours = ["tab:blue"] * (len(summaries) - 1) + ["tab:grey"]
+    ax.bar(x, rates, color=colours, yerr=np.clip(errors, 0, None), capsize=6)
+    ax.set_xticks(x, [f"{s.task}\n(n={s.n})" for s in summaries])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("success rate (Wilson 95 %)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_reports(results: Sequence[EpisodeResult], out: str | Path, title: str = "Evaluation") -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return {
+        "csv": write_csv(results, out / "results.csv"),
+        "md": write_markdown(results, out / "results.md", title),
+        "plot": plot_success(results, out / "success.png"),
+    }
+
+
+# -------------------------------------------------------------------------------------------- grounding
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two [x1, y1, x2, y2] boxes (corners in any order); 0 for empty boxes."""
+    ax1, ax2 = sorted((a[0], a[2]))
+    ay1, ay2 = sorted((a[1], a[3]))
+    bx1, bx2 = sorted((b[0], b[2]))
+    by1, by2 = sorted((b[1], b[3]))
+    iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
+    ih = max(0.0, min(ay2, by2) - max(ay1, by1))
+    inter = iw * ih
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def point_in_box(point: Sequence[float], box: Sequence[float]) -> bool:
+    """Whether (x, y) lies inside [x1, y1, x2, y2], edges included."""
+    x1, x2 = sorted((box[0], box[2]))
+    y1, y2 = sorted((box[1], box[3]))
+    return bool(x1 <= point[0] <= x2 and y1 <= point[1] <= y2)
+
+
+def resample_polyline(points: Sequence[Sequence[float]], n: int) -> np.ndarray:
+    """``n`` points equally spaced by arc length along the polyline (one point: repeated)."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(pts) == 0:
+        raise ValueError("empty trace")
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+    arc = np.concatenate([[0.0], np.cumsum(seg)])
+    if arc[-1] == 0:
+        return np.repeat(pts[:1], n, axis=0)
+    s = np.linspace(0.0, arc[-1], n)
+    return np.stack([np.interp(s, arc, pts[:, 0]), np.interp(s, arc, pts[:, 1])], axis=1)
+
+
+def trace_error(
+    pred: Sequence[Sequence[float]], truth: Sequence[Sequence[float]], n: int | None = None
+) -> float:
+    """Mean pixel distance between the traces after resampling both to ``n`` points (default: the longer
+    trace's point count)."""
+    n = n or max(len(pred), len(truth))
+    a, b = resample_polyline(pred, n), resample_polyline(truth, n)
+    return float(np.mean(np.linalg.norm(a - b, axis=1)))
+
+
+@dataclass
+class GroundingScores:
+    """Accumulated grounding metrics; an unparseable answer counts as a miss (box, point) and is counted
+    apart for traces (no distance exists)."""
+
+    box_n: int = 0
+    box_hits: int = 0  # IoU >= 0.5
+    box_iou_sum: float = 0.0
+    point_n: int = 0
+    point_hits: int = 0  # inside the target's box
+    trace_n: int = 0
+    trace_parsed: int = 0
+    trace_error_sum: float = 0.0
+    unparsed: dict[str, int] = field(default_factory=lambda: {"box": 0, "point": 0, "trace": 0})
+
+    def add_box(self, pred: Sequence[float] | None, truth: Sequence[float]) -> float:
+        self.box_n += 1
+        if pred is None:
+            self.unparsed["box"] += 1
+            return 0.0
+        iou = box_iou(pred, truth)
+        self.box_iou_sum += iou
+        self.box_hits += iou >= 0.5
+        return iou
+
+    def add_point(self, pred: Sequence[float] | None, truth_box: Sequence[float]) -> bool:
+        self.point_n += 1
+        if pred is None:
+            self.unparsed["point"] += 1
+            return False
+        hit = point_in_box(pred, truth_box)
+        self.point_hits += hit
+        return hit
+
+    def add_trace(
+        self, pred: Sequence[Sequence[float]] | None, truth: Sequence[Sequence[float]]
+    ) -> float | None:
+        self.trace_n += 1
+        if not pred:
+            self.unparsed["trace"] += 1
+            return None
+        err = trace_error(pred, truth)
+        self.trace_parsed += 1
+        self.trace_error_sum += err
+        return err
+
+    def summary(self) -> dict:
+        def rate(k, n):
+            return k / n if n else float("nan")
+
+        box_low, box_high = wilson(self.box_hits, self.box_n)
+        pt_low, pt_high = wilson(self.point_hits, self.point_n)
+        return {
+            "box_n": self.box_n,
+            "box_iou50_accuracy": rate(self.box_hits, self.box_n),
+            "box_iou50_wilson": [box_low, box_high],
+            "box_mean_iou": rate(self.box_iou_sum, self.box_n),
+            "point_n": self.point_n,
+            "point_in_box_accuracy": rate(self.point_hits, self.point_n),
+            "point_in_box_wilson": [pt_low, pt_high],
+            "trace_n": self.trace_n,
+            "trace_parsed": self.trace_parsed,
+            "trace_error_px": rate(self.trace_error_sum, self.trace_parsed),
+            "unparsed": dict(self.unparsed),
+        }
+
+
+def _first_geometry(text: str, kind: str):
+    """(label, value) of the first box / point / trace of an answer in its own pixels, or None."""
+    from internvla_core.grounding import parse_grounding_text
+
+    parsed = parse_grounding_text(text or "", kind)
+    items = {"box": parsed.boxes, "point": parsed.points, "trace": parsed.traces}[kind]
+    return items[0] if items else None
+
+
+def training_seeds(run_dir: str | Path) -> set[int] | None:
+    """The episode seeds of the dataset a run was trained on (its ``train_args.json`` ``data``), or None
+    when the run does not say or that dataset is not on this machine."""
+    import json
+
+    args_path = Path(run_dir) / "train_args.json"
+    if not args_path.is_file():
+        return None
+    data = json.loads(args_path.read_text()).get("data")
+    if not data or not (Path(data) / "meta" / "info.json").is_file():
+        return None
+    from .lerobot_read import LeRobotV3Reader
+
+    return {int(m.get("internvla/seed", m["episode_index"])) for m in LeRobotV3Reader(data).episodes}
+
+
+def evaluate_grounding(
+    policy,
+    dataset: str | Path,
+    *,
+    frame_stride: int = 10,
+    max_frames: int | None = None,
+    kinds: Sequence[str] = ("box", "point", "trace"),
+    exclude_seeds: set[int] | None = None,
+    max_new_tokens: int = 128,
+) -> tuple[GroundingScores, list[dict]]:
+    """Ask ``policy`` (an ``InternVLAPolicy``) for boxes, points and traces on every ``frame_stride``-th
+    frame of a LeRobot v3.0 dataset and score them against the frame's grounding labels.
+
+    The question per kind is the one training asks (``grounding_prompt`` of the answer's label, the
+    instruction for traces). Ground truth: the labelled answers in source pixels; a point is scored inside
+    the box of the same frame's box answer (the target object). Episodes whose seed is in
+    ``exclude_seeds`` (the training set's) are skipped. Returns the scores and one row per question.
+    """
+    from .lerobot_read import LeRobotV3Reader
+
+    scores = GroundingScores()
+    rows: list[dict] = []
+    reader = LeRobotV3Reader(dataset)
+    frames = 0
+    for i in range(len(reader)):
+        meta = reader.episodes[i]
+        seed = int(meta.get("internvla/seed", meta["episode_index"]))
+        if exclude_seeds and seed in exclude_seeds:
+            continue
+        ep = reader.episode(i)
+        if ep.grounding is None:
+            continue
+        camera = ep.images[ep.annotation_camera]
+        for t in range(0, ep.length, frame_stride):
+            if max_frames is not None and frames >= max_frames:
+                return scores, rows
+            frames += 1
+            truth_box = _first_geometry(ep.grounding.box_answer[t], "box")
+            for kind in kinds:
+                truth = _first_geometry(getattr(ep.grounding, f"{kind}_answer")[t], kind)
+                if truth is None or (kind == "point" and truth_box is None):
+                    continue  # out of view: nothing to score
+                label, value = truth
+                target = ep.instruction if kind == "trace" or not label else label
+                result = policy.ground(camera[t], target, kinds=(kind,), max_new_tokens=max_new_tokens)
+                row = {"seed": ep.seed, "frame": t, "kind": kind, "target": target,
+                       "answer": result.raw_text.get(kind, "")}  # fmt: skip
+                if kind == "box":
+                    pred = result.boxes[0] if result.boxes else None
+                    row["iou"] = scores.add_box(
+                        None if pred is None else (pred.x1, pred.y1, pred.x2, pred.y2), value
+                    )
+                elif kind == "point":
+                    pred = result.points[0] if result.points else None
+                    row["inside"] = scores.add_point(None if pred is None else (pred.u, pred.v), truth_box[1])
+                else:
+                    pred = result.traces[0].points if result.traces else None
+                    row["error_px"] = scores.add_trace(pred, value)
+                rows.append(row)
+    return scores, rows
