@@ -1,0 +1,211 @@
+"""internvla_learning.evaluation: Wilson intervals, seeds and domains, per-task aggregation, the report and
+its files, and the grounding metrics on hand-made cases."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+
+import numpy as np
+import pytest
+from internvla_learning.evaluation import (
+    CSV_FIELDS,
+    EpisodeResult,
+    GroundingScores,
+    box_iou,
+    check_seeds,
+    domain_for,
+    episode_plan,
+    point_in_box,
+    read_csv,
+    report_lines,
+    resample_polyline,
+    summarise,
+    trace_error,
+    wilson,
+    write_reports,
+)
+
+# --------------------------------------------------------------------------------------------- statistics
+
+
+def test_wilson_matches_the_spec_values():
+    low, high = wilson(160, 200)  # spec: n = 200, p = 0.80 -> [0.739, 0.850]
+    assert (round(low, 3), round(high, 3)) == (0.739, 0.850)
+    low, high = wilson(40, 50)  # n = 50 -> [0.670, 0.888]
+    assert (round(low, 3), round(high, 3)) == (0.670, 0.888)
+    assert wilson(0, 0) == (0.0, 1.0)
+    low, high = wilson(0, 10)
+    assert low == 0.0 and 0.27 < high < 0.29  # not the degenerate [0, 0] of the normal approximation
+    low, high = wilson(10, 10)
+    assert high == 1.0 and 0.71 < low < 0.73
+    with pytest.raises(ValueError):
+        wilson(3, 2)
+
+
+def test_seeds_refuse_the_training_range_unless_allowed():
+    assert check_seeds(1_000_000, 3) == range(1_000_000, 1_000_003)
+    with pytest.raises(ValueError, match="allow-training-seeds"):
+        check_seeds(999_999, 5)
+    assert check_seeds(0, 2, allow_training_seeds=True) == range(0, 2)
+    with pytest.raises(ValueError):
+        check_seeds(1_000_000, 0)
+    plan = episode_plan(["a", "b", "c"], range(10, 17))
+    assert [t for _, t, _ in plan] == ["a", "b", "c", "a", "b", "c", "a"]
+    assert [s for _, _, s in plan] == list(range(10, 17))
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 16])
+def test_domains_never_shared_between_workers_nor_consecutive_episodes(workers):
+    per_worker = [[domain_for(w, j, workers) for j in range(300)] for w in range(workers)]
+    for w, ids in enumerate(per_worker):
+        assert all(120 <= d <= 232 for d in ids)
+        assert all(a != b for a, b in itertools.pairwise(ids))  # consecutive episodes of one worker
+        others = {d for v, other in enumerate(per_worker) if v != w for d in other}
+        assert not set(ids) & others
+    with pytest.raises(ValueError):
+        domain_for(0, 0, 100)
+
+
+def _results():
+    rows = []
+    for i, (task, ok, steps) in enumerate(
+        [("a", True, 10), ("a", False, 30), ("a", True, 20), ("b", False, 40), ("b", False, 50)]
+    ):
+        rows.append(
+            EpisodeResult(
+                index=i, robot="franka", task=task, seed=1_000_000 + i, success=ok, sim_steps=steps,
+                policy_chunks=steps, goal_result="finished", wall_s=1.5, inference_p50_s=0.05,
+                latency={"inference": [0.01 * (i + 1), 0.02], "dit": [0.001]},
+            )
+        )  # fmt: skip
+    rows[-1].error = "RuntimeError: policy_node: configure failed"
+    return rows
+
+
+def test_summary_per_task_and_overall():
+    s = {x.task: x for x in summarise(_results())}
+    assert list(s) == ["a", "b", "all"]
+    assert (s["a"].n, s["a"].successes, s["a"].mean_steps) == (3, 2, 20.0)
+    assert (s["b"].successes, s["b"].errors) == (0, 1)
+    assert (s["all"].n, s["all"].successes, s["all"].rate) == (5, 2, 0.4)
+    assert (s["all"].low, s["all"].high) == wilson(2, 5)
+
+
+def test_report_ends_with_the_success_line_and_files_round_trip(tmp_path):
+    results = _results()
+    lines = report_lines(results)
+    assert lines[-1] == "success: 0.400"
+    text = "\n".join(lines)
+    assert "[0.118, 0.769]" in text  # Wilson of 2/5
+    assert "inference" in text and "did not run" in text
+    paths = write_reports(results, tmp_path / "out", "t")
+    assert {p.name for p in paths.values()} == {"results.csv", "results.md", "success.png"}
+    assert paths["plot"].stat().st_size > 1000
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == CSV_FIELDS and len(rows) == 5 and "latency" not in rows[0]
+    back = read_csv(paths["csv"])
+    assert [(r.task, r.success, r.sim_steps, r.error) for r in back] == [
+        (r.task, r.success, r.sim_steps, r.error) for r in results
+    ]
+    md = paths["md"].read_text()
+    assert "| a | 2/3 | 0.667 |" in md and "| all | 2/5 | 0.400 |" in md
+    assert "Seeds 1000000..1000004 (5 episodes)" in md
+
+
+# ---------------------------------------------------------------------------------------------- grounding
+
+
+def test_box_iou_hand_cases():
+    assert box_iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0
+    assert box_iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)
+    assert box_iou([0, 0, 10, 10], [20, 20, 30, 30]) == 0.0
+    assert box_iou([10, 10, 0, 0], [0, 0, 5, 5]) == pytest.approx(0.25)  # corners in any order
+    assert box_iou([0, 0, 0, 10], [0, 0, 0, 10]) == 0.0  # degenerate boxes
+    assert box_iou([0, 0, 10, 10], [2, 2, 8, 8]) == pytest.approx(36 / 100)
+
+
+def test_point_in_box_hand_cases():
+    assert point_in_box((5, 5), (0, 0, 10, 10))
+    assert point_in_box((10, 0), (0, 0, 10, 10))  # edges count
+    assert not point_in_box((10.01, 5), (0, 0, 10, 10))
+    assert point_in_box((5, 5), (10, 10, 0, 0))
+
+
+def test_trace_error_resamples_by_arc_length():
+    line = resample_polyline([[0, 0], [10, 0]], 6)
+    np.testing.assert_allclose(line[:, 0], [0, 2, 4, 6, 8, 10])
+    bent = resample_polyline([[0, 0], [10, 0], [10, 10]], 3)
+    np.testing.assert_allclose(bent, [[0, 0], [10, 0], [10, 10]])
+    np.testing.assert_allclose(resample_polyline([[3, 4]], 3), [[3, 4]] * 3)
+    # the same path with more points has no error; a shifted one has the shift
+    assert trace_error([[0, 0], [10, 0]], [[0, 0], [5, 0], [10, 0]]) == pytest.approx(0.0)
+    assert trace_error([[0, 3], [10, 3]], [[0, 0], [10, 0]]) == pytest.approx(3.0)
+    # reversed direction: the ends are compared with each other (0..10 vs 10..0 at 3 points: 10, 0, 10)
+    assert trace_error([[0, 0], [10, 0]], [[10, 0], [0, 0]], n=3) == pytest.approx(20 / 3)
+
+
+def test_grounding_scores_count_unparsed_answers_as_misses():
+    s = GroundingScores()
+    s.add_box([0, 0, 10, 10], [0, 0, 10, 10])
+    s.add_box([0, 0, 10, 10], [5, 0, 15, 10])  # IoU 1/3: a miss
+    s.add_box(None, [0, 0, 1, 1])
+    s.add_point((1, 1), (0, 0, 2, 2))
+    s.add_point(None, (0, 0, 2, 2))
+    s.add_trace([[0, 2], [4, 2]], [[0, 0], [4, 0]])
+    s.add_trace(None, [[0, 0], [4, 0]])
+    out = s.summary()
+    assert out["box_n"] == 3 and out["box_iou50_accuracy"] == pytest.approx(1 / 3)
+    assert out["box_mean_iou"] == pytest.approx((1 + 1 / 3) / 3)
+    assert out["point_in_box_accuracy"] == 0.5
+    assert (out["trace_n"], out["trace_parsed"], out["trace_error_px"]) == (2, 1, pytest.approx(2.0))
+    assert out["unparsed"] == {"box": 1, "point": 1, "trace": 1}
+
+
+class _FakePolicy:
+    """Answers every ground() with fixed geometry (source pixels) through the real parser path."""
+
+    def __init__(self, box, point, trace):
+        self.box, self.point, self.trace = box, point, trace
+        self.asked = []
+
+    def ground(self, image, instruction, kinds=("box",), max_new_tokens=128):
+        import json
+
+        from internvla_core.grounding import build_grounding_result
+
+        kind = kinds[0]
+        self.asked.append((kind, instruction))
+        text = {"box": [{"bbox_2d": self.box}], "point": [{"point_2d": self.point}],
+                "trace": [{"trace": self.trace}]}[kind]  # fmt: skip
+        size = (image.shape[1], image.shape[0])
+        return build_grounding_result(instruction, kinds, {kind: json.dumps(text)}, size, size)
+
+
+def test_evaluate_grounding_on_a_dataset_with_a_fake_model(tmp_path):
+    from internvla_learning.evaluation import evaluate_grounding
+    from internvla_learning.lerobot_v3 import LeRobotV3Writer
+    from learning_synthetic import JOINTS, make_episode
+
+    root = tmp_path / "ds"
+    with LeRobotV3Writer(root, 10, "franka", {"third_person": (64, 64)}, JOINTS) as writer:
+        for seed in range(2):
+            writer.add_episode(make_episode(seed, length=6, size=64, cameras=("third_person",)))
+    from internvla_learning.lerobot_read import LeRobotV3Reader
+
+    ep = LeRobotV3Reader(root).episode(1)
+    assert ep.grounding.box_answer[0] == '[{"bbox_2d": [0, 1, 2, 3], "label": "cube"}]'  # the truth scored
+    # that box, a point at its centre, a trace far from the labelled [[1, 2], [3, 4]]
+    model = _FakePolicy([0, 1, 2, 3], [1, 2], [[61, 62], [63, 64]])
+    scores, rows = evaluate_grounding(model, root, frame_stride=100, exclude_seeds={0})
+    assert {r["seed"] for r in rows} == {1}  # seed 0 held out of the scoring (a training seed)
+    out = scores.summary()
+    assert out["box_n"] == 1 and out["box_iou50_accuracy"] == 1.0
+    assert out["point_in_box_accuracy"] == 1.0
+    assert out["trace_error_px"] == pytest.approx(np.hypot(60, 60))
+    assert ("trace", ep.instruction) in model.asked  # traces are asked with the instruction
+    assert ("box", "cube") in model.asked and ("point", "grasp") in model.asked  # boxes with the label
+    model.box = [10, 10, 20, 20]
+    scores, _ = evaluate_grounding(model, root, frame_stride=100)
+    assert scores.summary()["box_iou50_accuracy"] == 0.0 and scores.box_n == 2
