@@ -34,8 +34,8 @@ lint: setup  ## ruff check and format check only
 format: setup  ## apply ruff fixes and formatting
 	@source scripts/env.sh && ruff check --fix . && ruff format .
 
-bench: setup  ## run the benchmarks (print numbers, write bench_out/)
-	@source scripts/env.sh && for b in bench/*.py; do echo "== $$b"; python $$b || exit 1; done
+bench: setup  ## run the benchmarks bench/bench_*.py (print numbers; evaluations such as bench/replay_expert_ros.py run on their own)
+	@source scripts/env.sh && for b in bench/bench_*.py; do echo "== $$b"; python $$b || exit 1; done
 
 clean:  ## remove build products (keeps .venv)
 	rm -rf build install log demo_out bench_out  # data/ is kept: delete it by hand
