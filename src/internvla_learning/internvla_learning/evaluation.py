@@ -408,7 +408,12 @@ def training_seeds(run_dir: str | Path) -> set[int] | None:
     if not args_path.is_file():
         return None
     data = json.loads(args_path.read_text()).get("data")
-    if not data or not (Path(data) / "meta" / "info.json").is_file():
+    if not data:
+        return None
+    # a relative path was relative to where training ran: try as given, then beside the run dir
+    candidates = [Path(data)] if Path(data).is_absolute() else [Path(data), Path(run_dir).parent / data]
+    data = next((c for c in candidates if (c / "meta" / "info.json").is_file()), None)
+    if data is None:
         return None
     from .lerobot_read import LeRobotV3Reader
 
