@@ -107,6 +107,8 @@ def run_episode(
         failures = composition.activate()
         if failures:
             raise RuntimeError("; ".join(failures))
+        policy = composition.nodes["policy_node"].policy  # the model the node loaded on configure
+        result.loaded_checkpoint = str(policy.checkpoint_path) if policy is not None else ""
         sim = composition.nodes["sim"]
         result.instruction = sim.env.task.instruction
         if not skip_grounding:  # the grounding node answers once for the episode's instruction

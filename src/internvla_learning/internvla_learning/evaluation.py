@@ -95,7 +95,8 @@ class EpisodeResult:
     wall_s: float = 0.0
     inference_p50_s: float | None = None
     instruction: str = ""
-    checkpoint: str = ""
+    checkpoint: str = ""  # asked for ("" = the untrained tiny factory model)
+    loaded_checkpoint: str = ""  # the file policy_node actually loaded
     domain_id: int = -1
     error: str = ""
     latency: dict[str, list[float]] = field(default_factory=dict)  # stage -> seconds per chunk (not in CSV)
@@ -214,6 +215,7 @@ def read_csv(path: str | Path) -> list[EpisodeResult]:
                     inference_p50_s=float(row["inference_p50_s"]) if row["inference_p50_s"] else None,
                     instruction=row["instruction"],
                     checkpoint=row["checkpoint"],
+                    loaded_checkpoint=row["loaded_checkpoint"],
                     domain_id=int(row["domain_id"]),
                     error=row["error"],
                 )
