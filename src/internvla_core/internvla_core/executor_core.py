@@ -52,6 +52,8 @@ from .safety import SafetyFilter, SafetyLimits
 from .scheduling import ChunkStreamer
 from .status import StatusCode
 
+STEP_TOLERANCE = 1e-6  # of a control period: float noise in stamps never changes a step (see step_of)
+
 
 @dataclass(frozen=True)
 class ExecutorConfig:
@@ -185,7 +187,16 @@ class ExecutorCore:
         return ChunkStreamer(self.config.blend_steps, limit, discrete_dims=(gripper,))
 
     def step_of(self, t: float) -> int:
-        return int(math.floor((t - self.start_time) / self.config.control_period + 0.5))
+        """The control step of time ``t``: the nearest multiple of the period after ``start_time``.
+
+        Stamps that lie half a period off the start (5 Hz steps at 0.1, 0.3, 0.5 s after an activation at
+        0.0) sit exactly on the rounding boundary, where the same instant reached through different float
+        paths (a message stamp vs. a clock reading: 0.3 vs 0.30000000000000004) rounded to different
+        steps: the chunk of observation 0.3 then covered step 1 while the tick at 0.3 asked for step 2,
+        and every other action of a 5 Hz episode was lost. A tolerance far below any real time
+        difference puts both on the same side.
+        """
+        return int(math.floor((t - self.start_time) / self.config.control_period + 0.5 + STEP_TOLERANCE))
 
     def reject_chunk(self, reason: str, message: str) -> str:
         """Count a refused chunk under ``rejected_<reason>`` (``input_checks.CHUNK_REJECTIONS``)."""

@@ -384,3 +384,26 @@ def test_every_command_carries_a_status_code():
     assert core.tick(0.9, START).status == StatusCode.WATCHDOG
     core.stop("abort: model failed")
     assert core.tick(1.0, START).status == StatusCode.ABORTED
+
+
+def test_stamps_half_a_period_off_the_start_map_to_one_step_whatever_their_float_noise():
+    """5 Hz, activation at 0.0, observations at 0.1, 0.3, 0.5 ...: the chunk's observation stamp and the
+    tick's clock reading of the same instant must give the same step, or every other action is lost."""
+    core = ExecutorCore(get_embodiment("widowx_bridge"), ExecutorConfig(mode="ensemble", control_period=0.2))
+    for k in range(50):
+        exact = 0.1 + 0.2 * k
+        noisy = [
+            exact,
+            np.nextafter(exact, 0.0),
+            np.nextafter(exact, 1.0),
+            round(exact, 9),
+            sum([0.1] + [0.2] * k),
+        ]
+        assert len({core.step_of(t) for t in noisy}) == 1, (k, [core.step_of(t) for t in noisy])
+    core.reset(0.0)
+    actions = 0
+    for k in range(1, 30):  # lock-step: a one-row chunk per observation, ticked at its stamp
+        stamp = 0.1 + 0.2 * k
+        core.add_chunk(np.array([[0.001, 0, 0, 0, 0, 0, 1.0]]), stamp, float(np.float32(stamp)))
+        actions += not core.tick(sum([0.1] + [0.2] * k), START).hold
+    assert actions == 29
