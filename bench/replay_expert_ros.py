@@ -63,13 +63,22 @@ class Replayer:
         self.answered: set[tuple[int, int]] = set()
         self.step = 0
         self.done = threading.Event()
+        self.ready = threading.Event()  # set once the executor is active: earlier answers would be lost
+        self.latest = None
         self._lock = threading.Lock()
         node.create_subscription(JointState, "joint_states", self._on_state, 10)
+
+    def start(self) -> None:
+        """Begin answering, with the observation the lock-step sim is waiting on (if it came already)."""
+        self.ready.set()
+        if self.latest is not None:
+            self._on_state(self.latest)
 
     def _on_state(self, msg) -> None:
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         with self._lock:
-            if stamp in self.answered or self.done.is_set():
+            self.latest = msg
+            if not self.ready.is_set() or stamp in self.answered or self.done.is_set():
                 return
             self.answered.add(stamp)
             if self.step >= len(self.actions):
@@ -124,10 +133,21 @@ def replay_through_ros(robot: str, task: str, seed: int, actions: np.ndarray, ti
         failures = composition.activate()
         if failures:
             raise RuntimeError("; ".join(failures))
+        executor = composition.nodes["chunk_executor"]
         deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (
+            replayer.publisher.get_subscription_count() == 0
+            or executor.core is None
+            or executor.core.ik is None
+        ):
+            time.sleep(0.02)
+        replayer.start()
         while not replayer.done.is_set() and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.2)
+        lost = executor.core.counters["holds"]
+        if lost:
+            print(f"  {robot} {task} seed {seed}: the executor held on {lost} observations", flush=True)
         return bool(composition.nodes["sim"].env.success())
     finally:
         if composition is not None:
