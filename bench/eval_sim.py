@@ -184,11 +184,25 @@ def run_all(jobs: list[tuple], workers: int, on_result=None) -> list:
     return sorted(results, key=lambda r: r.index)
 
 
+def _sim_task(task: str) -> str:
+    from internvla_bringup.graphs import known_sim_task
+
+    if not known_sim_task(task):
+        raise argparse.ArgumentTypeError(f"unknown task '{task}' (named, 'family', a template id or a skill)")
+    return task
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default="", help="run dir or .pt (default: the untrained tiny model)")
     p.add_argument("--robot", default="franka", choices=["franka", "widowx"])
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(TASKS),
+        type=_sim_task,
+        help="named tasks (default: the three), 'family' (each seed's procedural task), template ids, skills",
+    )
     p.add_argument("--episodes", type=int, default=200, help="episodes in all (tasks in turn)")
     p.add_argument("--seed-start", type=int, default=1_000_000, help="first seed (evaluation range)")
     p.add_argument("--allow-training-seeds", action="store_true", help="allow seeds below 1,000,000")

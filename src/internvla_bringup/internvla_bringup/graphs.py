@@ -164,9 +164,23 @@ def _our_nodes(
     ]
 
 
+def known_sim_task(task: str) -> bool:
+    """A named task, ``family`` (the seed's procedural task) or a family template id / skill."""
+    if task in SIM_TASKS or task == "family":
+        return True
+    try:
+        from internvla_sim.task_family import SKILLS, TEMPLATES
+    except ImportError:  # the sim package is not installed: only the named tasks can be checked
+        return False
+    return task in TEMPLATES or task in SKILLS
+
+
 def _sim_graph(setup: str, robot: str, options: GraphOptions) -> Graph:
-    if options.task not in SIM_TASKS:
-        raise ValueError(f"unknown task '{options.task}'; known: {list(SIM_TASKS)}")
+    if not known_sim_task(options.task):
+        raise ValueError(
+            f"unknown task '{options.task}'; known: {list(SIM_TASKS)}, 'family' (the seed's procedural task) "
+            "or a family template id / skill (internvla_sim.task_family)"
+        )
     if options.clock_mode not in ("lockstep", "realtime"):
         raise ValueError(f"clock_mode must be lockstep or realtime, got '{options.clock_mode}'")
     lockstep = options.clock_mode == "lockstep"

@@ -188,3 +188,9 @@ def test_gripper_bridge_settings_are_parameters_it_declares(setup):
         graph.node("gripper_bridge").parameters
     )
     assert configured <= declared, configured - declared
+
+
+@pytest.mark.parametrize("task", ["family", "pick/3", "put_in", "pick_green"])
+def test_sim_graphs_accept_the_procedural_family_as_the_sim_node_does(task):
+    graph = build_graph("sim_widowx", GraphOptions(task=task, seed=4))
+    assert graph.node("sim").parameters["task"] == task
