@@ -9,7 +9,6 @@ subprocess that sources that build.
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import threading
 import time
@@ -32,15 +31,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 CASES = HERE / "robot_errors_fake_driver_cases.py"
 ros = test_chunk_executor_node.ros  # its fixture: executor + robot double
-
-
-def load_builder():
-    spec = importlib.util.spec_from_file_location(
-        "build_fake_msgs", HERE / "fake_franka_msgs" / "build_fake_msgs.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def aborted(goal: int) -> GoalStatusArray:
@@ -97,7 +87,9 @@ def test_an_aborted_gripper_goal_latches_and_stops_every_command(ros):
 def test_executor_against_a_fake_franka_driver():
     """The cases: a reflex stops every command; ~/recover refused while the user stop is pressed, then the
     documented steps in order (Humble: deactivate first); a failed step stops there and the error stays."""
-    setup = load_builder().build()
+    from fake_interfaces import franka_msgs_setup
+
+    setup = franka_msgs_setup()
     command = (
         f"source {ROOT}/scripts/env.sh && source {setup} && python -m pytest -q -p no:cacheprovider {CASES}"
     )

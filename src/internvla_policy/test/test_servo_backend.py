@@ -8,9 +8,6 @@ the cases in a subprocess that sources that build.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -29,8 +26,6 @@ from rclpy.parameter import Parameter  # noqa: E402
 from internvla_policy.chunk_executor_node import ChunkExecutorNode, ServoCommandType  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
-FAKE_SOURCE = Path(__file__).resolve().parent / "fake_moveit_msgs"
-FAKE_BUILD = ROOT / "build" / "fake_moveit_msgs"
 CASES = Path(__file__).resolve().parent / "servo_fake_server_cases.py"
 
 SERVO = {
@@ -129,56 +124,12 @@ def test_dry_run_servo_backend_previews_and_sends_nothing(spin_in_background):
         rclpy.shutdown(context=context)
 
 
-def _source_digest() -> str:
-    digest = hashlib.sha256()
-    for path in sorted(FAKE_SOURCE.rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(FAKE_SOURCE).as_posix().encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 @pytest.fixture(scope="session")
 def fake_moveit_msgs() -> Path:
-    """Build the two moveit_msgs interfaces once (colcon + the venv's rosidl); returns the install."""
-    stamp = FAKE_BUILD / "stamp"
-    setup = FAKE_BUILD / "install" / "local_setup.bash"
-    digest = _source_digest()
-    if setup.is_file() and stamp.is_file() and stamp.read_text() == digest:
-        return setup
-    shutil.rmtree(FAKE_BUILD, ignore_errors=True)
-    package = FAKE_BUILD / "src" / "moveit_msgs"
-    shutil.copytree(FAKE_SOURCE, package, ignore=shutil.ignore_patterns("COLCON_IGNORE", "README.md"))
-    venv = os.environ.get("VIRTUAL_ENV", str(ROOT / ".venv"))
-    env = {**os.environ, "AMENT_PREFIX_PATH": venv, "CMAKE_PREFIX_PATH": venv, "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(
-        [
-            f"{venv}/bin/colcon",
-            "--log-base",
-            "log",
-            "build",
-            "--base-paths",
-            "src",
-            "--build-base",
-            "build",
-            "--install-base",
-            "install",
-            "--event-handlers",
-            "console_direct-",
-            "--cmake-args",
-            f"-DPython3_EXECUTABLE={venv}/bin/python",
-            "-DBUILD_TESTING=OFF",
-        ],
-        cwd=FAKE_BUILD,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, (
-        f"building the test moveit_msgs failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
-    )
-    stamp.write_text(digest)
-    return setup
+    """The two moveit_msgs interfaces, built once (fake_interfaces.py); returns the install's setup."""
+    from fake_interfaces import moveit_msgs_setup
+
+    return moveit_msgs_setup()
 
 
 @pytest.mark.ros

@@ -21,17 +21,17 @@ rclpy = pytest.importorskip("rclpy", reason="run through `make test` (needs the 
 pytest.importorskip("mujoco")
 
 ROOT = Path(__file__).resolve().parents[3]
-BUILDER = ROOT / "src/internvla_policy/test/fake_franka_msgs/build_fake_msgs.py"
+BUILDER = ROOT / "src/internvla_policy/test/fake_interfaces.py"
 CASES = Path(__file__).resolve().parent / "franka_gripper_emulation_cases.py"  # not collected by itself
 
 
 @pytest.mark.ros
 @pytest.mark.slow
 def test_franka_gripper_actions_in_the_simulator():
-    spec = importlib.util.spec_from_file_location("build_fake_msgs", BUILDER)
+    spec = importlib.util.spec_from_file_location("fake_interfaces", BUILDER)
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
-    setup = builder.build()
+    setup = builder.franka_msgs_setup()
     command = (
         f"source {ROOT}/scripts/env.sh && source {setup} && INTERNVLA_FAKE_FRANKA_MSGS=1 "
         f"python -m pytest -q -p no:cacheprovider {CASES}"
