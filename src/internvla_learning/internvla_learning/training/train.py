@@ -664,13 +664,7 @@ class Trainer:
     def _log(self, record: dict) -> None:
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        path = self.out / "metrics.csv"
-        new = not path.is_file()
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(record))
-            if new:
-                writer.writeheader()
-            writer.writerow(record)
+        self._log_csv_only(record)
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop records past the resumed step (they were logged after the last checkpoint)."""
