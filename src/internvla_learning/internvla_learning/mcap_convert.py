@@ -136,6 +136,16 @@ def readable_extent(path: Path) -> tuple[int, int, int | None]:
     return offset, count, last
 
 
+def _damaged(path: Path, what: str, exc: Exception) -> ConvertError:
+    """The error for an MCAP that stops being readable: how far it reads, and that nothing was converted."""
+    offset, count, last = readable_extent(path)
+    last_text = f"{last / 1e9:.3f} s" if last is not None else "none"
+    return ConvertError(
+        f"{path}: {what} ({type(exc).__name__}: {exc}); readable up to byte {offset} of "
+        f"{path.stat().st_size}: {count} complete messages, last log time {last_text}; nothing converted"
+    )
+
+
 def read_streams(bag: Path, topics: dict[str, str]) -> tuple[dict[str, Stream], dict[str, str]]:
     """Decode the contract's topics (``{contract topic: expected type}``) from ``bag``.
 
@@ -145,17 +155,11 @@ def read_streams(bag: Path, topics: dict[str, str]) -> tuple[dict[str, Stream], 
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     path = mcap_file(bag)
-    size = path.stat().st_size
     try:
         reader = Reader(path)
         reader.open()
     except Exception as exc:
-        offset, count, last = readable_extent(path)
-        last_text = f"{last / 1e9:.3f} s" if last is not None else "none"
-        raise ConvertError(
-            f"{path}: truncated or damaged MCAP ({type(exc).__name__}: {exc}); readable up to byte "
-            f"{offset} of {size}: {count} complete messages, last log time {last_text}; nothing converted"
-        ) from None
+        raise _damaged(path, "truncated or damaged MCAP", exc) from None
     try:
         typestore = get_typestore(Stores.EMPTY)
         channels = {c.topic: c.msgtype for c in reader.connections}
@@ -186,13 +190,7 @@ def read_streams(bag: Path, topics: dict[str, str]) -> tuple[dict[str, Stream], 
         except ConvertError:
             raise
         except Exception as exc:
-            offset, count, last = readable_extent(path)
-            last_text = f"{last / 1e9:.3f} s" if last is not None else "none"
-            raise ConvertError(
-                f"{path}: damaged MCAP while reading messages ({type(exc).__name__}: {exc}); readable up "
-                f"to byte {offset} of {size}: {count} complete messages, last log time {last_text}; "
-                "nothing converted"
-            ) from None
+            raise _damaged(path, "damaged MCAP while reading messages", exc) from None
     finally:
         reader.close()
     streams = {}
