@@ -63,6 +63,7 @@ def run_episode(
     checkpoint: str = "",
     max_steps: int = 150,
     skip_grounding: bool = False,
+    spatial_prompt: bool = True,
     image_size: tuple[int, int] = (224, 224),
     domain_id: int | None = None,
     index: int = 0,
@@ -97,7 +98,8 @@ def run_episode(
         width, height = image_size
         sim_params = {"width": width, "height": height, "publish_depth": not skip_grounding}
         skip = ("grounding_node",) if skip_grounding else ()
-        composition = Composition.create(graph, context, {"sim": sim_params}, skip=skip)
+        overrides = {"sim": sim_params, "policy_node": {"spatial_prompt": spatial_prompt}}
+        composition = Composition.create(graph, context, overrides, skip=skip)
         runner = Node("eval_sim", namespace=graph.namespace, context=context)
         monitor = _monitor_class()(runner)
         client = ActionClient(runner, ExecuteInstruction, "execute_instruction")
@@ -209,6 +211,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes")
     p.add_argument("--max-steps", type=int, default=150, help="model queries per episode")
     p.add_argument("--skip-grounding", action="store_true", help="do not start the grounding node")
+    p.add_argument(
+        "--no-spatial-prompt",
+        dest="spatial_prompt",
+        action="store_false",
+        help="the policy gets the bare instruction (a model trained with internvla-train --no-spatial-prompt)",
+    )
     p.add_argument("--image-size", type=int, nargs="+", default=[224], help="sim camera W [H] (pixels)")
     p.add_argument("--device", default="", help="torch device of the policy (default: the YAML's cpu)")
     p.add_argument("--timeout", type=float, default=900.0, help="wall seconds per episode's goal")
@@ -234,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     size = tuple(args.image_size * 2 if len(args.image_size) == 1 else args.image_size[:2])
     options = dict(checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else "",
                    max_steps=args.max_steps, skip_grounding=args.skip_grounding, image_size=size,
+                   spatial_prompt=args.spatial_prompt,
                    device=args.device, timeout=args.timeout)  # fmt: skip
     jobs = [(i, args.robot, task, seed, options) for i, task, seed in episode_plan(args.tasks, seeds)]
     print(

@@ -7,6 +7,17 @@ from setuptools import find_packages, setup
 PACKAGE = "internvla_bringup"
 
 
+def share_tree(root: str) -> list[tuple[str, list[str]]]:
+    """Install every file below ``root`` (a shipped model's run directory) keeping the layout."""
+    import os
+
+    out = []
+    for folder, _dirs, files in sorted(os.walk(root)):
+        if files:
+            out.append((f"share/{PACKAGE}/{folder}", sorted(os.path.join(folder, f) for f in files)))
+    return out
+
+
 def share(subdir: str) -> tuple[str, list[str]]:
     """Install every file of a source sub-directory under share/<package>/<subdir>."""
     return (
@@ -28,6 +39,7 @@ setup(
         share("config/recording"),
         share("config/calibration"),
         share("rviz"),
+        *share_tree("models"),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

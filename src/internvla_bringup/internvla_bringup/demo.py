@@ -14,8 +14,12 @@ see :mod:`internvla_bringup.recording`; ``ros2 bag info <out>``, Foxglove, ``ros
 (task, seed, success from the sim's own check, steps, wall/sim time, per-stage latency p50/p95, loop
 rates) and ``latency.png``.
 
-With no ``--checkpoint`` the model is the tiny, untrained factory model: the loop is real and
-measured, the actions are noise, and the summary says so; success is whatever the sim reports.
+The model is ``--checkpoint`` when given, else the model trained in this repository for the robot once
+one is exported to ``models/`` (``scripts/train_pick_green.sh`` writes
+``models/m1_tiny_franka_pick_green``; none is shipped yet, see ``internvla_learning/TRAINING.md`` for where
+training stands), else the tiny, untrained factory model: the loop is real and measured, the actions are
+noise, and the summary says so. ``--random-model`` forces the untrained model. ``summary.json`` names the
+model (path, weights file and its sha256, the model card's fields) next to the sim's own success check.
 """
 
 from __future__ import annotations
@@ -108,13 +112,14 @@ def run(args: argparse.Namespace) -> dict:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    model = model_identity(args)
     t_start = time.perf_counter()
     context = Context()
     rclpy.init(context=context)
     # the sim_<robot> graph of internvla_bringup.graphs: the nodes, YAML and overrides `ros2 launch` uses
     graph = build_graph(
         f"sim_{args.robot}",
-        GraphOptions(checkpoint=args.checkpoint, task=args.task, seed=args.seed, clock_mode=args.clock),
+        GraphOptions(checkpoint=model["checkpoint"], task=args.task, seed=args.seed, clock_mode=args.clock),
     )
     composition = Composition.create(graph, context, {"sim": {"width": args.width, "height": args.height}})
     sim, executor_node = composition.nodes["sim"], composition.nodes["chunk_executor"]
@@ -254,10 +259,9 @@ def run(args: argparse.Namespace) -> dict:
         }[args.robot],
         "setup": graph.setup,
         "clock": args.clock,
-        "checkpoint": args.checkpoint or "tiny factory model (cached)",
-        "model_note": "user checkpoint"
-        if args.checkpoint
-        else "untrained random tiny InternVLA-M1: the loop is real, the actions are noise; success is not expected",
+        "checkpoint": model["checkpoint"] or "tiny factory model (cached)",
+        "model": model,
+        "model_note": model["note"],
         "success": state["success"],
         "goal_result": result_reason,
         "policy_steps": len(state["chunks"]),
@@ -285,21 +289,67 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
+def model_identity(args: argparse.Namespace) -> dict:
+    """Which model the demo runs and what it is: the checkpoint path handed to the policy node, the
+    weights file it loads with its sha256, the training steps, and a one-line note for the summary."""
+    import hashlib
+
+    from .graphs import shipped_model
+
+    if args.random_model:
+        return {
+            "checkpoint": "",
+            "note": "untrained random tiny InternVLA-M1 (--random-model): the loop is real, the actions are "
+            "noise; success is not expected",
+        }
+    shipped = shipped_model(args.robot)
+    checkpoint = args.checkpoint or (str(shipped) if shipped is not None else "")
+    if not checkpoint:
+        return {
+            "checkpoint": "",
+            "note": f"no model trained here for the {args.robot} yet: the untrained random tiny InternVLA-M1 "
+            "runs (the loop is real, the actions are noise); pass --checkpoint",
+        }
+    from internvla_core.model.policy import resolve_checkpoint
+
+    weights = resolve_checkpoint(checkpoint)
+    identity = {
+        "checkpoint": checkpoint,
+        "weights": str(weights),
+        "sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest(),
+        "note": "user checkpoint",
+    }
+    card = Path(checkpoint) / "model_card.json"
+    if card.is_file():
+        identity.update(json.loads(card.read_text()))
+        identity["note"] = f"trained in this repository: {identity.get('summary', card.parent.name)}"
+    return identity
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from internvla_sim.tasks import TASKS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--task", default="red_on_plate", choices=sorted(TASKS))
+    parser.add_argument(
+        "--task", default="pick_green", choices=sorted(TASKS), help="the task the Franka model is trained on"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--robot", default="franka", choices=["franka", "widowx"], help="simulated arm")
     parser.add_argument(
-        "--steps", type=int, default=40, help="policy steps (control steps: 10 Hz Franka, 5 Hz WidowX)"
+        "--steps",
+        type=int,
+        default=120,
+        help="most policy steps (control steps: 10 Hz Franka, 5 Hz WidowX); the goal ends at success",
     )
     parser.add_argument("--clock", default="lockstep", choices=["lockstep", "realtime"])
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--height", type=int, default=240)
+    # the camera the shipped model was trained on renders 224 x 224 (the data engine's default)
+    parser.add_argument("--width", type=int, default=224)
+    parser.add_argument("--height", type=int, default=224)
     parser.add_argument(
-        "--checkpoint", default="", help="released checkpoint (.pt or run dir); empty = tiny model"
+        "--checkpoint", default="", help="a run dir or .pt (default: the model trained here for --robot)"
+    )
+    parser.add_argument(
+        "--random-model", action="store_true", help="the untrained tiny factory model instead"
     )
     parser.add_argument("--out", default="demo_out")
     parser.add_argument("--timeout", type=float, default=900.0, help="wall-clock limit [s]")
@@ -320,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(json.dumps({k: summary[k] for k in keys}, indent=2))
     print(f"artefacts in {Path(args.out).resolve()}: episode.mp4, episode.mcap, summary.json, latency.png")
-    return 0 if summary["policy_steps"] == args.steps else 1
+    # the goal ran to its step budget, or ended early because the sim reported success
+    return 0 if summary["success"] or summary["policy_steps"] == args.steps else 1
 
 
 if __name__ == "__main__":

@@ -107,6 +107,24 @@ def config_dir() -> Path:
     return Path(get_package_share_directory(PACKAGE)) / "config"
 
 
+SHIPPED_MODELS = {"franka": "m1_tiny_franka_pick_green"}
+"""Where the models trained in this repository go (``models/<name>/``, a run directory each, written by
+``scripts/train_pick_green.sh``), by robot. A name whose directory is absent has no model yet."""
+
+
+def models_dir() -> Path:
+    """The shipped models beside the running code (source tree, else the installed share directory)."""
+    return config_dir().parent / "models"
+
+
+def shipped_model(robot: str) -> Path | None:
+    """The run directory of the model trained here for ``robot``, or None when there is none yet."""
+    name = SHIPPED_MODELS.get(robot)
+    if not name or not (models_dir() / name / "config.yaml").is_file():
+        return None
+    return models_dir() / name
+
+
 def rviz_config_path() -> Path:
     return config_dir().parent / "rviz" / "internvla.rviz"
 

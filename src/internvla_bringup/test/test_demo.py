@@ -16,11 +16,19 @@ from internvla_bringup.demo import main
 @pytest.mark.parametrize("robot", ["franka", "widowx"])
 def test_demo_runs_the_sim_graph_and_writes_video_bag_summary_and_plot(tmp_path, robot):
     argv = ["--out", str(tmp_path), "--steps", "5", "--width", "160", "--height", "120", "--timeout", "300"]
-    assert main([*argv, "--robot", robot]) == 0
+    assert main([*argv, "--robot", robot, "--task", "red_on_plate"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["setup"] == f"sim_{robot}"
     assert summary["policy_steps"] == 5 and summary["goal_result"] == "finished"
-    assert "untrained" in summary["model_note"] and isinstance(summary["success"], bool)
+    assert isinstance(summary["success"], bool)
+    from internvla_bringup.graphs import shipped_model
+
+    shipped = shipped_model(robot)
+    if shipped is not None:  # the model trained here, named with its weights' digest
+        assert "trained in this repository" in summary["model_note"]
+        assert summary["model"]["checkpoint"] == str(shipped) and len(summary["model"]["sha256"]) == 64
+    else:  # no model trained here for this robot yet: the random model, said so
+        assert "untrained" in summary["model_note"] and summary["model"]["checkpoint"] == ""
     assert summary["sim_steps"] >= 4 and summary["sim_time_s"] > 0
     assert summary["grounding"] is not None  # the Ground service answered (random text, maybe no box)
     assert summary["latency_s"]["policy/total"]["count"] == 5
@@ -52,3 +60,28 @@ def test_demo_runs_the_sim_graph_and_writes_video_bag_summary_and_plot(tmp_path,
     ):
         assert topics.get("/" + topic, 0) > 0, topic  # recorded fully qualified, as rosbag2 does
     assert (tmp_path / "latency.png").stat().st_size > 1000
+
+
+def test_demo_names_the_model_it_runs(tmp_path):
+    """--random-model, a robot without a model trained here, and a checkpoint with a model card (what
+    export_model writes) each give the summary an identity: path, weights digest, card fields."""
+    import argparse
+    import hashlib
+
+    from internvla_bringup.demo import model_identity
+    from internvla_core.model.tiny import build_tiny_checkpoint
+
+    def args(**kw):
+        return argparse.Namespace(**{"random_model": False, "checkpoint": "", "robot": "widowx", **kw})
+
+    assert model_identity(args(random_model=True))["checkpoint"] == ""
+    assert "untrained" in model_identity(args(random_model=True))["note"]
+    assert "no model trained here for the widowx" in model_identity(args())["note"]
+    run = tmp_path / "run"
+    build_tiny_checkpoint(run)
+    (run / "model_card.json").write_text(json.dumps({"summary": "pick_green, toy", "training_steps": 7}))
+    identity = model_identity(args(checkpoint=str(run)))
+    weights = next((run / "checkpoints").glob("*.pt"))
+    assert identity["weights"] == str(weights)
+    assert identity["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert identity["training_steps"] == 7 and "pick_green, toy" in identity["note"]

@@ -119,6 +119,81 @@ def test_freeze_vlm_trains_only_the_head_from_cached_features(dataset, stage1, t
     assert all(r is None for r in _losses(run, "vlm_loss"))
 
 
+def test_cached_features_give_the_condition_of_the_live_forward(dataset, stage1, tmp_path):
+    """The stacked feature cache (left-padded rows, lengths, masked padding) reproduces the condition the
+    frozen VLM and DINO give when run on the frames, for frames of different prompts in one batch."""
+    from internvla_learning.training.train import Trainer
+
+    trainer = Trainer(
+        _cfg(
+            dataset,
+            tmp_path / "cached",
+            stage=2,
+            init=str(stage1),
+            steps=1,
+            freeze_vlm=True,
+            qformer_attn_dropout=0.0,
+        )
+    )
+    trainer.setup()
+    m = trainer.model
+    assert all(
+        mod.dropout == 0.0
+        for mod in m.layer_qformer.modules()
+        if isinstance(mod, torch.nn.MultiheadAttention)
+    )
+    assert trainer.data.vlm_views.shape[0] == 0  # the frames were released once cached
+    live = load_training_data(
+        dataset,
+        horizon=m.config.action_horizon,
+        action_dim=m.config.action_dim,
+        image_size=m.config.image_size,
+        grounding=False,
+    )
+    assert len(set(live.instructions)) == 2
+    frames = [0, 1, len(live) - 1]
+    m.eval()
+    with torch.no_grad():
+        cached = trainer._cached_condition(frames)
+        for row, f in enumerate(frames):
+            trainer.data = live  # the live path needs the frames back
+            prompt = m.train_prompt(live.instructions[f], True)
+            one = m.train_condition(trainer._vlm_inputs([f], [prompt]), trainer._dino_pixels([f]))
+            torch.testing.assert_close(cached[row : row + 1], one, atol=1e-5, rtol=1e-4)
+
+
+def test_export_writes_a_small_run_dir_that_loads_and_names_its_lineage(dataset, stage1, tmp_path):
+    import hashlib
+
+    from internvla_learning.evaluation import EpisodeResult, write_csv
+    from internvla_learning.export_model import ExportError, export_run
+
+    from internvla_core.model.policy import load_policy
+
+    run = tmp_path / "s2"
+    train(_cfg(dataset, run, stage=2, init=str(stage1), steps=4, freeze_vlm=True, save_every=2))
+    results = [
+        EpisodeResult(index=i, robot="franka", task="pick_green", seed=1_000_000 + i, success=i < 3)
+        for i in range(4)
+    ]
+    csv_path = write_csv(results, tmp_path / "results.csv")
+    out = tmp_path / "shipped"
+    weights = export_run(run, out, step=2, summary="toy", eval_csv=csv_path)
+    assert weights == out / "checkpoints" / "steps_2_pytorch_model.pt"
+    assert not (out / "feature_cache.pt").exists() and not (out / "train_state").exists()
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert [st["stage"] for st in card["stages"]] == [1, 2] and card["training_steps"] == 2
+    assert card["evaluation"]["overall"]["successes"] == 3 and card["evaluation"]["overall"]["episodes"] == 4
+    assert card["evaluation"]["seeds"] == [1_000_000, 1_000_003]
+    assert (out / "train_args.stage1.json").is_file()
+    policy = load_policy(str(out))
+    exported = torch.load(weights, weights_only=True)
+    assert all(torch.equal(policy.model.state_dict()[k].cpu(), v) for k, v in exported.items())
+    with pytest.raises(ExportError, match="no checkpoint of step 3"):
+        export_run(run, tmp_path / "bad", step=3)
+
+
 # ----------------------------------------------------------------------------------------------- bad input
 
 
@@ -214,6 +289,20 @@ def test_chunks_pad_with_the_last_action_and_normalise_like_upstream():
 def toy_model(tmp_path_factory):
     model, _, _ = load_model(build_tiny_checkpoint(tmp_path_factory.mktemp("toy") / "run", spec=TOY))
     return model
+
+
+def test_frame_stride_keeps_every_kth_start_with_full_rate_chunks(dataset):
+    full = load_training_data(dataset, horizon=4, action_dim=7, image_size=(56, 56), grounding=True)
+    half = load_training_data(
+        dataset, horizon=4, action_dim=7, image_size=(56, 56), grounding=True, frame_stride=2
+    )
+    keep = [i for e in np.unique(full.episode_index) for i in np.flatnonzero(full.episode_index == e)[::2]]
+    np.testing.assert_array_equal(half.chunks, full.chunks[keep])
+    np.testing.assert_array_equal(half.vlm_views, full.vlm_views[keep])
+    assert half.statistics == full.statistics  # statistics still see every frame
+    assert {q.frame for q in half.qa} <= set(range(len(half))) and len(half.qa) < len(full.qa)
+    with pytest.raises(ValueError, match="frame_stride"):
+        load_training_data(dataset, horizon=4, action_dim=7, image_size=None, frame_stride=0)
 
 
 def test_batched_preprocessing_equals_the_per_image_path(toy_model):

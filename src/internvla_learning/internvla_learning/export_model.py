@@ -1,0 +1,195 @@
+"""Export one checkpoint of a training run as a small, self-contained run directory to ship or deploy.
+
+    python -m internvla_learning.export_model --run runs/pg_s2 --out models/my_model \
+        [--step N] [--name NAME] [--summary "one line"] [--eval eval/pg/results.csv] [--card-json extra.json]
+
+Why: a training run holds what only training needs (every checkpoint, optimizer state, the feature cache,
+the initial model): gigabytes. A robot needs one checkpoint and what loads it. The exported directory is
+upstream's released run layout, which ``internvla_core.model.load_policy``, every node's ``checkpoint``
+parameter and ``from_pretrained`` read unchanged:
+
+    config.yaml, config.json, dataset_statistics.json, base_vlm/ (tokenizer and configs, no weights),
+    checkpoints/steps_<N>_pytorch_model.pt, summary.jsonl ({"steps": N}),
+
+plus the record of how it was made: ``train_args.json`` of the run (and of ``--init`` runs before it, as
+``train_args.<run>.json``), ``metrics.csv`` and ``loss_curve.png``, and ``model_card.json`` (name, weights
+sha256, training steps, robot, data, the stages it went through, the evaluation summary when ``--eval`` is
+given). The absolute dataset path in the config is replaced by the dataset's directory name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+RUN_FILES = ("config.yaml", "config.json", "dataset_statistics.json")
+RECORD_FILES = ("metrics.csv", "loss_curve.png")
+
+
+class ExportError(ValueError):
+    """The run cannot be exported (the message says why)."""
+
+
+def _checkpoint_of(run: Path, step: int | None) -> tuple[int, Path]:
+    found = {}
+    for path in (run / "checkpoints").glob("steps_*_pytorch_model.pt"):
+        match = re.fullmatch(r"steps_(\d+)_pytorch_model\.pt", path.name)
+        if match:
+            found[int(match.group(1))] = path
+    if not found:
+        raise ExportError(f"{run} has no checkpoints/steps_<N>_pytorch_model.pt: not a finished run")
+    if step is None:
+        step = max(found)
+    if step not in found:
+        raise ExportError(f"{run} has no checkpoint of step {step} (it has steps {sorted(found)})")
+    return step, found[step]
+
+
+def _lineage(run: Path) -> list[tuple[Path, dict]]:
+    """The run and the runs it was initialised from (``--init``), newest first."""
+    chain, seen = [], set()
+    current: Path | None = run
+    while current is not None and current.resolve() not in seen:
+        seen.add(current.resolve())
+        args_file = current / "train_args.json"
+        if not args_file.is_file():
+            break
+        args = json.loads(args_file.read_text())
+        chain.append((current, args))
+        init = args.get("init")
+        current = Path(init) if init else None
+        if current is not None and current.suffix == ".pt":
+            current = current.parent.parent
+    return chain
+
+
+def evaluation_summary(results_csv: Path) -> dict:
+    """Success per task and overall (with Wilson 95 % bounds) from an eval_sim ``results.csv``."""
+    from .evaluation import wilson
+
+    rows = list(csv.DictReader(results_csv.open()))
+    if not rows:
+        raise ExportError(f"{results_csv} holds no episodes")
+    by_task: dict[str, list[bool]] = {}
+    for row in rows:
+        by_task.setdefault(row["task"], []).append(row["success"].strip().lower() in ("1", "true"))
+    seeds = [int(r["seed"]) for r in rows]
+
+    def block(values: list[bool]) -> dict:
+        k, n = sum(values), len(values)
+        low, high = wilson(k, n)
+        return {"successes": k, "episodes": n, "rate": k / n, "wilson95": [round(low, 4), round(high, 4)]}
+
+    return {
+        "file": str(results_csv),
+        "seeds": [min(seeds), max(seeds)],
+        "overall": block([v for vs in by_task.values() for v in vs]),
+        "per_task": {t: block(v) for t, v in sorted(by_task.items())},
+    }
+
+
+def export_run(
+    run: str | Path,
+    out: str | Path,
+    *,
+    step: int | None = None,
+    name: str | None = None,
+    summary: str = "",
+    eval_csv: str | Path | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write the exported run directory ``out``; returns the weights file."""
+    import yaml
+
+    run, out = Path(run), Path(out)
+    missing = [f for f in RUN_FILES if not (run / f).is_file()]
+    if missing or not (run / "base_vlm").is_dir():
+        raise ExportError(f"{run} lacks {missing or ['base_vlm/']}: not a run directory of internvla-train")
+    step, weights = _checkpoint_of(run, step)
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "checkpoints").mkdir(parents=True)
+    shutil.copytree(run / "base_vlm", out / "base_vlm")
+    raw = yaml.safe_load((run / "config.yaml").read_text())
+    vla = raw.get("datasets", {}).get("vla_data", {})
+    data_root = vla.get("data_root_dir")
+    if data_root:
+        vla["data_root_dir"] = Path(data_root).name  # the machine's path means nothing elsewhere
+    raw["run_id"] = name or out.name
+    (out / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (out / "config.json").write_text(json.dumps(raw, indent=2))
+    shutil.copy2(run / "dataset_statistics.json", out / "dataset_statistics.json")
+    target = out / "checkpoints" / weights.name
+    shutil.copy2(weights, target)
+    (out / "summary.jsonl").write_text(json.dumps({"steps": step}) + "\n")
+    for f in RECORD_FILES:
+        if (run / f).is_file():
+            shutil.copy2(run / f, out / f)
+    lineage = _lineage(run)
+    stages = []
+    for i, (r, args) in enumerate(lineage):
+        dest = "train_args.json" if i == 0 else f"train_args.{r.name}.json"
+        (out / dest).write_text(json.dumps(args, indent=2))
+        stages.append(
+            {
+                "run": r.name,
+                "stage": args.get("stage"),
+                "steps": args.get("steps"),
+                "batch_size": args.get("batch_size"),
+                "freeze_vlm": args.get("freeze_vlm"),
+                "spatial_prompt": args.get("spatial_prompt"),
+                "seed": args.get("seed"),
+                "data": Path(args["data"]).name if args.get("data") else None,
+            }
+        )
+    card = {
+        "name": name or out.name,
+        "summary": summary,
+        "weights": f"checkpoints/{weights.name}",
+        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+        "training_steps": step,
+        "embodiment": vla.get("embodiment"),
+        "unnorm_key": vla.get("unnorm_key"),
+        "image_size": vla.get("image_size"),
+        "stages": list(reversed(stages)),  # oldest first: stage 1, then stage 2
+    }
+    if eval_csv:
+        card["evaluation"] = evaluation_summary(Path(eval_csv))
+    if extra:
+        card.update(extra)
+    (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--run", required=True, help="run directory of internvla-train")
+    p.add_argument("--out", required=True, help="directory to write (replaced if it exists)")
+    p.add_argument("--step", type=int, help="checkpoint step (default: the last)")
+    p.add_argument("--name", help="model name (default: the --out directory's name)")
+    p.add_argument("--summary", default="", help="one line: what the model does")
+    p.add_argument(
+        "--eval", dest="eval_csv", help="results.csv of bench/eval_sim.py to summarise in the card"
+    )
+    p.add_argument("--card-json", help="a JSON file of extra model-card fields")
+    ns = p.parse_args(argv)
+    extra = json.loads(Path(ns.card_json).read_text()) if ns.card_json else None
+    try:
+        weights = export_run(
+            ns.run, ns.out, step=ns.step, name=ns.name, summary=ns.summary, eval_csv=ns.eval_csv, extra=extra
+        )
+    except ExportError as exc:
+        print(f"export_model: {exc}")
+        return 2
+    size = sum(f.stat().st_size for f in Path(ns.out).rglob("*") if f.is_file())
+    print(f"exported {weights} ({size / 1e6:.1f} MB in {ns.out})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
