@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Reproduce the shipped model src/internvla_bringup/models/m1_tiny_franka_pick_green from nothing:
-# data generation -> LeRobot v3.0 dataset -> stage 1 (grounding) -> stage 2 (actions, frozen VLM, cached
-# features) -> export -> closed-loop evaluation on held-out seeds. Every step is resumable: rerun the
-# script after an interruption and finished steps are skipped (the engine skips written episodes, the
-# trainer continues with --resume).
+# Train the Franka pick_green model from nothing: data generation -> LeRobot v3.0 dataset -> stage 1
+# (grounding) -> stage 2 (actions, frozen VLM, cached features) -> closed-loop evaluation on held-out
+# seeds -> export to src/internvla_bringup/models/m1_tiny_franka_pick_green, which `make demo` then runs
+# (its model_card.json carries the evaluation). Every step is resumable: rerun the script after an
+# interruption and finished steps are skipped (the engine skips written episodes, the trainer continues
+# with --resume). The first run of this recipe on 2 CPU cores did not solve the task (0/10): see
+# src/internvla_learning/TRAINING.md, "Where training stands".
 #
-#   bash scripts/train_pick_green.sh            # the shipped recipe (about 2 h on 2 CPU cores)
+#   bash scripts/train_pick_green.sh            # about 1.5 h on 2 CPU cores, plus the evaluation
 #   EPISODES=300 S1_STEPS=1500 S2_STEPS=6000 EVAL_EPISODES=200 bash scripts/train_pick_green.sh
 #
 # Seeds: training layouts 0..EPISODES-1, model seed 0, evaluation seeds from 1,000,000 (disjoint).
