@@ -310,7 +310,7 @@ def model_identity(args: argparse.Namespace) -> dict:
             "note": f"no model trained here for the {args.robot} yet: the untrained random tiny InternVLA-M1 "
             "runs (the loop is real, the actions are noise); pass --checkpoint",
         }
-    from internvla_core.model.policy import resolve_checkpoint
+    from internvla_core.model.policy import resolve_checkpoint, run_dir_of
 
     weights = resolve_checkpoint(checkpoint)
     identity = {
@@ -319,7 +319,7 @@ def model_identity(args: argparse.Namespace) -> dict:
         "sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest(),
         "note": "user checkpoint",
     }
-    card = Path(checkpoint) / "model_card.json"
+    card = run_dir_of(Path(weights)) / "model_card.json"  # a run dir or one of its checkpoint files
     if card.is_file():
         identity.update(json.loads(card.read_text()))
         identity["note"] = f"trained in this repository: {identity.get('summary', card.parent.name)}"

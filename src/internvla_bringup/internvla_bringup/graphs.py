@@ -120,9 +120,8 @@ def models_dir() -> Path:
 def shipped_model(robot: str) -> Path | None:
     """The run directory of the model trained here for ``robot``, or None when there is none yet."""
     name = SHIPPED_MODELS.get(robot)
-    if not name or not (models_dir() / name / "config.yaml").is_file():
-        return None
-    return models_dir() / name
+    run = models_dir() / name if name else None
+    return run if run is not None and (run / "config.yaml").is_file() else None
 
 
 def rviz_config_path() -> Path:

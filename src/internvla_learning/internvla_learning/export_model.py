@@ -20,7 +20,6 @@ given). The absolute dataset path in the config is replaced by the dataset's dir
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import re
@@ -52,6 +51,8 @@ def _checkpoint_of(run: Path, step: int | None) -> tuple[int, Path]:
 
 def _lineage(run: Path) -> list[tuple[Path, dict]]:
     """The run and the runs it was initialised from (``--init``), newest first."""
+    from internvla_core.model.policy import run_dir_of
+
     chain, seen = [], set()
     current: Path | None = run
     while current is not None and current.resolve() not in seen:
@@ -61,35 +62,34 @@ def _lineage(run: Path) -> list[tuple[Path, dict]]:
             break
         args = json.loads(args_file.read_text())
         chain.append((current, args))
-        init = args.get("init")
-        current = Path(init) if init else None
-        if current is not None and current.suffix == ".pt":
-            current = current.parent.parent
+        init = Path(args["init"]) if args.get("init") else None
+        current = run_dir_of(init) if init is not None and init.suffix == ".pt" else init
     return chain
 
 
 def evaluation_summary(results_csv: Path) -> dict:
     """Success per task and overall (with Wilson 95 % bounds) from an eval_sim ``results.csv``."""
-    from .evaluation import wilson
+    from .evaluation import read_csv, summarise
 
-    rows = list(csv.DictReader(results_csv.open()))
-    if not rows:
+    results = read_csv(results_csv)
+    if not results:
         raise ExportError(f"{results_csv} holds no episodes")
-    by_task: dict[str, list[bool]] = {}
-    for row in rows:
-        by_task.setdefault(row["task"], []).append(row["success"].strip().lower() in ("1", "true"))
-    seeds = [int(r["seed"]) for r in rows]
+    seeds = [r.seed for r in results]
 
-    def block(values: list[bool]) -> dict:
-        k, n = sum(values), len(values)
-        low, high = wilson(k, n)
-        return {"successes": k, "episodes": n, "rate": k / n, "wilson95": [round(low, 4), round(high, 4)]}
+    def block(t) -> dict:
+        return {
+            "successes": t.successes,
+            "episodes": t.n,
+            "rate": t.rate,
+            "wilson95": [round(t.low, 4), round(t.high, 4)],
+        }
 
+    summaries = summarise(results)  # per task, then "all"
     return {
         "file": str(results_csv),
         "seeds": [min(seeds), max(seeds)],
-        "overall": block([v for vs in by_task.values() for v in vs]),
-        "per_task": {t: block(v) for t, v in sorted(by_task.items())},
+        "overall": block(summaries[-1]),
+        "per_task": {t.task: block(t) for t in sorted(summaries[:-1], key=lambda t: t.task)},
     }
 
 

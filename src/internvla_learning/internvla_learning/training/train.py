@@ -104,9 +104,6 @@ TINY_PRESETS = {
         image_size=(56, 56),
     ),
     "default": {},  # internvla_core.model.tiny.TinySpec()'s sizes (1.4M parameters)
-    # default's VLM and DINO with a wider, deeper DiT: the action expert is what stage 2 trains on
-    # cached features, and a 2 x 64 DiT is the capacity limit there, not the step time
-    "cpu": dict(dit_dims=(128, 4, 4)),
 }
 
 
@@ -155,7 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--qformer-attn-dropout",
         type=float,
         help="attention dropout of the QFormer's cross-attention while training (default: the model's, "
-        "upstream 0.1). 0 keeps CPU attention on the fused kernel: about 30%% less time per cached step",
+        "upstream 0.1). 0 keeps CPU attention on the fused kernel: a profiled cached step took 2.5 s "
+        "instead of 4.1 s (TRAINING.md)",
     )
     p.add_argument("--no-spatial-prompt", dest="spatial_prompt", action="store_false")
     p.add_argument("--freeze-vlm", action="store_true", help="freeze VLM + DINO, cache their features")
@@ -190,13 +188,13 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> list[int]:
     return [order_index(n, start + i, seed) for i in range(batch)]
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, unit: str, initial: int = 0):
     """A tqdm bar, or None when progress output is off."""
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="frame", dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)
 
 
 def _device(name: str):
@@ -577,7 +575,7 @@ class Trainer:
         longest = int(lengths.max())
         hidden: list[torch.Tensor] = []
         dino: torch.Tensor | None = None
-        bar = _progress(len(data), "caching VLM + DINO features", self.cfg.progress)
+        bar = _progress(len(data), "caching VLM + DINO features", self.cfg.progress, "frame")
         with torch.no_grad():
             for prompt, frames in by_prompt.items():  # one prompt per group: no padding inside a batch
                 for k in range(0, len(frames), 16):
@@ -647,13 +645,7 @@ class Trainer:
 
         cfg = self.cfg
         step = self.start_step
-        bar = None
-        if cfg.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=cfg.steps, initial=step, desc=f"stage {cfg.stage}", unit="step", dynamic_ncols=True
-            )
+        bar = _progress(cfg.steps, f"stage {cfg.stage}", cfg.progress, "step", initial=step)
         last_saved = step if self.resume else None
         try:
             while step < cfg.steps:
