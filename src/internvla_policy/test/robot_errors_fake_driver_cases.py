@@ -122,7 +122,7 @@ def bench(spin_in_background):
         robot.recover_client = peer.create_client(Recover, "chunk_executor/recover")
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
+        assert wait_for(lambda: robot.matched(node)), "action_chunk / joint_states never matched"
         assert robot.recover_client.wait_for_service(timeout_sec=10.0)
         return node, robot, driver
 
@@ -146,7 +146,9 @@ def moving_then_reflex(node, robot, driver) -> int:
     """Chunks flow into trajectories; then a reflex. Returns the trajectory count at the reflex."""
     time.sleep(0.2)
     robot.chunk(np.repeat(STEP, 10, axis=0))
-    assert wait_for(lambda: len(robot.got["traj"]) >= 3)
+    assert wait_for(lambda: len(robot.got["traj"]) >= 3), [
+        (s.code, s.detail) for s in robot.got["status"][-5:]
+    ]
     driver.reflex()
     assert wait_for(lambda: ExecutorStatus.ROBOT_ERROR in robot.codes())
     return len(robot.got["traj"])

@@ -29,6 +29,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from test_chunk_executor_node import matched_both_ways
 
 from internvla_bringup.graphs import SERVO_REMAPS
 from internvla_core.rotations import (
@@ -204,7 +205,7 @@ def chunk(peer_pub, peer, rows: np.ndarray, embodiment: str) -> None:
 def test_the_fake_refuses_commands_before_the_switch_and_stale_ones_after(ros):
     servo, _node, peer = ros(FRANKA, "fr3_link0", 0.25)
     pub = peer.create_publisher(PoseStamped, "/servo_node/pose_target_cmds", 10)
-    assert wait_for(lambda: pub.get_subscription_count() > 0)
+    assert wait_for(lambda: matched_both_ways(pub, servo))
     start = servo.tip.copy()
     msg = PoseStamped()
     msg.header.frame_id = "fr3_link0"
@@ -228,7 +229,7 @@ def test_pose_stream_moves_the_tip_after_the_switch_and_servo_halts_when_it_stop
     assert wait_for(lambda: servo.command_type == ServoCommandType.Request.POSE)
     assert wait_for(lambda: node.servo_session.accepted)
     chunk_pub = peer.create_publisher(ActionChunk, "action_chunk", 10)
-    assert wait_for(lambda: chunk_pub.get_subscription_count() > 0)
+    assert wait_for(lambda: matched_both_ways(chunk_pub, node))
     start = servo.tip.copy()
     step = np.array([[0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]])  # tool x, 1 cm per 0.1 s
     chunk(chunk_pub, peer, np.repeat(step, 60, axis=0), "franka_real")
@@ -263,7 +264,7 @@ def test_twist_stream_on_the_widowx_planning_frame(ros):
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert wait_for(lambda: servo.command_type == ServoCommandType.Request.TWIST)
     chunk_pub = peer.create_publisher(ActionChunk, "action_chunk", 10)
-    assert wait_for(lambda: chunk_pub.get_subscription_count() > 0 and node.servo_session.accepted)
+    assert wait_for(lambda: matched_both_ways(chunk_pub, node) and node.servo_session.accepted)
     start = servo.tip.copy()
     step = np.array([[0.0, 0.01, 0.0, 0.0, 0.0, 0.0, 1.0]])  # base y, 1 cm per 0.2 s
     chunk(chunk_pub, peer, np.repeat(step, 40, axis=0), "widowx_bridge")

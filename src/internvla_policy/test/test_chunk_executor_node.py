@@ -39,6 +39,21 @@ def wait_for(condition, timeout=10.0) -> bool:
     return condition()
 
 
+def matched_both_ways(publisher, node: Node) -> bool:
+    """``publisher`` matched a subscription of ``node`` on its topic, and that subscription matched it.
+
+    The publisher can match the subscription before the subscription has matched the publisher; a
+    message sent in between is dropped by the reader, so a test that sends one chunk and waits for
+    trajectories can fail for no fault of the node (seen once in CI).
+    """
+    subscriptions = [s for s in node.subscriptions if s.topic_name == publisher.topic_name]
+    return (
+        publisher.get_subscription_count() > 0
+        and bool(subscriptions)
+        and all(s.get_publisher_count() > 0 for s in subscriptions)
+    )
+
+
 class RobotDouble:
     """Publishes joint_states at 50 Hz (or on demand) and records everything the executor sends."""
 
@@ -86,6 +101,10 @@ class RobotDouble:
     def codes(self) -> list[int]:
         return [s.code for s in list(self.got["status"])]
 
+    def matched(self, executor_node: Node) -> bool:
+        """action_chunk and joint_states are matched both ways with the executor's subscriptions."""
+        return all(matched_both_ways(pub, executor_node) for pub in (self.chunk_pub, self.joint_pub))
+
 
 @pytest.fixture
 def ros(spin_in_background):
@@ -104,6 +123,7 @@ def ros(spin_in_background):
         robot = RobotDouble(peer, auto=auto_state)
         assert executor_node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert executor_node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert wait_for(lambda: robot.matched(executor_node)), "action_chunk / joint_states never matched"
         return executor_node, robot
 
     halt = spin_in_background(executor)
