@@ -1,19 +1,25 @@
 """Executor timing: control-period jitter at 100 Hz while a torch model infers, in one process or two.
 
-    source scripts/env.sh && python bench/bench_executor.py [--seconds 8] [--load none|transformer|policy|separate|all]
+    source scripts/env.sh && python bench/bench_executor.py [--seconds 8]
+        [--load none|transformer|policy|separate|all] [--execution stream|trajectory|both] [--thread-priority 50]
 
-Runs chunk_executor (timer at 100 Hz, chunk mode, franka_real with pinocchio IK on the bundled Panda,
-dry_run) on a single-threaded executor of its own thread, fed with joint_states at 50 Hz and one long
-chunk, plus one of these loads in the SAME process:
+Runs chunk_executor (its control thread at 100 Hz with ``thread_priority``, chunk mode, franka_real with
+pinocchio IK on the bundled Panda, dry_run), fed with joint_states at 50 Hz and 16-row chunks every
+100 ms, plus one of these loads in the SAME process:
   none         nothing else (the floor of this machine),
   transformer  a thread running a small torch TransformerEncoder forward loop (4 layers, d=256,
                sequence 256), torch limited to cores - 1 threads,
-  policy       policy_node with the tiny model, a 20 Hz camera and one long goal (what the runner does).
-  separate     the same policy load, but chunk_executor (with its joint_states feeder) in a process of
-               its own, as ``internvla-run --executor-process separate`` / ``ros2 launch`` run it; the child
-               (this script with --child-executor) reports its periods as one JSON line.
-Prints |period - 10 ms| percentiles measured by the executor's own RateMeter, the achieved rate and the
-per-tick core cost. Timings are printed, never asserted (they depend on the machine's load).
+  policy       policy_node with the tiny model, a 20 Hz camera and one long goal (what the runner does;
+               its chunks replace the feeder's).
+  separate     the same policy load, but chunk_executor (with its joint_states and chunk feeders) in a
+               process of its own, its callback threads at SCHED_FIFO too, as chunk_executor's main() does
+               under ``internvla-run --executor-process separate`` / ``ros2 launch``; the child (this
+               script with --child-executor) reports its periods as one JSON line.
+Each load runs per execution: ``stream`` (chunk_trajectory false: IK and one point every tick) and
+``trajectory`` (each chunk planned within plan_budget of a tick and sent as one trajectory).
+Prints |period - 10 ms| percentiles of the control thread's wake-ups (the executor's own RateMeter),
+the achieved rate, the overruns and the per-tick core cost. Timings are printed, never asserted (they
+depend on the machine's load).
 """
 
 from __future__ import annotations
@@ -44,7 +50,14 @@ def transformer_load(stop: threading.Event, counter: list[int]) -> None:
             counter[0] += 1
 
 
-def run(load: str, seconds: float, executor_here: bool = True, as_json: bool = False) -> None:
+def run(
+    load: str,
+    seconds: float,
+    priority: int,
+    trajectory: bool,
+    executor_here: bool = True,
+    as_json: bool = False,
+) -> None:
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
@@ -57,6 +70,10 @@ def run(load: str, seconds: float, executor_here: bool = True, as_json: bool = F
     from internvla_msgs.msg import ActionChunk
     from internvla_policy.chunk_executor_node import ChunkExecutorNode
 
+    if as_json:  # the executor's own process: its callback threads as in chunk_executor's main()
+        from internvla_policy.chunk_executor_node import realtime_spin_threads
+
+        realtime_spin_threads(priority)  # threads created from here on inherit it
     context = Context()
     rclpy.init(context=context)
     params = [
@@ -65,9 +82,10 @@ def run(load: str, seconds: float, executor_here: bool = True, as_json: bool = F
         Parameter("control_rate_hz", value=100.0),
         Parameter("dry_run", value=True),
         Parameter("watchdog_timeout", value=60.0),
-        # per-tick streaming: the jitter of the control loop itself. With chunk_trajectory the arrival of
-        # a chunk plans every row (IK per row) on the control thread: a 1,300-row chunk costs ~1 s there
-        Parameter("chunk_trajectory", value=False),
+        Parameter("thread_priority", value=priority),
+        # stream: one single-point trajectory per tick (IK every tick); trajectory: each chunk planned
+        # (IK per row, within plan_budget of each tick) and sent as one multi-point trajectory
+        Parameter("chunk_trajectory", value=trajectory),
     ]
     executor_node = ChunkExecutorNode(context=context, parameter_overrides=params) if executor_here else None
     peer = Node("bench_peer", context=context)
@@ -125,16 +143,21 @@ def run(load: str, seconds: float, executor_here: bool = True, as_json: bool = F
         policy.trigger_activate()
         client.wait_for_server(timeout_sec=10)
         client.send_goal_async(ExecuteInstruction.Goal(instruction="put the carrot on the plate"))
-    else:  # one long chunk keeps the executor commanding (IK every tick) for the whole run
+    else:  # a model's stream: 16-row chunks (160 ms at 100 Hz) every 100 ms, a slow sway along x
         while chunk_pub.get_subscription_count() == 0:
             time.sleep(0.01)
-        rows = int(seconds * 100) + 500
-        chunk = np.zeros((rows, 7))
-        chunk[:, 0] = 1e-4 * np.sin(np.arange(rows) / 50)
-        chunk[:, 6] = 1.0
-        msg = ActionChunk(embodiment="franka_real", rows=rows, cols=7, data=chunk.ravel().tolist())
-        msg.observation_stamp = peer.get_clock().now().to_msg()
-        chunk_pub.publish(msg)
+
+        def publish_chunk() -> None:
+            now = peer.get_clock().now()
+            t = now.nanoseconds * 1e-9 + 0.01 * np.arange(16)
+            chunk = np.zeros((16, 7))
+            chunk[:, 0] = 1e-4 * np.sin(2.0 * t)
+            chunk[:, 6] = 1.0
+            msg = ActionChunk(embodiment="franka_real", rows=16, cols=7, data=chunk.ravel().tolist())
+            msg.observation_stamp = msg.header.stamp = now.to_msg()
+            chunk_pub.publish(msg)
+
+        peer.create_timer(0.1, publish_chunk)
         if load == "transformer":
             load_thread = threading.Thread(target=transformer_load, args=(stop, counter), daemon=True)
             load_thread.start()
@@ -143,7 +166,15 @@ def run(load: str, seconds: float, executor_here: bool = True, as_json: bool = F
         time.sleep(3.0)  # the goal's first inferences are under way
         started = time.perf_counter()
         child = subprocess.run(
-            [sys.executable, __file__, "--child-executor", "--seconds", str(seconds)],
+            [
+                sys.executable,
+                __file__,
+                "--child-executor",
+                "--seconds",
+                str(seconds),
+                "--thread-priority",
+                str(priority),
+            ],
             capture_output=True,
             text=True,
             timeout=seconds + 120,
@@ -159,6 +190,7 @@ def run(load: str, seconds: float, executor_here: bool = True, as_json: bool = F
                 f"load=separate (executor in its own process, policy load here): {r['seconds']:.1f} s measured"
             )
             print(f"  ticks {r['ticks']}  rate {r['rate']:.1f} Hz  held ticks {r['held']}")
+            print(f"  control thread: {r['scheduling']}, {r['overruns']} overruns")
             print(
                 f"  |period - 10 ms|: p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  max {r['max']:.3f} ms "
                 f"(the executor process's wall time, with start-up: {elapsed:.1f} s)"
@@ -172,18 +204,31 @@ def run(load: str, seconds: float, executor_here: bool = True, as_json: bool = F
         periods = executor_node.rate_meter.periods()
         dev = [abs(p - 0.01) * 1e3 for p in periods]
         held = executor_node.core.counters["holds"]
+        loop = executor_node.control_loop
+        fifo = "SCHED_FIFO" if loop.priority > 0 and not loop.priority_error else "normal scheduling"
+        if loop.priority_error:
+            fifo += f" ({loop.priority_error})"
         if as_json:
             stats = {"p50": percentile(dev, 50), "p99": percentile(dev, 99), "max": max(dev)}
             rate = executor_node.rate_meter.rate()
             print(
                 json.dumps(
-                    {"seconds": elapsed, "ticks": len(periods) + 1, "rate": rate, "held": held, **stats}
+                    {
+                        "seconds": elapsed,
+                        "ticks": len(periods) + 1,
+                        "rate": rate,
+                        "held": held,
+                        "scheduling": fifo,
+                        "overruns": loop.overruns,
+                        **stats,
+                    }
                 )
             )
         else:
             print(f"load={load}: 100 Hz control loop for {elapsed:.1f} s")
             print(f"  ticks {len(periods) + 1}  rate {executor_node.rate_meter.rate():.1f} Hz")
             print(f"  held ticks since start {held} (last reason: {executor_node._last_hold_reason or '-'})")
+            print(f"  control thread: {fifo}, {loop.overruns} overruns")
             print(
                 f"  |period - 10 ms|: p50 {percentile(dev, 50):.3f} ms  p99 {percentile(dev, 99):.3f} ms  "
                 f"max {max(dev):.3f} ms"
@@ -240,18 +285,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--load", choices=["none", "transformer", "policy", "separate", "all"], default="all")
+    parser.add_argument(
+        "--thread-priority",
+        type=int,
+        default=50,
+        help="the executor's thread_priority (SCHED_FIFO; 0 = normal scheduling); 50 as on a real robot",
+    )
+    parser.add_argument(
+        "--execution",
+        choices=["stream", "trajectory", "both"],
+        default="both",
+        help="stream: chunk_trajectory false (one point per tick); trajectory: one planned trajectory per chunk",
+    )
     parser.add_argument("--child-executor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_executor:  # the separate arrangement's executor process: one JSON line on stdout
-        run("none", args.seconds, as_json=True)
+        run("none", args.seconds, args.thread_priority, args.execution == "trajectory", as_json=True)
         return
-    print(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start")
+    print(
+        f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} at start, "
+        f"executor thread_priority {args.thread_priority}"
+    )
     core_tick_cost()
-    for load in ("none", "transformer", "policy", "separate") if args.load == "all" else (args.load,):
-        if load == "separate":
-            run("policy", args.seconds, executor_here=False)
-        else:
-            run(load, args.seconds)
+    executions = ("stream", "trajectory") if args.execution == "both" else (args.execution,)
+    for execution in executions:
+        print(f"== execution: {execution}")
+        for load in ("none", "transformer", "policy", "separate") if args.load == "all" else (args.load,):
+            trajectory = execution == "trajectory"
+            if load == "separate":
+                run("policy", args.seconds, args.thread_priority, trajectory, executor_here=False)
+            else:
+                run(load, args.seconds, args.thread_priority, trajectory)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ zig-zag segment: ``hermite_peak_speed`` tells by how much).
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,49 +90,95 @@ def _twin(core: ExecutorCore) -> ExecutorCore:
     return twin
 
 
-def plan_chunk_trajectory(
-    core: ExecutorCore, first: Command, previous_joints: np.ndarray | None, max_points: int | None = None
-) -> PlannedTrajectory | None:
-    """The trajectory that starts with ``first`` (the command ``core.tick`` just returned).
+class ChunkTrajectoryPlanner:
+    """Plans the trajectory that starts with ``first`` (the command ``core.tick`` just returned), a few
+    points at a time if need be.
 
     ``previous_joints``: the joint setpoint before that tick (``core.last_commanded_joints`` read before
     it, or the measured joints when there was none): the point before the first, for its velocity.
 
     Continues on a twin of the core with the steps after ``first.step`` (measured state = the planned
-    setpoint, so no re-synchronisation) until a step would hold or ``max_points`` are planned. Needs IK
-    (joint targets) and a moving command; returns None otherwise. ``core`` itself is not changed: its
-    own ticks later reach the same setpoints (deterministic pipeline), so the next chunk plans from where
-    this trajectory is at that step.
+    setpoint, so no re-synchronisation) until a step would hold. ``core`` itself is not changed: its own
+    ticks later reach the same setpoints (deterministic pipeline), so the next chunk plans from where
+    this trajectory is at that step. Each point costs one IK solve (~0.7 ms here): at 100 Hz a whole
+    chunk at once would stall the control thread for several periods, so ``extend`` takes a point budget
+    or a deadline and the executor adds the rest on the next ticks (the plan grows faster than the
+    controller consumes it).
     """
-    if first.hold or first.joint_targets is None or core.ik is None or core.last_commanded_joints is None:
-        return None
-    twin = _twin(core)
-    dt = core.config.control_period
-    positions, poses, grippers = [np.array(first.joint_targets)], [first.target_pose], [first.gripper_opening]
-    end_reason = "max_points"
-    step = first.step
-    while max_points is None or len(positions) < max_points:
-        step += 1
-        now = twin.start_time + step * dt
-        joints = twin.last_commanded_joints
-        command = twin.tick(now, twin.ik.fk(joints), joints)
-        if command.hold or command.joint_targets is None:
-            end_reason = command.reason or "no joint targets"
-            break
-        positions.append(np.array(command.joint_targets))
-        poses.append(command.target_pose)
-        grippers.append(command.gripper_opening)
-    positions_array = np.vstack(positions)
-    before = positions_array[0] if previous_joints is None else np.asarray(previous_joints, dtype=np.float64)
-    return PlannedTrajectory(
-        start_step=first.step,
-        times=dt * np.arange(1, len(positions) + 1, dtype=np.float64),
-        positions=positions_array,
-        velocities=finite_difference_velocities(before, positions_array, dt),
-        poses=tuple(poses),
-        grippers=tuple(grippers),
-        end_reason=end_reason,
+
+    def __init__(self, core: ExecutorCore, first: Command, previous_joints: np.ndarray | None) -> None:
+        self._twin = _twin(core)
+        self._dt = core.config.control_period
+        self.start_step = first.step
+        self._step = first.step
+        self._positions = [np.array(first.joint_targets)]
+        self._poses, self._grippers = [first.target_pose], [first.gripper_opening]
+        self._before = None if previous_joints is None else np.asarray(previous_joints, dtype=np.float64)
+        self.end_reason = ""  # set when a step would hold: the plan is complete
+
+    @property
+    def done(self) -> bool:
+        return bool(self.end_reason)
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def extend(self, max_points: int | None = None, deadline: float | None = None) -> int:
+        """Plan until done, ``max_points`` in all, or ``time.perf_counter() >= deadline`` (checked after
+        each point, so at least one is added). Returns how many points were added."""
+        added = 0
+        twin = self._twin
+        while not self.done and (max_points is None or len(self._positions) < max_points):
+            if deadline is not None and added and time.perf_counter() >= deadline:
+                break
+            self._step += 1
+            joints = twin.last_commanded_joints
+            command = twin.tick(twin.start_time + self._step * self._dt, twin.ik.fk(joints), joints)
+            if command.hold or command.joint_targets is None:
+                self.end_reason = command.reason or "no joint targets"
+                break
+            self._positions.append(np.array(command.joint_targets))
+            self._poses.append(command.target_pose)
+            self._grippers.append(command.gripper_opening)
+            added += 1
+        return added
+
+    def trajectory(self) -> PlannedTrajectory:
+        """The points planned so far (``end_reason`` "planning" while more may follow)."""
+        positions = np.vstack(self._positions)
+        before = positions[0] if self._before is None else self._before
+        return PlannedTrajectory(
+            start_step=self.start_step,
+            times=self._dt * np.arange(1, len(positions) + 1, dtype=np.float64),
+            positions=positions,
+            velocities=finite_difference_velocities(before, positions, self._dt),
+            poses=tuple(self._poses),
+            grippers=tuple(self._grippers),
+            end_reason=self.end_reason or "planning",
+        )
+
+
+def can_plan(core: ExecutorCore, first: Command) -> bool:
+    """A trajectory needs IK (joint targets), a moving command and a setpoint to start from."""
+    return not (
+        first.hold or first.joint_targets is None or core.ik is None or core.last_commanded_joints is None
     )
+
+
+def plan_chunk_trajectory(
+    core: ExecutorCore, first: Command, previous_joints: np.ndarray | None, max_points: int | None = None
+) -> PlannedTrajectory | None:
+    """The whole trajectory (or its first ``max_points``) at once; None when ``can_plan`` is false.
+
+    ``end_reason``: the hold reason the next tick would give (end of the chunk, the watchdog horizon
+    ``last chunk time + watchdog_timeout``, a limit that refuses the row), or "planning" when
+    ``max_points`` cut it short.
+    """
+    if not can_plan(core, first):
+        return None
+    planner = ChunkTrajectoryPlanner(core, first, previous_joints)
+    planner.extend(max_points=max_points)
+    return planner.trajectory()
 
 
 def anchored_points(

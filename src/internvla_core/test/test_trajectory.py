@@ -15,7 +15,12 @@ from internvla_core.executor_core import ExecutorConfig, ExecutorCore
 from internvla_core.kinematics import IKSolver
 from internvla_core.rotations import matrix_to_axis_angle
 from internvla_core.safety import SafetyLimits
-from internvla_core.trajectory import finite_difference_velocities, hermite_peak_speed, plan_chunk_trajectory
+from internvla_core.trajectory import (
+    ChunkTrajectoryPlanner,
+    finite_difference_velocities,
+    hermite_peak_speed,
+    plan_chunk_trajectory,
+)
 
 LIMITS = SafetyLimits(
     workspace_min=(0.2, -0.4, 0.05),
@@ -106,6 +111,39 @@ def test_the_plan_stops_at_the_watchdog_horizon(panda):
     plan = plan_chunk_trajectory(core, first, previous)
     assert len(plan) == 4 and plan.end_reason.startswith("watchdog")  # steps 0..3 are within 0.35 s
     assert len(plan_chunk_trajectory(core, first, previous, max_points=2)) == 2
+
+
+def test_a_plan_built_a_few_points_at_a_time_equals_the_plan_built_at_once(panda):
+    chunk = np.tile(MOVE, (12, 1))
+    whole, pieces = make(panda), make(panda)
+    for core in (whole, pieces):
+        core.add_chunk(chunk, 0.0, 0.0)
+    first, previous = first_tick(whole, 0.0, HOME)
+    at_once = plan_chunk_trajectory(whole, first, previous)
+    first_b, previous_b = first_tick(pieces, 0.0, HOME)
+    planner = ChunkTrajectoryPlanner(pieces, first_b, previous_b)
+    grown = []
+    while not planner.done:
+        added = planner.extend(max_points=len(planner) + 3)
+        partial = planner.trajectory()
+        grown.append(len(partial))
+        assert added <= 3 and np.all(partial.velocities[-1] == 0.0)  # every partial plan ends at rest
+        if not planner.done:
+            assert partial.end_reason == "planning"
+    assert grown[0] == 4 and grown == sorted(grown)
+    final = planner.trajectory()
+    assert final.end_reason == at_once.end_reason and len(final) == len(at_once) == 11  # watchdog 1 s
+    np.testing.assert_allclose(final.positions, at_once.positions, atol=1e-12)
+    np.testing.assert_allclose(final.velocities, at_once.velocities, atol=1e-12)
+
+
+def test_a_deadline_in_the_past_still_plans_one_point_per_extend(panda):
+    core = make(panda)
+    core.add_chunk(np.tile(MOVE, (6, 1)), 0.0, 0.0)
+    first, previous = first_tick(core, 0.0, HOME)
+    planner = ChunkTrajectoryPlanner(core, first, previous)
+    assert planner.extend(deadline=0.0) == 1 and len(planner) == 2  # progress whatever the load
+    assert planner.extend(deadline=float("inf")) == 4 and planner.done and len(planner) == 6
 
 
 def test_no_plan_for_a_hold_or_without_ik(panda):

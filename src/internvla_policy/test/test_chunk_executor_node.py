@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 
@@ -206,6 +207,34 @@ def test_chunk_mode_sends_each_chunk_once_as_one_time_parameterised_multi_point_
     k = int(round((_seconds(second.header.stamp) - _seconds(traj.header.stamp)) / 0.05))
     np.testing.assert_allclose(second.points[0].positions, traj.points[k].positions, atol=1e-9)
     assert node.core.counters["trajectories"] == 2
+
+
+@pytest.mark.ros
+def test_a_chunk_too_long_to_plan_in_one_tick_is_sent_as_it_grows_without_changing_the_motion(ros):
+    # plan_budget 0.05 of 50 ms: ~2.5 ms per tick, a few IK solves; 40 rows of 1 mm (the double never
+    # moves: 4 cm stays under the 5 cm that would re-synchronise)
+    node, robot = ros({**BASE, "watchdog_timeout": 3.0, "plan_budget": 0.05})
+    robot.chunk(np.repeat([[0.001, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]], 40, axis=0))
+    assert wait_for(lambda: node._plan is not None and node._plan["planner"].done)
+    time.sleep(0.2)
+    trajectories = list(robot.got["traj"])
+    planned = len(node._plan["planner"])
+    assert planned >= 38 and len(trajectories) >= 2
+    assert len(trajectories[0].points) < planned + 1  # the first tick sent what it had planned
+    for a, b in itertools.pairwise(trajectories):  # each re-send: the same knots, from "now", longer
+        k = int(round((_seconds(b.header.stamp) - _seconds(a.header.stamp)) / 0.05))
+        qa = np.array([pt.positions for pt in a.points])
+        qb = np.array([pt.positions for pt in b.points])
+        assert k >= 1 and len(qb) + k > len(qa)
+        np.testing.assert_allclose(qb[: len(qa) - k], qa[k:], atol=1e-12)
+        va = np.array([pt.velocities for pt in a.points])
+        vb = np.array([pt.velocities for pt in b.points])
+        np.testing.assert_allclose(vb[: len(qa) - k - 1], va[k:-1], atol=1e-12)  # a's end was at rest
+    first, last = trajectories[0], trajectories[-1]
+    end = _seconds(last.header.stamp) + _seconds(last.points[-1].time_from_start)
+    # stamped at each tick's time: equal up to the ticks' jitter
+    assert end == pytest.approx(_seconds(first.header.stamp) + 0.05 * planned, abs=0.01)
+    assert np.all(np.array(last.points[-1].velocities) == 0.0)
 
 
 @pytest.mark.ros
