@@ -179,7 +179,9 @@ def _seconds(duration) -> float:
 @pytest.mark.ros
 def test_chunk_mode_sends_each_chunk_once_as_one_time_parameterised_multi_point_trajectory(ros):
     # small steps: the double never moves, so more than max_tracking_error (5 cm) would re-synchronise
-    node, robot = ros({**BASE, "watchdog_timeout": 1.0})
+    # plan_budget 1: the whole period for planning, so even a loaded machine plans the 12 rows in one tick
+    # (slices are the next test's subject)
+    node, robot = ros({**BASE, "watchdog_timeout": 1.0, "plan_budget": 1.0})
     assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
     time.sleep(0.1)
     robot.chunk(np.repeat(SMALL_STEP, 12, axis=0))
