@@ -119,6 +119,27 @@ def test_freeze_vlm_trains_only_the_head_from_cached_features(dataset, stage1, t
     assert all(r is None for r in _losses(run, "vlm_loss"))
 
 
+def test_train_dino_trains_dino_from_the_frames_while_the_vlm_stays_cached(dataset, stage1, tmp_path):
+    run = tmp_path / "dino"
+    final = train(
+        _cfg(
+            dataset, run, stage=2, init=str(stage1), steps=20, freeze_vlm=True, train_dino=True, lr_base=2e-3
+        )
+    )
+    before = torch.load(next((stage1 / "checkpoints").glob("steps_30_*")), weights_only=True)
+    after = torch.load(final, weights_only=True)
+    moved = {k.split(".")[0] for k in after if not torch.equal(before[k], after[k])}
+    assert moved == {"layer_qformer", "action_model", "dino_pro", "dino_encoder"}
+    assert json.loads((run / "train_args.json").read_text())["train_dino"] is True
+
+
+def test_train_dino_needs_frozen_vlm_features(dataset, stage1, tmp_path):
+    from internvla_learning.training.train import TrainingError
+
+    with pytest.raises(TrainingError, match="--train-dino goes with --freeze-vlm"):
+        train(_cfg(dataset, tmp_path / "x", stage=2, init=str(stage1), steps=1, train_dino=True))
+
+
 def test_cached_features_give_the_condition_of_the_live_forward(dataset, stage1, tmp_path):
     """The stacked feature cache (left-padded rows, lengths, masked padding) reproduces the condition the
     frozen VLM and DINO give when run on the frames, for frames of different prompts in one batch."""

@@ -75,11 +75,13 @@ class TrainingData:
     def vlm_input_size(self) -> tuple[int, int]:
         return int(self.vlm_views.shape[3]), int(self.vlm_views.shape[2])  # (w, h)
 
-    def release_images(self) -> None:
+    def release_images(self, keep_dino: bool = False) -> None:
         """Drop the frames (the bulk of the memory) once frozen features replace them; later use of the
-        views raises instead of silently training on nothing."""
+        views raises instead of silently training on nothing. ``keep_dino``: DINO still learns from its
+        frames (``--train-dino``)."""
         self.vlm_views = self.vlm_views[:0]
-        self.dino_views = self.dino_views[:0]
+        if not keep_dino:
+            self.dino_views = self.dino_views[:0]
 
     def fingerprint(self) -> str:
         import hashlib

@@ -79,6 +79,7 @@ class TrainConfig:
     qformer_attn_dropout: float | None = None  # None: the model's own (upstream 0.1)
     spatial_prompt: bool = True
     freeze_vlm: bool = False
+    train_dino: bool = False  # with freeze_vlm: DINO trained from the pixels, the VLM's features cached
     lora: bool = False
     save_every: int = 50
     log_every: int = 1
@@ -157,6 +158,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-spatial-prompt", dest="spatial_prompt", action="store_false")
     p.add_argument("--freeze-vlm", action="store_true", help="freeze VLM + DINO, cache their features")
+    p.add_argument(
+        "--train-dino",
+        action="store_true",
+        help="with --freeze-vlm: train DINO on the action loss from the frames at every step while the "
+        "VLM's features stay cached (the frozen tiny DINO is random: its tokens carry the object's place "
+        "only coarsely, TRAINING.md); keeps the DINO-size frames in memory",
+    )
     p.add_argument("--lora", action="store_true", help="LoRA on the VLM (needs peft)")
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--log-every", type=int, default=d.log_every)
@@ -269,6 +277,10 @@ class Trainer:
             raise TrainingError("give --init <run dir or .pt> or --tiny {toy,default}")
         if cfg.stage == 1 and cfg.freeze_vlm:
             raise TrainingError("--freeze-vlm leaves nothing to train in stage 1 (it trains the VLM)")
+        if cfg.train_dino and not (cfg.freeze_vlm and cfg.stage == 2):
+            raise TrainingError(
+                "--train-dino goes with --freeze-vlm in stage 2 (without --freeze-vlm DINO is trained anyway)"
+            )
         if cfg.steps < 1 or cfg.batch_size < 1:
             raise TrainingError("--steps and --batch-size must be positive")
 
@@ -410,6 +422,7 @@ class Trainer:
                 "weight_decay": cfg.weight_decay,
             },
             "freeze_vlm": cfg.freeze_vlm,
+            "train_dino": cfg.train_dino,
         }
         (self.out / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         (self.out / "config.json").write_text(json.dumps(raw, indent=2))
@@ -431,7 +444,8 @@ class Trainer:
             for p in m.qwen_vl_interface.parameters():
                 p.requires_grad_(True)
         if cfg.freeze_vlm:
-            for module in (m.qwen_vl_interface, m.dino_encoder):
+            frozen = (m.qwen_vl_interface,) if cfg.train_dino else (m.qwen_vl_interface, m.dino_encoder)
+            for module in frozen:
                 module.eval()
                 for p in module.parameters():
                     p.requires_grad_(False)
@@ -561,7 +575,7 @@ class Trainer:
             cache = torch.load(path, map_location="cpu", weights_only=False)
             if cache.get("key") == key:
                 self.cache = cache
-                data.release_images()
+                data.release_images(keep_dino=self.cfg.train_dino)
                 return
         start, end = m.config.qformer_start_layer, m.config.qformer_end_layer
         prompts = [m.train_prompt(t, self.cfg.spatial_prompt) for t in data.instructions]
@@ -597,7 +611,7 @@ class Trainer:
             bar.close()
         self.cache = {"key": key, "hidden": hidden, "lengths": lengths, "dino": dino}
         torch.save(self.cache, path)
-        data.release_images()
+        data.release_images(keep_dino=self.cfg.train_dino)
 
     def _cached_condition(self, frames: list[int]):
         import torch
@@ -609,7 +623,11 @@ class Trainer:
         # left padding inside the batch is masked out of the QFormer's attention
         mask = torch.arange(longest)[None, :] < (longest - lengths)[:, None]
         masked = mask if mask.any() else None
-        return self.model.condition_from_features(layers, self.cache["dino"][idx], masked)
+        if self.cfg.train_dino:  # DINO learns: its tokens from the frames, with gradients
+            dino, _ = self.model.dino_tokens_from_pixels(self._dino_pixels(frames), len(frames))
+        else:
+            dino = self.cache["dino"][idx]
+        return self.model.condition_from_features(layers, dino, masked)
 
     # ------------------------------------------------------------------------------------------ step
     def compute_loss(self, step: int) -> dict[str, Any]:
