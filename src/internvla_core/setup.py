@@ -30,5 +30,5 @@ setup(
     maintainer_email="maintainers@internvla-ros.org",
     description="Pure-Python core of internvla_ros: InternVLA-M1 model, grounding, embodiments, scheduling, safety.",
     license="MIT",
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["internvla-serve = internvla_core.serving.cli:main"]},
 )

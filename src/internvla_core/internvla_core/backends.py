@@ -90,7 +90,7 @@ class RemoteBackend:
     def predict(self, images, instruction, *, unnorm_key, cfg_scale, num_ddim_steps, seed=None) -> Prediction:
         stats = action_stats(self.norm_stats, unnorm_key)
         start = time.perf_counter()
-        normalized = self.client.infer(images, instruction, stats.key, cfg_scale, num_ddim_steps)
+        normalized = self.client.infer(images, instruction, stats.key, cfg_scale, num_ddim_steps, seed=seed)
         remote = time.perf_counter() - start
         actions = unnormalize_actions(normalized, stats)
         return Prediction(

@@ -179,8 +179,12 @@ class RemotePolicyClient:
         unnorm_key: str | None = None,
         cfg_scale: float = 1.5,
         num_ddim_steps: int = 10,
+        seed: int | None = None,
     ) -> np.ndarray:
-        """Normalised actions [T, A] for one observation (batch of one, as every upstream client)."""
+        """Normalised actions [T, A] for one observation (batch of one, as every upstream client).
+
+        ``seed`` (sent only when given: upstream's servers do not know it) makes ``internvla-serve`` draw
+        the noise as ``predict_action(seed=...)`` does, so remote and local chunks can be compared."""
         payload = {
             "batch_images": [[np.ascontiguousarray(im, dtype=np.uint8) for im in images]],
             "instructions": [instruction],
@@ -190,6 +194,8 @@ class RemotePolicyClient:
             "use_ddim": True,
             "num_ddim_steps": int(num_ddim_steps),
         }
+        if seed is not None:
+            payload["seed"] = int(seed)
         data = self.request("infer", payload)
         actions = data.get("normalized_actions") if isinstance(data, dict) else None
         if actions is None:

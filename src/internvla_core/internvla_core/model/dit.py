@@ -151,20 +151,38 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList([DiTBlock(token_size, num_heads, mlp_ratio) for _ in range(depth)])
         self.final_layer = FinalLayer(token_size, action_dim)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """x [N, T, A] noisy actions, t [N] original timestep indices, z [N, 64, W] -> ε̂ [N, T, A]."""
-        c = self.t_embedder(t).unsqueeze(1) + self.z_embedder(z)
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor, shared_t_rows: int | None = None
+    ) -> torch.Tensor:
+        """x [N, T, A] noisy actions, t [N] original timestep indices, z [N, 64, W] -> ε̂ [N, T, A].
+
+        ``shared_t_rows`` (only when every entry of t is equal, as in the DDIM loop): embed the timestep
+        from the first k entries and broadcast it. A k-row matmul and an N-row one round differently
+        (~1e-7), which ten DDIM steps grow to ~1e-5; the serving batcher passes a single query's row
+        count so each sample of a batch gets exactly the embedding it would get alone."""
+        if shared_t_rows is None:
+            t_emb = self.t_embedder(t)
+        else:
+            t_emb = self.t_embedder(t[:shared_t_rows])[:1].expand(len(t), -1)
+        c = t_emb.unsqueeze(1) + self.z_embedder(z)
         tokens = torch.cat((c, self.x_embedder(x)), dim=1) + self.positional_embedding
         for block in self.blocks:
             tokens = block(tokens)
         return self.final_layer(tokens)[:, self.num_condition_tokens :]
 
     def forward_with_cfg(
-        self, x: torch.Tensor, t: torch.Tensor, z: torch.Tensor, cfg_scale: float
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        z: torch.Tensor,
+        cfg_scale: float,
+        shared_t_rows: int | None = None,
     ) -> torch.Tensor:
         """Upstream's CFG pass: the first half of x is duplicated, the guided ε is written to both halves."""
         half = x[: len(x) // 2]
-        eps = self.forward(torch.cat([half, half]).to(self.x_embedder.linear.weight.dtype), t, z)
+        eps = self.forward(
+            torch.cat([half, half]).to(self.x_embedder.linear.weight.dtype), t, z, shared_t_rows
+        )
         cond_eps, uncond_eps = eps.split(len(eps) // 2)
         guided = cfg_combine(cond_eps, uncond_eps, cfg_scale)
         return torch.cat([guided, guided])
@@ -235,8 +253,12 @@ class ActionModel(nn.Module):
         record: list[dict[str, Any]] | None = None,
         prefix: torch.Tensor | None = None,
         prefix_weights: torch.Tensor | None = None,
+        batch_invariant: bool = False,
     ) -> torch.Tensor:
         """cond [B, 64, W] -> normalised actions [B, T, A].
+
+        ``batch_invariant``: every sample gets bit-for-bit the timestep embedding of a batch of one
+        (``DiT.forward``'s ``shared_t_rows``), so a batch's chunks equal one-at-a-time chunks.
 
         One noise draw [B, T, A] at the start (``initial_noise`` when given). With cfg_scale > 1 the batch
         is [noise; noise] with z = [cond; uncondition] as upstream. ``record`` receives one dict per
@@ -269,8 +291,12 @@ class ActionModel(nn.Module):
         else:
             z = cond
 
+        rows = (2 if guided else 1) if batch_invariant else None  # a single query's DiT batch
+
         def eps_fn(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return net.forward_with_cfg(x_t, t, z, cfg_scale) if guided else net(x_t, t, z)
+            if guided:
+                return net.forward_with_cfg(x_t, t, z, cfg_scale, rows)
+            return net(x_t, t, z, rows)
 
         x = ddim_sample(
             eps_fn, x, num_ddim_steps, prefix=prefix, prefix_weights=prefix_weights, record=record

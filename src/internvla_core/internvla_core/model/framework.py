@@ -172,11 +172,21 @@ class InternVLAM1(nn.Module):
             projected = self.dino_pro(features)
         return features, projected
 
-    def condition(self, hidden_states: Sequence[torch.Tensor], dino_projected: torch.Tensor) -> torch.Tensor:
-        """QFormer over ``hidden_states[start:end]`` and the projected DINO tokens -> [B, Q, W]."""
+    def condition(
+        self,
+        hidden_states: Sequence[torch.Tensor],
+        dino_projected: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """QFormer over ``hidden_states[start:end]`` and the projected DINO tokens -> [B, Q, W].
+        ``key_padding_mask`` [B, L] (True = padded text position) keeps padding out of the QFormer."""
         start, end = self.config.qformer_start_layer, self.config.qformer_end_layer
         with self._head_autocast():
-            return self.layer_qformer(list(hidden_states[start:end]), dino_projected)
+            if key_padding_mask is None:
+                return self.layer_qformer(list(hidden_states[start:end]), dino_projected)
+            return self.layer_qformer(
+                list(hidden_states[start:end]), dino_projected, key_padding_mask.to(self.device)
+            )
 
     def sample(
         self,
@@ -188,6 +198,7 @@ class InternVLAM1(nn.Module):
         record: list[dict[str, Any]] | None = None,
         prefix: torch.Tensor | np.ndarray | None = None,
         prefix_weights: torch.Tensor | np.ndarray | None = None,
+        batch_invariant: bool = False,
     ) -> torch.Tensor:
         """DDIM (eta 0) with CFG when ``cfg_scale > 1``. The schedule is built for *this* call's step count
         (upstream caches the first call's sampler and silently ignores later step counts: fixed here).
@@ -214,6 +225,7 @@ class InternVLAM1(nn.Module):
                 prefix_weights=None
                 if prefix_weights is None
                 else torch.as_tensor(np.asarray(prefix_weights, dtype=np.float32)),
+                batch_invariant=batch_invariant,
             )
 
     # ------------------------------------------------------------------------------------------ training
@@ -299,8 +311,15 @@ class InternVLAM1(nn.Module):
         record: dict[str, Any] | None = None,
         prefix: torch.Tensor | np.ndarray | None = None,
         prefix_weights: torch.Tensor | np.ndarray | None = None,
+        batch_invariant: bool = False,
     ) -> np.ndarray:
         """Normalised action chunks ``[B, T, A]`` (float32) for B samples of PIL views + instructions.
+
+        ``batch_invariant=True`` gives each sample of a batch the actions it would get alone (the serving
+        batcher needs that): the left padding is kept out of the QFormer and the DiT embeds the timestep
+        as for a batch of one. The default (False) is upstream's behaviour: padded positions reach the
+        QFormer, so a padded sample's actions depend on the longest prompt of its batch (by up to ~0.75).
+        A batch of one computes the same values either way.
 
         ``record`` (optional dict) receives the intermediates (inputs, hidden states, DINO tokens, QFormer
         output, per-step DiT tensors) for parity checks and debugging.
@@ -319,13 +338,24 @@ class InternVLAM1(nn.Module):
         with timer.stage("dino"):
             dino_features, dino_projected = self.dino_tokens(batch_views)
             _sync(device)
+        padding = None
+        if batch_invariant and not bool(inputs.attention_mask.all()):
+            padding = ~inputs.attention_mask.bool()
         with timer.stage("qformer"):
-            cond = self.condition(hidden_states, dino_projected)
+            cond = self.condition(hidden_states, dino_projected, padding)
             _sync(device)
         steps: list[dict[str, Any]] | None = [] if record is not None else None
         with timer.stage("dit"):
             actions = self.sample(
-                cond, cfg_scale, num_ddim_steps, initial_noise, generator, steps, prefix, prefix_weights
+                cond,
+                cfg_scale,
+                num_ddim_steps,
+                initial_noise,
+                generator,
+                steps,
+                prefix,
+                prefix_weights,
+                batch_invariant=batch_invariant,
             )
             out = actions.float().cpu().numpy()
         if record is not None:

@@ -271,6 +271,35 @@ class InternVLAPolicy:
             prompt=model.prompt_for(instruction, spatial_prompt),
         )
 
+    def predict_normalized_batch(
+        self,
+        batch_views: Sequence[Sequence[ImageLike]],
+        instructions: Sequence[str],
+        cfg_scale: float,
+        num_ddim_steps: int,
+        initial_noise: torch.Tensor,
+        timer: StageTimer | None = None,
+    ) -> np.ndarray:
+        """Normalised chunks [B, T, A] for B queries in one forward pass (the serving batcher's call).
+
+        Each row equals what :meth:`predict_action` gives for that query alone with the same noise
+        (``batch_invariant``: the left padding of shorter prompts is kept out of the QFormer and the DiT
+        embeds the timestep as for a batch of one). Every query needs the same number of views;
+        ``initial_noise`` is [B, T, A]. Validation of the inputs is the caller's (``serving.protocol``).
+        """
+        model = self._require()
+        views = [[to_pil(img) for img in sample] for sample in batch_views]
+        with self._lock:
+            return model.predict_action(
+                views,
+                list(instructions),
+                cfg_scale=cfg_scale,
+                num_ddim_steps=num_ddim_steps,
+                initial_noise=initial_noise,
+                timer=timer,
+                batch_invariant=True,
+            )
+
     def ground(
         self,
         image: ImageLike,
