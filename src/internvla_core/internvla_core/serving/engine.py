@@ -30,6 +30,16 @@ class BatchEngine:
             self._rng.manual_seed(seed)
         self._rng_lock = threading.Lock()
 
+    def compile_action_head(self, mode: str = "default") -> None:
+        """``torch.compile`` the DiT in place (its parameter names stay; ``mode="reduce-overhead"`` adds
+        CUDA graphs). The DiT runs ``num_ddim_steps`` times per query, so on a GPU its per-step kernel
+        launches, not its arithmetic, dominate the action head; the VLM prefill runs once per query.
+        ``dynamic=True``: one graph for every batch size instead of a recompile per size. The bound
+        ``forward`` is replaced (not ``Module.compile``) because the CFG path calls ``self.forward``
+        directly, which would bypass a compiled ``__call__``."""
+        net = self.policy.model.action_model.net
+        net.forward = torch.compile(net.forward, dynamic=True, mode=mode)
+
     @property
     def action_horizon(self) -> int:
         return self.policy.action_horizon
