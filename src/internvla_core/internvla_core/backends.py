@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .normalization import action_stats, load_dataset_statistics, unnormalize_actions
+from .normalization import action_stats, load_dataset_statistics, normalize_actions, unnormalize_actions
 
 
 @dataclass
@@ -80,7 +80,11 @@ class LocalBackend:
 
 
 class RemoteBackend:
-    """Upstream's websocket server; un-normalises client-side with the checkpoint's statistics file."""
+    """A websocket policy server: ``internvla-serve``, upstream InternVLA-M1's or starVLA's.
+
+    M1-dialect servers return normalised chunks, un-normalised here with the checkpoint's statistics
+    file; starVLA servers un-normalise themselves, and the normalised chunk (for the ActionChunk message
+    and real-time chunking) is recomputed from their actions with the same statistics."""
 
     def __init__(self, client, dataset_statistics: str | Path) -> None:
         self.client = client
@@ -90,9 +94,14 @@ class RemoteBackend:
     def predict(self, images, instruction, *, unnorm_key, cfg_scale, num_ddim_steps, seed=None) -> Prediction:
         stats = action_stats(self.norm_stats, unnorm_key)
         start = time.perf_counter()
-        normalized = self.client.infer(images, instruction, stats.key, cfg_scale, num_ddim_steps, seed=seed)
+        chunk = self.client.infer_chunk(images, instruction, stats.key, cfg_scale, num_ddim_steps, seed=seed)
         remote = time.perf_counter() - start
-        actions = unnormalize_actions(normalized, stats)
+        if chunk.normalized is not None:
+            normalized = chunk.normalized
+            actions = unnormalize_actions(normalized, stats)
+        else:
+            actions = np.asarray(chunk.actions, dtype=np.float64)
+            normalized = normalize_actions(actions, stats).astype(np.float32)
         return Prediction(
             normalized, actions, {"remote": remote, "total": time.perf_counter() - start}, stats.key
         )

@@ -8,6 +8,12 @@ first sends its metadata; requests ``{"type", "request_id", "payload"}``; replie
 server closes with 1011; optional ``Authorization: Api-Key <key>`` header; ping interval/timeout 20 s.
 The infer payload is what upstream's clients send; actions come back normalised and are
 un-normalised client-side (``backends.RemoteBackend``).
+
+starVLA's server speaks the same transport but another payload (``examples`` of ``image``/``lang``) and
+answers un-normalised ``actions``; its metadata lists ``available_unnorm_keys`` and no
+``protocols``. :meth:`RemotePolicyClient.infer_chunk` picks the dialect from the metadata, so the same
+client works with upstream's M1 server, starVLA's, and ours (``internvla-serve`` speaks both and
+advertises ``protocols``; we use its M1 dialect).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -55,6 +62,31 @@ def packb(obj: Any) -> bytes:
 
 def unpackb(data: bytes) -> Any:
     return msgpack.unpackb(data, object_hook=_unpack_hook)
+
+
+@dataclass
+class RemoteChunk:
+    """One chunk as a server returned it: normalised (M1 dialect) or un-normalised (starVLA's), [T, A]."""
+
+    normalized: np.ndarray | None
+    actions: np.ndarray | None
+    unnorm_key: str | None = None
+
+
+def _error_text(reply: dict) -> str:
+    """M1 servers put the reason in ``message``, starVLA's in ``error.message``."""
+    error = reply.get("error")
+    nested = error.get("message") if isinstance(error, dict) else None
+    return str(reply.get("message") or nested or "no message")
+
+
+def _one_chunk(value: Any, name: str) -> np.ndarray:
+    actions = np.asarray(value, dtype=np.float32 if name == "normalized_actions" else np.float64)
+    if actions.ndim == 3:
+        actions = actions[0]
+    if actions.ndim != 2:
+        raise RemoteError(f"{name} has shape {actions.shape}, expected [B, T, A] or [T, A]")
+    return actions
 
 
 class RemotePolicyClient:
@@ -164,13 +196,70 @@ class RemotePolicyClient:
         if not isinstance(reply, dict):
             raise RemoteError(f"unexpected reply of type {type(reply).__name__}")
         if reply.get("status") == "error" or reply.get("ok") is False:
-            raise RemoteServerError(f"server error: {reply.get('message', 'no message')}")
+            raise RemoteServerError(f"server error: {_error_text(reply)}")
         return reply.get("data", reply)
 
     def ping(self) -> float:
         start = time.perf_counter()
         self.request("ping", {})
         return time.perf_counter() - start
+
+    def _ensure_connected(self) -> None:
+        for attempt in range(self.retries + 1):
+            if self._ws is not None:
+                return
+            try:
+                self.connect()
+            except RemoteError:
+                if attempt == self.retries:
+                    raise
+                time.sleep(min(2.0, 0.2 * 2**attempt))
+
+    @property
+    def dialect(self) -> str:
+        """``starvla`` for a starVLA server (un-normalises itself), else ``internvla-m1``."""
+        meta = self.metadata if isinstance(self.metadata, dict) else {}
+        if "available_unnorm_keys" in meta and "internvla-m1" not in (meta.get("protocols") or []):
+            return "starvla"
+        return "internvla-m1"
+
+    def infer_chunk(
+        self,
+        images: list[np.ndarray],
+        instruction: str,
+        unnorm_key: str | None = None,
+        cfg_scale: float = 1.5,
+        num_ddim_steps: int = 10,
+        seed: int | None = None,
+    ) -> RemoteChunk:
+        """One chunk in whichever dialect the server speaks (connects first to read its metadata)."""
+        self._ensure_connected()  # the metadata says which dialect to send
+        if self.dialect != "starvla":
+            return RemoteChunk(
+                self.infer(images, instruction, unnorm_key, cfg_scale, num_ddim_steps, seed), None, unnorm_key
+            )
+        payload = {
+            "examples": [
+                {"image": [np.ascontiguousarray(im, dtype=np.uint8) for im in images], "lang": instruction}
+            ],
+            "unnorm_key": unnorm_key,
+            "do_sample": False,
+            "cfg_scale": float(cfg_scale),
+            "use_ddim": True,
+            "num_ddim_steps": int(num_ddim_steps),
+        }
+        if seed is not None:
+            payload["seed"] = int(seed)
+        data = self.request("infer", payload)
+        if not isinstance(data, dict) or data.get("actions") is None:
+            keys = list(data) if isinstance(data, dict) else data
+            raise RemoteError(f"starVLA reply has no actions (keys: {keys})")
+        normalized = data.get("normalized_actions")
+        return RemoteChunk(
+            None if normalized is None else _one_chunk(normalized, "normalized_actions"),
+            _one_chunk(data["actions"], "actions"),
+            unnorm_key,
+        )
 
     def infer(
         self,
@@ -202,9 +291,4 @@ class RemotePolicyClient:
             raise RemoteError(
                 f"reply has no normalized_actions (keys: {list(data) if isinstance(data, dict) else data})"
             )
-        actions = np.asarray(actions, dtype=np.float32)
-        if actions.ndim == 3:
-            actions = actions[0]
-        if actions.ndim != 2:
-            raise RemoteError(f"normalized_actions has shape {actions.shape}, expected [B, T, A] or [T, A]")
-        return actions
+        return _one_chunk(actions, "normalized_actions")

@@ -94,7 +94,7 @@ def test_remote_backend_refuses_an_unknown_key_before_sending_anything(tiny):
     _, stats_file = tiny
 
     class NeverCalled:
-        def infer(self, *args, **kwargs):
+        def infer_chunk(self, *args, **kwargs):
             raise AssertionError("the request must not be sent")
 
         def close(self) -> None:

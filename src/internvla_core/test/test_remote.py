@@ -163,3 +163,106 @@ def test_an_error_reply_is_not_retried():
         client.close()
     finally:
         erring.shutdown()
+
+
+class StarVLAServer:
+    """A starVLA-style server: metadata with available_unnorm_keys, ``examples`` in, un-normalised
+    ``actions`` out, errors as ``{"status": "error", "error": {"message"}}`` (its policy wrapper's shapes)."""
+
+    ACTIONS = np.linspace(-0.05, 1.0, 16 * 7).reshape(1, 16, 7)
+
+    def __init__(self) -> None:
+        from websockets.sync.server import serve
+
+        self.requests: list[dict] = []
+        self.server = serve(self.handle, "127.0.0.1", 0, compression=None, max_size=None)
+        self.port = self.server.socket.getsockname()[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def handle(self, ws) -> None:
+        ws.send(
+            packb(
+                {
+                    "env": "starvla_policy_server",
+                    "action_chunk_size": 16,
+                    "available_unnorm_keys": ["oxe_bridge"],
+                    "default_unnorm_key": "oxe_bridge",
+                }
+            )
+        )
+        for frame in ws:
+            msg = unpackb(frame)
+            self.requests.append(msg)
+            payload = msg.get("payload", msg)
+            rid = msg.get("request_id", "default")
+            if msg.get("type") == "ping":
+                ws.send(packb({"status": "ok", "ok": True, "type": "ping", "request_id": rid}))
+            elif payload.get("unnorm_key") != "oxe_bridge":
+                ws.send(
+                    packb(
+                        {
+                            "status": "error",
+                            "ok": False,
+                            "type": "inference_result",
+                            "request_id": rid,
+                            "error": {"message": f"unknown unnorm_key {payload.get('unnorm_key')}"},
+                        }
+                    )
+                )
+            else:
+                ws.send(
+                    packb(
+                        {
+                            "status": "ok",
+                            "ok": True,
+                            "type": "inference_result",
+                            "request_id": rid,
+                            "data": {"actions": self.ACTIONS},
+                        }
+                    )
+                )
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_remote_backend_speaks_starvla_to_a_starvla_server_and_keeps_its_actions(tmp_path):
+    import json
+
+    from internvla_core.backends import RemoteBackend
+    from internvla_core.normalization import action_stats, load_dataset_statistics, normalize_actions
+
+    stats = {
+        "oxe_bridge": {
+            "action": {"q01": [-0.1] * 6 + [0.0], "q99": [0.1] * 6 + [1.0], "mask": [True] * 6 + [False]}
+        }
+    }
+    (tmp_path / "dataset_statistics.json").write_text(json.dumps(stats))
+    server = StarVLAServer()
+    try:
+        backend = RemoteBackend(
+            RemotePolicyClient(f"ws://127.0.0.1:{server.port}"), tmp_path / "dataset_statistics.json"
+        )
+        pred = backend.predict(
+            [np.zeros((8, 8, 3), np.uint8)], "pick", unnorm_key="oxe_bridge", cfg_scale=1.5, num_ddim_steps=10
+        )
+        assert backend.client.dialect == "starvla"
+        request = server.requests[-1]["payload"]
+        assert request["examples"][0]["lang"] == "pick" and request["examples"][0]["image"][0].shape == (
+            8,
+            8,
+            3,
+        )
+        assert request["unnorm_key"] == "oxe_bridge" and "batch_images" not in request
+        np.testing.assert_array_equal(
+            pred.actions, StarVLAServer.ACTIONS[0]
+        )  # the server's un-normalised chunk
+        loaded = action_stats(load_dataset_statistics(tmp_path / "dataset_statistics.json"), "oxe_bridge")
+        np.testing.assert_allclose(
+            pred.normalized, normalize_actions(StarVLAServer.ACTIONS[0], loaded), atol=1e-6
+        )
+        with pytest.raises(RemoteServerError, match="unknown unnorm_key other"):
+            backend.client.infer_chunk([np.zeros((8, 8, 3), np.uint8)], "pick", unnorm_key="other")
+        backend.close()
+    finally:
+        server.close()
