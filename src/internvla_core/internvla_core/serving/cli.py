@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20)
     parser.add_argument("--cfg-scale", type=float, default=1.5, help="when a request gives none")
     parser.add_argument("--ddim-steps", type=int, default=10, help="when a request gives none")
+    parser.add_argument(
+        "--compile",
+        default="off",
+        choices=("off", "default", "reduce-overhead", "max-autotune"),
+        help="torch.compile the DiT (reduce-overhead adds CUDA graphs); the first queries compile",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser
 
@@ -65,8 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.warning("no --checkpoint given: serving the untrained tiny factory model %s", checkpoint)
     dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     policy = load_policy(checkpoint, device=args.device, dtype=dtype)
+    engine = BatchEngine(policy)
+    if args.compile != "off":
+        engine.compile_action_head(args.compile)
     server = PolicyServer(
-        BatchEngine(policy),
+        engine,
         host=args.host,
         port=args.port,
         api_key=args.api_key or None,
