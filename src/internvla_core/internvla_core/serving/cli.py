@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from . import DEFAULT_PORT
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -92,10 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.warning(
             "serving on %s without an API key: anyone who can reach the port can use the GPU", args.host
         )
+    # SIGTERM (docker stop, systemd, kill) ends the server like Ctrl-C: queued requests get a
+    # "shutting down" error and the model is freed. Background jobs of a script inherit SIGINT ignored,
+    # so SIGTERM is also how a script stops it.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        logging.info("stopping")
     finally:
         policy.close()
     return 0
