@@ -36,6 +36,7 @@ from internvla_core.remote import RemotePolicyClient
 from internvla_core.serving.engine import BatchEngine
 from internvla_core.serving.server import PolicyServer
 
+STAGES = ("preprocess", "vlm", "dino", "qformer", "dit")
 INSTRUCTIONS = ("put the carrot on the plate", "pick up the red block and place it in the bowl")
 
 
@@ -129,6 +130,7 @@ def run_row(server: PolicyServer, clients: int, requests: int, steps: int) -> di
 
     stats = server.batcher.stats
     jobs0, batches0 = stats.jobs, stats.batches
+    stages0 = dict(server.engine.stage_seconds)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     threads = [threading.Thread(target=robot, args=(i,)) for i in range(clients)]
@@ -151,6 +153,10 @@ def run_row(server: PolicyServer, clients: int, requests: int, steps: int) -> di
     }
     if torch.cuda.is_available():
         row["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    batches = max(1, stats.batches - batches0)
+    row["stages_ms"] = {
+        k: 1000 * (v - stages0.get(k, 0.0)) / batches for k, v in server.engine.stage_seconds.items()
+    }
     return row
 
 
@@ -196,6 +202,7 @@ def main() -> int:
         server = PolicyServer(
             engine, port=0, max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000.0, request_timeout=600
         ).start()
+        stage_rows: list = []
         try:
             for mode in args.compile.split(","):
                 label = name if mode == "off" else f"{name}+compile:{mode}"
@@ -216,6 +223,10 @@ def main() -> int:
                     if "cuda_peak_mb" in row:
                         line += f"  {row['cuda_peak_mb']:>12.0f}"
                     print(line, flush=True)
+                    stage_rows.append((label, row["clients"], row["stages_ms"]))
+            print("per batch, ms: " + ", ".join(STAGES))
+            for label, clients, stages in stage_rows:
+                print(f"  {label} x{clients}: " + ", ".join(f"{stages.get(s, 0.0):.1f}" for s in STAGES))
         finally:
             server.close()
             policy.close()

@@ -14,6 +14,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import torch
 
+from ..latency import StageTimer
 from ..normalization import action_stats, resolve_unnorm_key, unnormalize_actions
 from .protocol import STARVLA, InferRequest, RequestError
 
@@ -29,6 +30,7 @@ class BatchEngine:
         else:
             self._rng.manual_seed(seed)
         self._rng_lock = threading.Lock()
+        self.stage_seconds: dict[str, float] = {}  # summed per stage over all batches (benchmarks read it)
 
     def compile_action_head(self, mode: str = "default") -> None:
         """``torch.compile`` the DiT in place (its parameter names stay; ``mode="reduce-overhead"`` adds
@@ -87,9 +89,12 @@ class BatchEngine:
         views = [s.views for r in requests for s in r.samples]
         instructions = [s.instruction for r in requests for s in r.samples]
         noise = torch.cat([self.noise_for(r) for r in requests])
+        timer = StageTimer()
         out = self.policy.predict_normalized_batch(
-            views, instructions, first.cfg_scale, first.num_ddim_steps, noise
+            views, instructions, first.cfg_scale, first.num_ddim_steps, noise, timer=timer
         )
+        for stage, seconds in timer.stages.items():
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
         results, start = [], 0
         for request in requests:
             results.append(out[start : start + len(request.samples)].astype(np.float32, copy=False))
