@@ -159,3 +159,23 @@ def test_a_client_that_disconnects_mid_inference_is_dropped_and_others_are_serve
         assert again.call({"type": "ping", "payload": {}})["ok"]
         again.close()
         staying.close()
+
+
+def test_a_request_with_more_samples_than_one_batch_is_refused_with_the_limit(policy):
+    with serving(policy, max_batch=2) as server:
+        client = WireClient(server.url)
+        request = m1_infer([image(0)], "x", num_ddim_steps=1)
+        request["batch_images"] *= 3
+        request["instructions"] *= 3
+        reply = client.call(request)
+        assert reply["status"] == "error" and "at most 2 (max_batch)" in reply["message"]
+        client.close()
+
+
+def test_a_non_ascii_api_key_header_is_refused_not_crashed_on(policy):
+    from websockets.exceptions import InvalidStatus
+
+    with serving(policy, api_key="s3cret") as server:
+        with pytest.raises(InvalidStatus, match="401"):
+            WireClient(server.url, api_key="s3crét")
+        assert WireClient(server.url, api_key="s3cret").call({"type": "ping", "payload": {}})["ok"]

@@ -176,7 +176,8 @@ class PolicyServer:
             return None
         header = request.headers.get("Authorization") or ""
         scheme, _, token = header.partition(" ")
-        if scheme.lower() in ("api-key", "bearer") and hmac.compare_digest(token.strip(), self.api_key):
+        given, expected = token.strip().encode("utf-8", "replace"), self.api_key.encode()
+        if scheme.lower() in ("api-key", "bearer") and hmac.compare_digest(given, expected):
             return None
         self.stats.rejected_auth += 1
         LOG.warning("refused %s: missing or wrong API key", connection.remote_address)
@@ -238,6 +239,11 @@ class PolicyServer:
         return ok_reply(request.kind, request.request_id)  # ping; reset (the server keeps no episode state)
 
     def _infer(self, client: int, request: InferRequest, ws) -> dict | None:
+        if len(request.samples) > self.batcher.max_batch:  # one request must fit one forward pass
+            raise RequestError(
+                f"{len(request.samples)} samples in one request; this server takes at most "
+                f"{self.batcher.max_batch} (max_batch)"
+            )
         key = self.engine.resolve_key(request)
         job = self.batcher.submit(client, self.engine.batch_key(request), len(request.samples), request)
         start = time.perf_counter()
