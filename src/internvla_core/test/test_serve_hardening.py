@@ -179,3 +179,41 @@ def test_a_non_ascii_api_key_header_is_refused_not_crashed_on(policy):
         with pytest.raises(InvalidStatus, match="401"):
             WireClient(server.url, api_key="s3crét")
         assert WireClient(server.url, api_key="s3cret").call({"type": "ping", "payload": {}})["ok"]
+
+
+def test_a_full_queue_gets_a_busy_reply_and_the_queued_requests_are_still_served(policy):
+    import threading
+
+    with serving(policy, max_batch=1, max_wait=0.0, max_queue=1) as server:
+        gate, entered = threading.Event(), threading.Event()
+        run = server.batcher.run_batch
+
+        def held(payloads):  # the real engine, held at the door so the queue fills deterministically
+            entered.set()
+            gate.wait(30)
+            return run(payloads)
+
+        server.batcher.run_batch = held
+        replies: dict[str, dict] = {}
+
+        def ask(name: str) -> None:
+            client = WireClient(server.url)
+            replies[name] = client.call(m1_infer([image(0)], name, num_ddim_steps=1))
+            client.close()
+
+        running = threading.Thread(target=ask, args=("running",))
+        running.start()
+        assert entered.wait(30)  # the worker holds the first request
+        queued = threading.Thread(target=ask, args=("queued",))
+        queued.start()
+        deadline = time.monotonic() + 30
+        while server.batcher.queued < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ask("rejected")
+        assert replies["rejected"]["status"] == "error" and replies["rejected"]["busy"] is True
+        assert "busy" in replies["rejected"]["message"] and "max_queue 1" in replies["rejected"]["message"]
+        gate.set()
+        running.join(30)
+        queued.join(30)
+        assert replies["running"]["ok"] and replies["queued"]["ok"]
+        assert server.stats.busy_replies == 1
