@@ -140,6 +140,77 @@ def test_train_dino_needs_frozen_vlm_features(dataset, stage1, tmp_path):
         train(_cfg(dataset, tmp_path / "x", stage=2, init=str(stage1), steps=1, train_dino=True))
 
 
+def test_query_token_std_redraws_the_queries_seeded_and_resume_keeps_them(dataset, stage1, tmp_path):
+    from internvla_learning.training.train import TrainingError
+
+    runs = []
+    for name in ("q1", "q2"):
+        run = tmp_path / name
+        init = train(
+            _cfg(dataset, run, stage=2, init=str(stage1), steps=1, freeze_vlm=True, query_token_std=0.02)
+        )
+        runs.append(torch.load(init, weights_only=True)["layer_qformer.query_tokens"])
+    stage1_queries = torch.load(next((stage1 / "checkpoints").glob("steps_30_*")), weights_only=True)[
+        "layer_qformer.query_tokens"
+    ]
+    assert stage1_queries.std() > 0.5  # upstream's draw: std 1
+    assert 0.01 < runs[0].std() < 0.04  # one step of AdamW moves each entry by at most ~lr
+    assert torch.equal(runs[0], runs[1])  # seeded
+    with pytest.raises(TrainingError, match="--query-token-std must be positive"):
+        train(_cfg(dataset, tmp_path / "bad", stage=2, init=str(stage1), steps=1, query_token_std=0.0))
+
+
+def test_spatial_aux_loss_reads_the_target_box_resumes_exactly_and_leaves_the_checkpoint_as_upstream(
+    dataset, stage1, tmp_path
+):
+    from internvla_learning.training.train import TrainingError
+
+    kw = dict(stage=2, init=str(stage1), steps=6, batch_size=2, save_every=3, freeze_vlm=True)
+    kw.update(spatial_aux_weight=1.0, lr_base=1e-3)
+    whole = train(_cfg(dataset, tmp_path / "whole", **kw))
+    spatial = _losses(tmp_path / "whole", "spatial_loss")  # None: no visible target in that batch
+    assert [v for v in spatial if v is not None] and all(math.isfinite(v) for v in spatial if v is not None)
+    stage1_keys = torch.load(next((stage1 / "checkpoints").glob("steps_30_*")), weights_only=True).keys()
+    assert torch.load(whole, weights_only=True).keys() == stage1_keys  # no head in the checkpoint
+
+    def interrupt(step):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(dataset, run, **kw), on_step=interrupt)
+    resumed = train(_cfg(dataset, run, **kw), resume=True)
+    a, b = torch.load(whole, weights_only=True), torch.load(resumed, weights_only=True)
+    assert not [k for k in a if not torch.equal(a[k], b[k])]
+    assert _losses(run, "spatial_loss") == spatial  # the head's weights came back with the train state
+    with pytest.raises(TrainingError, match="stage 2 only"):
+        train(_cfg(dataset, tmp_path / "s1", stage=1, tiny="toy", steps=1, spatial_aux_weight=1.0))
+
+
+def test_a_run_without_the_spatial_prompt_is_prompted_without_it_at_inference(dataset, stage1, tmp_path):
+    from internvla_core.model.config import load_run_config
+
+    run = tmp_path / "bare"
+    train(_cfg(dataset, run, stage=2, init=str(stage1), steps=1, freeze_vlm=True, spatial_prompt=False))
+    assert load_run_config(stage1).cot_prompt  # the stage-1 run prompts with the CoT prompt
+    assert load_run_config(run).cot_prompt is None
+    model, _, _ = load_model(run)
+    assert model.prompt_for("Pick up the green block") == "pick up the green block"
+
+
+def test_target_boxes_follow_the_grounding_labels(dataset):
+    full = load_training_data(dataset, horizon=4, action_dim=7, image_size=(56, 56), grounding=False)
+    assert full.target_boxes.shape == (len(full), 4)
+    seen = np.isfinite(full.target_boxes).all(axis=1)
+    assert seen.any()
+    inside = full.target_boxes[seen]
+    assert ((inside >= 0) & (inside <= 1)).all() and (inside[:, 2:] > inside[:, :2]).all()
+    half = load_training_data(dataset, horizon=4, action_dim=7, image_size=None, frame_stride=2)
+    keep = [i for e in np.unique(full.episode_index) for i in np.flatnonzero(full.episode_index == e)[::2]]
+    np.testing.assert_array_equal(half.target_boxes, full.target_boxes[keep])
+
+
 def test_cached_features_give_the_condition_of_the_live_forward(dataset, stage1, tmp_path):
     """The stacked feature cache (left-padded rows, lengths, masked padding) reproduces the condition the
     frozen VLM and DINO give when run on the frames, for frames of different prompts in one batch."""
@@ -324,6 +395,24 @@ def test_frame_stride_keeps_every_kth_start_with_full_rate_chunks(dataset):
     assert {q.frame for q in half.qa} <= set(range(len(half))) and len(half.qa) < len(full.qa)
     with pytest.raises(ValueError, match="frame_stride"):
         load_training_data(dataset, horizon=4, action_dim=7, image_size=None, frame_stride=0)
+
+
+def test_spatial_qa_asks_the_cot_prompt_for_the_target_box(dataset, tmp_path):
+    from internvla_core.model.tiny import COT_PROMPT
+
+    plain = load_training_data(dataset, horizon=4, action_dim=7, image_size=(56, 56))
+    spatial = load_training_data(
+        dataset, horizon=4, action_dim=7, image_size=(56, 56), spatial_question=COT_PROMPT
+    )
+    boxes = [q for q in plain.qa if q.kind == "box"]
+    asked = [q for q in spatial.qa if q.kind == "spatial"]
+    assert boxes and [(q.frame, q.answer) for q in asked] == [(q.frame, q.answer) for q in boxes]
+    assert asked[0].question == COT_PROMPT.replace("{instruction}", spatial.instructions[asked[0].frame])
+    assert "{instruction}" not in asked[0].question
+    assert [q for q in spatial.qa if q.kind != "spatial"] == plain.qa  # the other pairs are unchanged
+    run = tmp_path / "s1"
+    train(_cfg(dataset, run, stage=1, tiny="toy", steps=2, spatial_qa=True))
+    assert json.loads((run / "train_args.json").read_text())["spatial_qa"] is True
 
 
 def test_batched_preprocessing_equals_the_per_image_path(toy_model):

@@ -67,6 +67,9 @@ class TrainingData:
     chunks: np.ndarray  # float32 [N, T, A] normalised
     episode_index: np.ndarray  # [N]
     qa: list[QAPair] = field(default_factory=list)
+    # float32 [N, 4] the task target's box (x1, y1, x2, y2) in [0, 1] of the annotation camera, NaN where it
+    # is out of view or the dataset has no grounding labels: the target of --spatial-aux-weight
+    target_boxes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.instructions)
@@ -168,6 +171,7 @@ def load_training_data(
     unnorm_key: str | None = None,
     statistics: dict | None = None,
     frame_stride: int = 1,
+    spatial_question: str | None = None,
 ) -> TrainingData:
     """Read, check and prepare a dataset for a model of chunk ``horizon`` and ``action_dim``.
 
@@ -176,6 +180,9 @@ def load_training_data(
     ``frame_stride``: every k-th frame of an episode starts a training sample (its chunk still holds the
     next T actions at the full rate); neighbouring frames at 10 Hz are nearly the same picture, so k = 2
     halves memory and feature-caching time for little loss of information. Statistics use every frame.
+    ``spatial_question``: the model's CoT (spatial) prompt with ``{instruction}``; when given, every frame
+    with a target box also gets the QA pair "spatial prompt → the target's box" (kind ``spatial``), so the
+    VLM learns that the prompt stage 2 conditions on asks where the task's object is.
     """
     if frame_stride < 1:
         raise DatasetError(f"frame_stride must be at least 1, not {frame_stride}")
@@ -228,13 +235,14 @@ def load_training_data(
     annotation_camera = (
         episodes[0].annotation_camera if episodes[0].annotation_camera in cameras else cameras[0]
     )
-    instructions, vlm, dino, chunks, ep_index, qa = [], [], [], [], [], []
+    instructions, vlm, dino, chunks, ep_index, qa, boxes = [], [], [], [], [], [], []
     for e_i, ep in enumerate(episodes):
         n = ep.length
         norm = normalize_chunk_actions(ep.action_ee_delta, block)
         starts = range(0, n, frame_stride)
         chunks.append(norm[chunk_indices(n, horizon)][::frame_stride])
         ep_index.append(np.full(len(starts), e_i))
+        boxes.append(_normalised_target_boxes(ep, annotation_camera)[::frame_stride])
         for t in starts:
             views = [vlm_view(ep.images[c][t], image_size) for c in cameras]
             vlm.append(np.stack([np.asarray(v) for v in views]))
@@ -255,6 +263,9 @@ def load_training_data(
                 target = ep.instruction if kind == "trace" or not label else label
                 answer = format_grounding_answer(kind, value, label, source, model_size)
                 qa.append(QAPair(frame, kind, grounding_prompt(kind, target), answer))
+                if kind == "box" and spatial_question is not None:
+                    question = spatial_question.replace("{instruction}", ep.instruction)
+                    qa.append(QAPair(frame, "spatial", question, answer))
     if grounding and not qa:
         raise DatasetError(
             f"{root} has no grounding answers with geometry (annotation.*_answer all empty): stage 1 has "
@@ -273,4 +284,19 @@ def load_training_data(
         chunks=np.concatenate(chunks).astype(np.float32),
         episode_index=np.concatenate(ep_index),
         qa=qa,
+        target_boxes=np.concatenate(boxes).astype(np.float32),
     )
+
+
+def _normalised_target_boxes(ep, camera: str) -> np.ndarray:
+    """[T, 4] the target's box per frame in [0, 1] of ``camera``'s image; NaN rows where it is not visible."""
+    out = np.full((ep.length, 4), np.nan, dtype=np.float32)
+    g = ep.grounding
+    if g is None or ep.annotation_camera != camera:
+        return out
+    h, w = ep.images[camera].shape[1:3]
+    visible = np.nan_to_num(np.asarray(g.target_visible, dtype=np.float32)) >= 0.5
+    box = np.asarray(g.target_box, dtype=np.float32) / np.array([w, h, w, h], dtype=np.float32)
+    ok = visible & np.isfinite(box).all(axis=1)
+    out[ok] = box[ok]
+    return out

@@ -78,8 +78,12 @@ class TrainConfig:
     qformer_grad_scale: float = 1.0
     qformer_attn_dropout: float | None = None  # None: the model's own (upstream 0.1)
     spatial_prompt: bool = True
+    spatial_qa: bool = False  # grounding QA also asks the CoT (spatial) prompt -> the target's box
     freeze_vlm: bool = False
     train_dino: bool = False  # with freeze_vlm: DINO trained from the pixels, the VLM's features cached
+    query_token_std: float | None = None  # re-draw the QFormer's query tokens N(0, std^2) (None: keep)
+    spatial_aux_weight: float = 0.0  # stage 2: weight of the condition -> target box auxiliary loss
+    condition_gain: float | None = None  # scale the DiT's condition embedding (z_embedder) at the start
     lora: bool = False
     save_every: int = 50
     log_every: int = 1
@@ -157,6 +161,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "instead of 4.1 s (TRAINING.md)",
     )
     p.add_argument("--no-spatial-prompt", dest="spatial_prompt", action="store_false")
+    p.add_argument(
+        "--spatial-qa",
+        action="store_true",
+        help="grounding QA (stage 1, co-training) also asks the model's CoT (spatial) prompt, answered "
+        "with the target's box: the prompt stage 2 conditions on then asks the VLM where to act",
+    )
     p.add_argument("--freeze-vlm", action="store_true", help="freeze VLM + DINO, cache their features")
     p.add_argument(
         "--train-dino",
@@ -164,6 +174,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --freeze-vlm: train DINO on the action loss from the frames at every step while the "
         "VLM's features stay cached (the frozen tiny DINO is random: its tokens carry the object's place "
         "only coarsely, TRAINING.md); keeps the DINO-size frames in memory",
+    )
+    p.add_argument(
+        "--query-token-std",
+        type=float,
+        help="re-draw the QFormer's query tokens from N(0, STD^2) before a fresh run (seeded by --seed). "
+        "Upstream draws them with std 1, which makes every query's residual ~16x the attended features "
+        "in the tiny model; BLIP-2's QFormer uses 0.02 (TRAINING.md)",
+    )
+    p.add_argument(
+        "--condition-gain",
+        type=float,
+        help="multiply the DiT's condition embedding (action_model.net.z_embedder.linear) by GAIN before a "
+        "fresh run: the DiT adds the timestep embedding to every condition token, and in the tiny model "
+        "that embedding is ~200x the scene-dependent part of the embedded condition (TRAINING.md)",
+    )
+    p.add_argument(
+        "--spatial-aux-weight",
+        type=float,
+        default=d.spatial_aux_weight,
+        help="stage 2: add W x MSE of a linear read-out of the condition (the QFormer's output) against the "
+        "target's box from the grounding labels. Training only: the head is not part of the checkpoint, "
+        "inference is unchanged (TRAINING.md)",
     )
     p.add_argument("--lora", action="store_true", help="LoRA on the VLM (needs peft)")
     p.add_argument("--save-every", type=int, default=d.save_every)
@@ -283,6 +315,12 @@ class Trainer:
             )
         if cfg.steps < 1 or cfg.batch_size < 1:
             raise TrainingError("--steps and --batch-size must be positive")
+        if cfg.spatial_aux_weight < 0 or (cfg.spatial_aux_weight > 0 and cfg.stage != 2):
+            raise TrainingError("--spatial-aux-weight must be >= 0 and applies to stage 2 only")
+        if cfg.condition_gain is not None and not cfg.condition_gain > 0:
+            raise TrainingError(f"--condition-gain must be positive, got {cfg.condition_gain}")
+        if cfg.query_token_std is not None and not cfg.query_token_std > 0:
+            raise TrainingError(f"--query-token-std must be positive, got {cfg.query_token_std}")
 
     def setup(self) -> None:
         import torch
@@ -320,7 +358,8 @@ class Trainer:
             from internvla_core.model.config import load_run_config
             from internvla_core.model.policy import resolve_checkpoint, run_dir_of
 
-            init_raw = load_run_config(run_dir_of(resolve_checkpoint(cfg.init))).raw
+            init_config = load_run_config(run_dir_of(resolve_checkpoint(cfg.init)))
+            init_raw = init_config.raw
             expected_embodiment = init_raw.get("datasets", {}).get("vla_data", {}).get("embodiment")
 
         if model_src is None:  # fresh tiny model: needs the data's statistics and image size first
@@ -332,6 +371,7 @@ class Trainer:
 
             c = load_run_config(run_dir_of(resolve_checkpoint(model_src)))
             horizon, action_dim, image_size = c.action_horizon, c.action_dim, c.image_size
+        spatial_question = self._spatial_question(model_src) if cfg.spatial_qa else None
         self.data = load_training_data(
             cfg.data,
             horizon=horizon,
@@ -342,6 +382,7 @@ class Trainer:
             embodiment=expected_embodiment,
             statistics=run_stats,
             frame_stride=cfg.frame_stride,
+            spatial_question=spatial_question,
         )
         if model_src is None:
             from internvla_core.model.tiny import build_tiny_checkpoint
@@ -358,13 +399,93 @@ class Trainer:
             for module in self.model.layer_qformer.modules():
                 if isinstance(module, torch.nn.MultiheadAttention):
                     module.dropout = cfg.qformer_attn_dropout
+        if cfg.query_token_std is not None and not self.resume:
+            self._redraw_query_tokens(cfg.query_token_std)
+        if cfg.condition_gain is not None and not self.resume:
+            with torch.no_grad():
+                linear = self.model.action_model.net.z_embedder.linear
+                linear.weight.mul_(cfg.condition_gain)
+                linear.bias.mul_(cfg.condition_gain)
         self._configure_trainable()
+        self._build_spatial_head()
         self._build_optimizer()
         self.start_step = 0
         if self.resume:
             self._load_state()
         if cfg.freeze_vlm and cfg.stage == 2:
             self._prepare_feature_cache()
+
+    def _build_spatial_head(self) -> None:
+        """--spatial-aux-weight: a linear read-out from the whole condition [Q x W] to the target's box.
+
+        Why: the diffusion loss alone moved the QFormer's attention over the DINO and VLM tokens so slowly
+        that after 10,000 steps the condition still did not say where the block is (TRAINING.md), while the
+        same DiT given the box learned scene-dependent chunks in 500 steps. A supervised read-out makes the
+        condition carry the target's place directly; the head lives in the trainer and its train state, the
+        checkpoint keeps upstream's keys."""
+        import torch
+
+        self.spatial_head = None
+        if self.cfg.spatial_aux_weight <= 0:
+            return
+        boxes = self.data.target_boxes
+        if boxes is None or not bool(torch.isfinite(torch.from_numpy(boxes)).all(dim=1).any()):
+            raise TrainingError(
+                f"--spatial-aux-weight needs the target's box per frame (annotation.target_box, "
+                f"annotation.target_visible) and {self.cfg.data} has none visible"
+            )
+        qformer = self.model.layer_qformer
+        tokens, width = qformer.query_tokens.shape
+        gen = torch.Generator().manual_seed(self.cfg.seed + 104729)
+        head = torch.nn.Linear(tokens * width, 4)
+        with torch.no_grad():
+            bound = (tokens * width) ** -0.5
+            head.weight.copy_(torch.rand(head.weight.shape, generator=gen) * 2 * bound - bound)
+            head.bias.zero_()
+        self.spatial_head = head.to(self.device)
+
+    def _spatial_loss(self, cond, frames: list[int]):
+        """MSE between the head's read-out of ``cond`` and the frames' target boxes in [-1, 1] (rows
+        without a visible target are left out; None when the batch has none)."""
+        import torch
+
+        boxes = torch.from_numpy(self.data.target_boxes[frames]).to(self.device)
+        visible = torch.isfinite(boxes).all(dim=1)
+        if not bool(visible.any()):
+            return None
+        pred = self.spatial_head(cond[visible].float().flatten(1))
+        return ((pred - (2 * boxes[visible] - 1)) ** 2).mean()
+
+    def _spatial_question(self, model_src) -> str:
+        """The CoT prompt (with ``{instruction}``) of the model training starts from: --spatial-qa asks it."""
+        if model_src is None:
+            from internvla_core.model.tiny import COT_PROMPT
+
+            return COT_PROMPT
+        from internvla_core.model.config import load_run_config
+        from internvla_core.model.policy import resolve_checkpoint, run_dir_of
+
+        cot = load_run_config(run_dir_of(resolve_checkpoint(model_src))).cot_prompt
+        if not cot or "{instruction}" not in cot:
+            raise TrainingError(
+                f"--spatial-qa needs a CoT prompt with {{instruction}} in the model's config "
+                f"(datasets.vla_data.CoT_prompt), found {cot!r}"
+            )
+        return cot
+
+    def _redraw_query_tokens(self, std: float) -> None:
+        """Query tokens from N(0, std^2), drawn from a generator seeded by --seed (deterministic runs).
+
+        Why: the QFormer's output is the query plus what it attended to. Drawn with std 1 (upstream), a
+        64-wide query has norm ~8 while the attended mean of ~400 VLM + DINO tokens has norm ~0.5 in the
+        tiny model, and the scene-dependent part of that mean is a fraction of a percent: the condition is
+        nearly the same for every scene. Small queries leave the attended features in charge."""
+        import torch
+
+        tokens = self.model.layer_qformer.query_tokens
+        gen = torch.Generator().manual_seed(self.cfg.seed + 7919)
+        with torch.no_grad():
+            tokens.copy_((torch.randn(tokens.shape, generator=gen) * std).to(tokens))
 
     def _tiny_spec(self):
         from internvla_core.model.tiny import TinySpec
@@ -397,6 +518,8 @@ class Trainer:
             cameras=list(self.data.cameras),
             obs=[f"image_{i}" for i in range(len(self.data.cameras))],
         )
+        if not cfg.spatial_prompt:  # inference then prompts with the bare instruction too (upstream's rule)
+            vla.pop("CoT_prompt", None)
         raw["run_id"] = self.out.name
         raw["seed"] = cfg.seed
         raw["trainer"] = {
@@ -462,6 +585,8 @@ class Trainer:
             if params:
                 groups.append({"params": params, "lr": lr, "name": name})
         rest = [p for p in m.parameters() if id(p) not in used and p.requires_grad]
+        if getattr(self, "spatial_head", None) is not None:
+            rest += list(self.spatial_head.parameters())
         if rest:
             groups.append({"params": rest, "lr": cfg.lr_base, "name": "base"})
         self.optimizer = torch.optim.AdamW(
@@ -503,6 +628,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "rng": _rng_state(self.generator),
         }
+        if self.spatial_head is not None:
+            train_state["spatial_head"] = self.spatial_head.state_dict()
         tmp = self._state_path(step).with_suffix(".partial")
         torch.save(train_state, tmp)
         tmp.replace(self._state_path(step))
@@ -518,6 +645,12 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"], self.generator)
+        if self.spatial_head is not None:
+            if "spatial_head" not in state:
+                raise TrainingError(
+                    f"{self.out} was trained without --spatial-aux-weight: cannot add it on --resume"
+                )
+            self.spatial_head.load_state_dict(state["spatial_head"])
         self.start_step = int(state["step"])
         self._truncate_metrics(self.start_step)
 
@@ -649,6 +782,11 @@ class Trainer:
             cond, actions, cfg.repeated_diffusion_steps, cfg.cond_drop_prob, self.generator
         )
         out = {"loss": action_loss, "action_loss": action_loss.detach()}
+        if self.spatial_head is not None:
+            spatial = self._spatial_loss(cond, frames)
+            if spatial is not None:
+                out["loss"] = out["loss"] + cfg.spatial_aux_weight * spatial
+                out["spatial_loss"] = spatial.detach()
         if cfg.vlm_loss_weight > 0 and not cfg.freeze_vlm:
             inputs, labels = self._qa_batch(step, cfg.vlm_batch_size or cfg.batch_size, 2)
             vlm_loss = m.vlm_loss(inputs, labels)
@@ -694,6 +832,7 @@ class Trainer:
                     "loss": value,
                     "action_loss": float(losses["action_loss"]) if "action_loss" in losses else None,
                     "vlm_loss": float(losses["vlm_loss"]) if "vlm_loss" in losses else None,
+                    "spatial_loss": float(losses["spatial_loss"]) if "spatial_loss" in losses else None,
                     "grad_norm": float(grad_norm),
                     "lr": lr,
                     "s_per_step": dt,
