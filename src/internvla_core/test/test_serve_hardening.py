@@ -9,7 +9,15 @@ import time
 import msgpack
 import numpy as np
 import pytest
-from serving_helpers import WireClient, image, m1_infer, pack_upstream, serving, starvla_infer
+from serving_helpers import (
+    WireClient,
+    image,
+    m1_infer,
+    pack_upstream,
+    serving,
+    starvla_infer,
+    unpack_upstream,
+)
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +225,38 @@ def test_a_full_queue_gets_a_busy_reply_and_the_queued_requests_are_still_served
         queued.join(30)
         assert replies["running"]["ok"] and replies["queued"]["ok"]
         assert server.stats.busy_replies == 1
+
+
+def test_a_request_still_queued_at_its_timeout_gets_a_timeout_reply(policy):
+    import threading
+
+    with serving(policy, max_batch=1, max_wait=0.0, request_timeout=0.3) as server:
+        gate, entered = threading.Event(), threading.Event()
+        run = server.batcher.run_batch
+
+        def held(payloads):
+            entered.set()
+            gate.wait(30)
+            return run(payloads)
+
+        server.batcher.run_batch = held
+        first: dict = {}
+
+        def ask_first() -> None:
+            client = WireClient(server.url)
+            first["reply"] = client.call(m1_infer([image(0)], "first", num_ddim_steps=1))
+            client.close()
+
+        thread = threading.Thread(target=ask_first)
+        thread.start()
+        assert entered.wait(30)
+        late = WireClient(server.url)
+        late.ws.send(pack_upstream(m1_infer([image(1)], "late", num_ddim_steps=1)))
+        time.sleep(0.5)  # past its deadline while the worker is still busy
+        gate.set()
+        reply = unpack_upstream(late.ws.recv(timeout=30))
+        assert reply["status"] == "error" and reply["timeout"] is True and "timed out" in reply["message"]
+        thread.join(30)
+        assert first["reply"]["ok"]
+        assert late.call({"type": "ping", "payload": {}})["ok"]  # the connection is still usable
+        late.close()

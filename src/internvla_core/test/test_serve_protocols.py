@@ -129,3 +129,15 @@ def test_api_key_is_required_at_the_handshake_when_configured(policy):
 
 def test_the_server_binds_to_localhost_unless_told_otherwise(server):
     assert server.bound_host == "127.0.0.1"
+
+
+def test_starvla_typed_envelope_with_state_and_do_sample_is_served(policy, server):
+    client = WireClient(server.url)
+    request = starvla_infer([image(9)], INSTRUCTION, num_ddim_steps=2, seed=4)
+    request["examples"][0]["state"] = np.zeros(8, np.float32)  # M1 has no state input: accepted, unused
+    reply = client.call({"type": "infer", "request_id": 12, "payload": request})
+    assert reply["ok"] and reply["request_id"] == 12
+    assert reply["data"]["actions"].shape == (1, policy.action_horizon, policy.action_dim)
+    without_state = client.call(starvla_infer([image(9)], INSTRUCTION, num_ddim_steps=2, seed=4))
+    np.testing.assert_array_equal(reply["data"]["actions"], without_state["data"]["actions"])
+    client.close()

@@ -28,8 +28,9 @@ class ServerBusyError(RuntimeError):
     """The queue is full; the client should retry later."""
 
 
-class JobTimeoutError(TimeoutError):
-    """The job waited in the queue past its deadline and was not run."""
+class JobTimeoutError(RuntimeError):
+    """The job waited in the queue past its deadline and was not run. Not a ``TimeoutError``: that is
+    what ``Future.result(timeout)`` raises while a job is merely still running."""
 
 
 @dataclass(eq=False)

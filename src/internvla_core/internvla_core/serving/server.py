@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from concurrent.futures import CancelledError
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -266,12 +266,12 @@ class PolicyServer:
         from websockets.protocol import State
 
         while True:
-            try:
-                return job.future.result(timeout=POLL_SECONDS)
-            except FutureTimeout:
-                if ws.state is not State.OPEN:
-                    job.cancel()
-                    # It may have started already: then its answer just has nowhere to go.
-                    with contextlib.suppress(CancelledError, Exception):
-                        job.future.result()
-                    return None
+            done, _ = futures_wait([job.future], timeout=POLL_SECONDS)
+            if done:
+                return job.future.result()  # the result, or the job's own error (timeout, failure)
+            if ws.state is not State.OPEN:
+                job.cancel()
+                # It may have started already: then its answer just has nowhere to go.
+                with contextlib.suppress(CancelledError, Exception):
+                    job.future.result()
+                return None
