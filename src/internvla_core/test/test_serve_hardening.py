@@ -260,3 +260,21 @@ def test_a_request_still_queued_at_its_timeout_gets_a_timeout_reply(policy):
         assert first["reply"]["ok"]
         assert late.call({"type": "ping", "payload": {}})["ok"]  # the connection is still usable
         late.close()
+
+
+def test_connections_beyond_the_limit_are_refused_at_the_handshake_until_one_leaves(policy):
+    from websockets.exceptions import InvalidStatus
+
+    with serving(policy, max_connections=1) as server:
+        first = WireClient(server.url)
+        with pytest.raises(InvalidStatus, match="503"):
+            WireClient(server.url)
+        assert first.call({"type": "ping", "payload": {}})["ok"]  # the admitted one is unaffected
+        first.close()
+        deadline = time.monotonic() + 10
+        while server.active_connections and time.monotonic() < deadline:
+            time.sleep(0.02)
+        second = WireClient(server.url)
+        assert second.call({"type": "ping", "payload": {}})["ok"]
+        second.close()
+        assert server.stats.rejected_full == 1

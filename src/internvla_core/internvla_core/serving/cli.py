@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--request-timeout", type=float, default=30.0, help="seconds a request may wait queued"
     )
     parser.add_argument("--max-message-mb", type=float, default=DEFAULT_MAX_MESSAGE_BYTES / 2**20)
+    parser.add_argument("--max-connections", type=int, default=64, help="open websockets (one thread each)")
     parser.add_argument("--cfg-scale", type=float, default=1.5, help="when a request gives none")
     parser.add_argument("--ddim-steps", type=int, default=10, help="when a request gives none")
     parser.add_argument(
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         default_cfg_scale=args.cfg_scale,
         default_ddim_steps=args.ddim_steps,
         model_name=checkpoint,
+        max_connections=args.max_connections,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1") and server.api_key is None:
         logging.warning(

@@ -57,6 +57,7 @@ class ServerStats:
     busy_replies: int = 0
     dropped_disconnected: int = 0
     rejected_auth: int = 0
+    rejected_full: int = 0
 
 
 class PolicyServer:
@@ -77,8 +78,12 @@ class PolicyServer:
         default_cfg_scale: float = 1.5,
         default_ddim_steps: int = 10,
         model_name: str = "",
+        max_connections: int = 64,
     ) -> None:
         self.engine = engine
+        self.max_connections = max_connections
+        self._active = 0  # open connections (each holds a thread)
+        self._active_lock = threading.Lock()
         self.host = host
         self.requested_port = port
         self.api_key = api_key or None
@@ -172,6 +177,15 @@ class PolicyServer:
 
     # ------------------------------------------------------------------------------------------ transport
     def _check_auth(self, connection, request):
+        """Handshake gate: the connection limit (each connection holds a thread), then the API key."""
+        with self._active_lock:
+            full = self._active >= self.max_connections
+        if full:
+            self.stats.rejected_full += 1
+            return connection.respond(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"too many connections (max_connections {self.max_connections}); retry later\n",
+            )
         if self.api_key is None:
             return None
         header = request.headers.get("Authorization") or ""
@@ -190,6 +204,8 @@ class PolicyServer:
 
         client = next(self._client_ids)
         self.stats.connections += 1
+        with self._active_lock:
+            self._active += 1
         LOG.info("client %d connected from %s", client, ws.remote_address)
         try:
             ws.send(self._metadata_frame)
@@ -200,7 +216,15 @@ class PolicyServer:
                 ws.send(encode_frame(reply))
         except ConnectionClosed as exc:
             LOG.info("client %d closed the connection (%s)", client, exc)
+        finally:
+            with self._active_lock:
+                self._active -= 1
         LOG.info("client %d disconnected", client)
+
+    @property
+    def active_connections(self) -> int:
+        with self._active_lock:
+            return self._active
 
     # ------------------------------------------------------------------------------------------- routing
     def _answer(self, client: int, frame: bytes | str, ws) -> dict | None:
