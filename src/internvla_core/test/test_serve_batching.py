@@ -186,3 +186,20 @@ def test_a_failing_request_fails_alone_and_its_batch_neighbours_get_answers():
     with pytest.raises(ValueError, match="poison"):
         bad.future.result(timeout=10)
     batcher.stop()
+
+
+def test_a_batch_stops_waiting_once_every_connected_client_is_in_it():
+    recorder = Recorder()
+    connected = [1]
+    batcher = Batcher(
+        recorder, max_batch=8, max_wait=30.0, max_queue=8, expected_clients=lambda: connected[0]
+    )
+    lone = batcher.submit("A", "k", 1, "alone")
+    assert lone.future.result(timeout=10) == "done alone"  # not after the 30 s window
+    connected[0] = 2
+    first = batcher.submit("A", "k", 1, "a")  # B is connected too: the window stays open for it
+    time.sleep(0.2)
+    second = batcher.submit("B", "k", 1, "b")
+    assert first.future.result(timeout=10) and second.future.result(timeout=10)  # then no wait for more
+    assert recorder.batches[-1] == ["a", "b"]
+    batcher.stop()

@@ -68,7 +68,11 @@ class Batcher:
         max_wait: float = 0.005,
         max_queue: int = 64,
         timeout: float = 30.0,
+        expected_clients: Callable[[], int] | None = None,
     ) -> None:
+        """``expected_clients``: how many clients could still send (the server's open connections);
+        once every one of them is in the batch, waiting out ``max_wait`` gains nothing, so a lone robot
+        pays no window at all."""
         if max_batch < 1 or max_queue < 1 or max_wait < 0 or timeout <= 0:
             raise ValueError("max_batch and max_queue must be >= 1, max_wait >= 0 and timeout > 0")
         self.run_batch = run_batch
@@ -76,6 +80,7 @@ class Batcher:
         self.max_wait = max_wait
         self.max_queue = max_queue
         self.timeout = timeout
+        self.expected_clients = expected_clients
         self.stats = BatcherStats()
         self._queues: collections.OrderedDict[Hashable, collections.deque[Job]] = collections.OrderedDict()
         self._queued = 0
@@ -146,6 +151,11 @@ class Batcher:
                     break
                 if added:
                     continue
+                if (
+                    self.expected_clients is not None
+                    and len({j.client for j in batch}) >= self.expected_clients()
+                ):
+                    break  # everyone who could join has joined
                 remaining = window_end - time.monotonic()
                 if remaining <= 0:
                     break

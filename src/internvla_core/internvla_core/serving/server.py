@@ -98,6 +98,7 @@ class PolicyServer:
             max_wait=max_wait,
             max_queue=max_queue,
             timeout=request_timeout,
+            expected_clients=lambda: self.active_connections,
         )
         self.metadata = self._metadata(model_name)
         self._metadata_frame = encode_frame(self.metadata)
