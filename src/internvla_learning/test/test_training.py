@@ -199,6 +199,21 @@ def test_a_run_without_the_spatial_prompt_is_prompted_without_it_at_inference(da
     assert model.prompt_for("Pick up the green block") == "pick up the green block"
 
 
+def test_channel_readout_asks_the_condition_itself_to_carry_the_box(dataset, stage1, tmp_path):
+    from internvla_learning.training.train import _channel_readout
+
+    cond = torch.zeros(2, 3, 8)
+    cond[0, :, :4] = torch.tensor([0.1, -0.2, 0.3, 0.4])
+    cond[1, 0, 4:] = 5.0  # other channels do not count
+    assert torch.allclose(_channel_readout(cond), torch.tensor([[0.1, -0.2, 0.3, 0.4], [0.0, 0.0, 0.0, 0.0]]))
+    run = tmp_path / "chan"
+    kw = dict(stage=2, init=str(stage1), steps=3, freeze_vlm=True, spatial_aux_weight=1.0)
+    train(_cfg(dataset, run, spatial_aux_readout="channels", **kw))
+    assert [v for v in _losses(run, "spatial_loss") if v is not None]
+    state = torch.load(next((run / "train_state").glob("steps_*.pt")), weights_only=False)
+    assert "spatial_head" not in state  # nothing learned outside the model
+
+
 def test_target_boxes_follow_the_grounding_labels(dataset):
     full = load_training_data(dataset, horizon=4, action_dim=7, image_size=(56, 56), grounding=False)
     assert full.target_boxes.shape == (len(full), 4)

@@ -84,6 +84,7 @@ class TrainConfig:
     query_token_std: float | None = None  # re-draw the QFormer's query tokens N(0, std^2) (None: keep)
     spatial_aux_weight: float = 0.0  # stage 2: weight of the condition -> target box auxiliary loss
     condition_gain: float | None = None  # scale the DiT's condition embedding (z_embedder) at the start
+    spatial_aux_readout: str = "linear"  # "linear": a learned head; "channels": mean token, channels 0-3
     lora: bool = False
     save_every: int = 50
     log_every: int = 1
@@ -197,6 +198,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "target's box from the grounding labels. Training only: the head is not part of the checkpoint, "
         "inference is unchanged (TRAINING.md)",
     )
+    p.add_argument(
+        "--spatial-aux-readout",
+        choices=("linear", "channels"),
+        default=d.spatial_aux_readout,
+        help="how --spatial-aux-weight reads the box from the condition: a learned linear head over all "
+        "tokens (linear), or the mean token's channels 0-3 as they are (channels: the condition itself must "
+        "carry the box at its own scale)",
+    )
     p.add_argument("--lora", action="store_true", help="LoRA on the VLM (needs peft)")
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--log-every", type=int, default=d.log_every)
@@ -263,6 +272,13 @@ def _set_rng_state(state: dict, generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _channel_readout(cond):
+    """The box as the condition carries it: channels 0-3 of its mean token (no parameters). A learned head
+    can read a box that is a tiny change of a large condition; this read-out makes the box a change of the
+    condition's own size, which is what the DiT needs to see it."""
+    return cond.mean(dim=1)[:, :4]
+
+
 def load_model(path: str | Path):
     """(model, run config, base-VLM dir) from a run dir or .pt, with the strict key/shape check
     (``CheckpointMismatchError`` names the mismatched keys)."""
@@ -317,6 +333,10 @@ class Trainer:
             raise TrainingError("--steps and --batch-size must be positive")
         if cfg.spatial_aux_weight < 0 or (cfg.spatial_aux_weight > 0 and cfg.stage != 2):
             raise TrainingError("--spatial-aux-weight must be >= 0 and applies to stage 2 only")
+        if cfg.spatial_aux_readout not in ("linear", "channels"):
+            raise TrainingError(
+                f"--spatial-aux-readout must be linear or channels, got {cfg.spatial_aux_readout!r}"
+            )
         if cfg.condition_gain is not None and not cfg.condition_gain > 0:
             raise TrainingError(f"--condition-gain must be positive, got {cfg.condition_gain}")
         if cfg.query_token_std is not None and not cfg.query_token_std > 0:
@@ -425,7 +445,8 @@ class Trainer:
         checkpoint keeps upstream's keys."""
         import torch
 
-        self.spatial_head = None
+        self.spatial_head = None  # the learned head (trained, saved in train_state)
+        self.spatial_readout = None  # condition [B, Q, W] -> box [B, 4]
         if self.cfg.spatial_aux_weight <= 0:
             return
         boxes = self.data.target_boxes
@@ -434,6 +455,9 @@ class Trainer:
                 f"--spatial-aux-weight needs the target's box per frame (annotation.target_box, "
                 f"annotation.target_visible) and {self.cfg.data} has none visible"
             )
+        if self.cfg.spatial_aux_readout == "channels":
+            self.spatial_readout = _channel_readout
+            return
         qformer = self.model.layer_qformer
         tokens, width = qformer.query_tokens.shape
         gen = torch.Generator().manual_seed(self.cfg.seed + 104729)
@@ -443,6 +467,7 @@ class Trainer:
             head.weight.copy_(torch.rand(head.weight.shape, generator=gen) * 2 * bound - bound)
             head.bias.zero_()
         self.spatial_head = head.to(self.device)
+        self.spatial_readout = lambda cond: self.spatial_head(cond.flatten(1))
 
     def _spatial_loss(self, cond, frames: list[int]):
         """MSE between the head's read-out of ``cond`` and the frames' target boxes in [-1, 1] (rows
@@ -453,7 +478,7 @@ class Trainer:
         visible = torch.isfinite(boxes).all(dim=1)
         if not bool(visible.any()):
             return None
-        pred = self.spatial_head(cond[visible].float().flatten(1))
+        pred = self.spatial_readout(cond[visible].float())
         return ((pred - (2 * boxes[visible] - 1)) ** 2).mean()
 
     def _spatial_question(self, model_src) -> str:
@@ -782,7 +807,7 @@ class Trainer:
             cond, actions, cfg.repeated_diffusion_steps, cfg.cond_drop_prob, self.generator
         )
         out = {"loss": action_loss, "action_loss": action_loss.detach()}
-        if self.spatial_head is not None:
+        if self.spatial_readout is not None:
             spatial = self._spatial_loss(cond, frames)
             if spatial is not None:
                 out["loss"] = out["loss"] + cfg.spatial_aux_weight * spatial
