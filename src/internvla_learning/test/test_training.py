@@ -214,6 +214,44 @@ def test_channel_readout_asks_the_condition_itself_to_carry_the_box(dataset, sta
     assert "spatial_head" not in state  # nothing learned outside the model
 
 
+def test_condition_norm_folds_into_upstream_keys_and_resumes_exactly(dataset, stage1, tmp_path):
+    from internvla_learning.training.train import ConditionNorm
+
+    from internvla_core.model.dit import DiT
+
+    torch.manual_seed(0)
+    net = DiT(action_dim=7, token_size=16, depth=1, num_heads=2, horizon=4, num_condition_tokens=5)
+    norm = ConditionNorm(net)
+    for _ in range(3):
+        norm.update(torch.randn(8, 5, 16) * 3 + torch.linspace(-4, 4, 16))
+    x, t, z = torch.randn(6, 4, 7), torch.tensor([0, 10, 50, 90, 99, 3]), torch.randn(6, 5, 16) * 3
+    z[0] = net.z_embedder.uncondition  # the null condition goes through the same map
+    with torch.no_grad():
+        trained = net(x, t, z)
+        state = {k: v.clone() for k, v in net.state_dict().items()}
+        norm.fold_into(state, prefix="")
+        plain = DiT(action_dim=7, token_size=16, depth=1, num_heads=2, horizon=4, num_condition_tokens=5)
+        plain.load_state_dict(state)
+        assert torch.allclose(plain(x, t, z), trained, atol=1e-5)  # upstream's forward, folded weights
+        assert state.keys() == net.state_dict().keys()
+
+    kw = dict(
+        stage=2, init=str(stage1), steps=6, batch_size=2, save_every=3, freeze_vlm=True, condition_norm=True
+    )
+    whole = train(_cfg(dataset, tmp_path / "whole", **kw))
+
+    def interrupt(step):
+        if step == 4:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(dataset, run, **kw), on_step=interrupt)
+    resumed = train(_cfg(dataset, run, **kw), resume=True)
+    a, b = torch.load(whole, weights_only=True), torch.load(resumed, weights_only=True)
+    assert not [k for k in a if not torch.equal(a[k], b[k])]
+
+
 def test_target_boxes_follow_the_grounding_labels(dataset):
     full = load_training_data(dataset, horizon=4, action_dim=7, image_size=(56, 56), grounding=False)
     assert full.target_boxes.shape == (len(full), 4)

@@ -85,6 +85,7 @@ class TrainConfig:
     spatial_aux_weight: float = 0.0  # stage 2: weight of the condition -> target box auxiliary loss
     condition_gain: float | None = None  # scale the DiT's condition embedding (z_embedder) at the start
     spatial_aux_readout: str = "linear"  # "linear": a learned head; "channels": mean token, channels 0-3
+    condition_norm: bool = False  # stage 2: the DiT sees its condition standardised (folded in at save)
     lora: bool = False
     save_every: int = 50
     log_every: int = 1
@@ -191,6 +192,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "that embedding is ~200x the scene-dependent part of the embedded condition (TRAINING.md)",
     )
     p.add_argument(
+        "--condition-norm",
+        action="store_true",
+        help="stage 2: the DiT embeds its condition standardised with running statistics (mean per query "
+        "token and channel, std per channel), so what changes between scenes is not drowned by what never "
+        "changes; each checkpoint folds the statistics into z_embedder and the condition positions of "
+        "positional_embedding, so its keys, and inference, are upstream's (TRAINING.md)",
+    )
+    p.add_argument(
         "--spatial-aux-weight",
         type=float,
         default=d.spatial_aux_weight,
@@ -272,6 +281,80 @@ def _set_rng_state(state: dict, generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class ConditionNorm:
+    """--condition-norm: the DiT's ``z_embedder`` sees ``(z - mean[q]) / std`` during training.
+
+    Why: the QFormer's output is mostly the same for every frame (its queries, and the attended prompt and
+    background); what tells scenes apart is a few percent of it, and after the DiT's LayerNorms the DiT
+    learned to ignore it (TRAINING.md). Standardising the condition makes its changes the size of the
+    timestep embedding they are added to, as the oracle's clean condition is.
+
+    The statistics are running averages (momentum 0.05) of the training conditions: ``mean`` per query
+    token and channel [Q, W], ``std`` per channel [W]. The map is affine, so a checkpoint folds it in:
+    ``W' = W / std`` (z_embedder.linear) and ``pos'[q] = pos[q] - W' mean[q]`` (the condition positions of
+    positional_embedding). Inference then computes the same function with upstream's code and keys, for
+    real and null conditions alike.
+    """
+
+    momentum = 0.05
+
+    def __init__(self, net) -> None:
+        self.net = net
+        self.mean = None
+        self.std = None
+        self._linear_forward = net.z_embedder.forward
+        net.z_embedder.forward = self._forward  # this instance only; the class is untouched
+
+    def _forward(self, z):
+        if self.mean is None:
+            return self._linear_forward(z)
+        return self._linear_forward((z - self.mean.to(z)) / self.std.to(z))
+
+    def update(self, cond) -> None:
+        import torch
+
+        with torch.no_grad():
+            cond = cond.float()
+            mean = cond.mean(dim=0)
+            if self.mean is None:
+                self.mean = mean
+            else:
+                self.mean = (1 - self.momentum) * self.mean + self.momentum * mean
+            std = (cond - self.mean).pow(2).mean(dim=(0, 1)).sqrt().clamp_min(1e-3)
+            self.std = std if self.std is None else (1 - self.momentum) * self.std + self.momentum * std
+
+    def fold_into(self, state: dict, prefix: str) -> None:
+        """Rewrite ``state`` (a CPU state dict) so upstream's forward computes the standardised one."""
+        if self.mean is None:
+            return
+        w_key, pos_key = prefix + "z_embedder.linear.weight", prefix + "positional_embedding"
+        weight = state[w_key] / self.std.to(state[w_key])[None, :]
+        pos = state[pos_key].clone()
+        q = self.mean.shape[0]
+        pos[:q] -= self.mean.to(weight) @ weight.T
+        state[w_key], state[pos_key] = weight.contiguous(), pos.contiguous()
+
+    def state(self) -> dict:
+        net = self.net
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "z_embedder_weight": net.z_embedder.linear.weight.detach().cpu().clone(),
+            "positional_embedding": net.positional_embedding.detach().cpu().clone(),
+        }
+
+    def load(self, state: dict) -> None:
+        """Statistics back, and the live (unfolded) weights as they were: the checkpoint that --resume
+        loaded holds them folded."""
+        import torch
+
+        self.mean, self.std = state["mean"], state["std"]
+        net = self.net
+        with torch.no_grad():
+            net.z_embedder.linear.weight.copy_(state["z_embedder_weight"])
+            net.positional_embedding.copy_(state["positional_embedding"])
+
+
 def _channel_readout(cond):
     """The box as the condition carries it: channels 0-3 of its mean token (no parameters). A learned head
     can read a box that is a tiny change of a large condition; this read-out makes the box a change of the
@@ -337,6 +420,8 @@ class Trainer:
             raise TrainingError(
                 f"--spatial-aux-readout must be linear or channels, got {cfg.spatial_aux_readout!r}"
             )
+        if cfg.condition_norm and cfg.stage != 2:
+            raise TrainingError("--condition-norm applies to stage 2 only")
         if cfg.condition_gain is not None and not cfg.condition_gain > 0:
             raise TrainingError(f"--condition-gain must be positive, got {cfg.condition_gain}")
         if cfg.query_token_std is not None and not cfg.query_token_std > 0:
@@ -428,6 +513,7 @@ class Trainer:
                 linear.bias.mul_(cfg.condition_gain)
         self._configure_trainable()
         self._build_spatial_head()
+        self.condition_norm = ConditionNorm(self.model.action_model.net) if cfg.condition_norm else None
         self._build_optimizer()
         self.start_step = 0
         if self.resume:
@@ -644,6 +730,8 @@ class Trainer:
 
         ckpt = self._ckpt_path(step)
         state = {k: v.detach().cpu().clone().contiguous() for k, v in self.model.state_dict().items()}
+        if self.condition_norm is not None:
+            self.condition_norm.fold_into(state, prefix="action_model.net.")
         tmp = ckpt.with_suffix(".partial")
         torch.save(state, tmp)
         tmp.replace(ckpt)
@@ -655,6 +743,8 @@ class Trainer:
         }
         if self.spatial_head is not None:
             train_state["spatial_head"] = self.spatial_head.state_dict()
+        if self.condition_norm is not None:  # the live (unfolded) weights and statistics: exact --resume
+            train_state["condition_norm"] = self.condition_norm.state()
         tmp = self._state_path(step).with_suffix(".partial")
         torch.save(train_state, tmp)
         tmp.replace(self._state_path(step))
@@ -670,6 +760,12 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"], self.generator)
+        if self.condition_norm is not None:
+            if "condition_norm" not in state:
+                raise TrainingError(
+                    f"{self.out} was trained without --condition-norm: cannot add it on --resume"
+                )
+            self.condition_norm.load(state["condition_norm"])
         if self.spatial_head is not None:
             if "spatial_head" not in state:
                 raise TrainingError(
@@ -803,6 +899,8 @@ class Trainer:
         else:
             prompts = [m.train_prompt(data.instructions[f], cfg.spatial_prompt) for f in frames]
             cond = m.train_condition(self._vlm_inputs(frames, prompts), self._dino_pixels(frames))
+        if self.condition_norm is not None:
+            self.condition_norm.update(cond.detach())
         action_loss = m.action_loss(
             cond, actions, cfg.repeated_diffusion_steps, cfg.cond_drop_prob, self.generator
         )
