@@ -89,6 +89,23 @@ def _one_chunk(value: Any, name: str) -> np.ndarray:
     return actions
 
 
+def _sampling_options(
+    unnorm_key: str | None, cfg_scale: float, num_ddim_steps: int, seed: int | None
+) -> dict:
+    """The infer fields both request formats share: deterministic DDIM with CFG, the seed only when given
+    (upstream's servers do not know it)."""
+    options = {
+        "unnorm_key": unnorm_key,
+        "do_sample": False,
+        "cfg_scale": float(cfg_scale),
+        "use_ddim": True,
+        "num_ddim_steps": int(num_ddim_steps),
+    }
+    if seed is not None:
+        options["seed"] = int(seed)
+    return options
+
+
 class RemotePolicyClient:
     """Synchronous client; reconnects with backoff when the connection drops."""
 
@@ -242,14 +259,8 @@ class RemotePolicyClient:
             "examples": [
                 {"image": [np.ascontiguousarray(im, dtype=np.uint8) for im in images], "lang": instruction}
             ],
-            "unnorm_key": unnorm_key,
-            "do_sample": False,
-            "cfg_scale": float(cfg_scale),
-            "use_ddim": True,
-            "num_ddim_steps": int(num_ddim_steps),
+            **_sampling_options(unnorm_key, cfg_scale, num_ddim_steps, seed),
         }
-        if seed is not None:
-            payload["seed"] = int(seed)
         data = self.request("infer", payload)
         if not isinstance(data, dict) or data.get("actions") is None:
             keys = list(data) if isinstance(data, dict) else data
@@ -277,14 +288,8 @@ class RemotePolicyClient:
         payload = {
             "batch_images": [[np.ascontiguousarray(im, dtype=np.uint8) for im in images]],
             "instructions": [instruction],
-            "unnorm_key": unnorm_key,
-            "do_sample": False,
-            "cfg_scale": float(cfg_scale),
-            "use_ddim": True,
-            "num_ddim_steps": int(num_ddim_steps),
+            **_sampling_options(unnorm_key, cfg_scale, num_ddim_steps, seed),
         }
-        if seed is not None:
-            payload["seed"] = int(seed)
         data = self.request("infer", payload)
         actions = data.get("normalized_actions") if isinstance(data, dict) else None
         if actions is None:

@@ -44,6 +44,19 @@ def _cfg(data, out, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def _interrupted_then_resumed(dataset, run, kw, at_step):
+    """Train ``kw`` into ``run``, interrupted (Ctrl-C) after ``at_step``, then --resume to the end; returns
+    the final checkpoint's state dict."""
+
+    def interrupt(step):
+        if step == at_step:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(dataset, run, **kw), on_step=interrupt)
+    return torch.load(train(_cfg(dataset, run, **kw), resume=True), weights_only=True)
+
+
 @pytest.fixture(scope="module")
 def stage1(dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "stage1"
@@ -173,15 +186,8 @@ def test_spatial_aux_loss_reads_the_target_box_resumes_exactly_and_leaves_the_ch
     stage1_keys = torch.load(next((stage1 / "checkpoints").glob("steps_30_*")), weights_only=True).keys()
     assert torch.load(whole, weights_only=True).keys() == stage1_keys  # no head in the checkpoint
 
-    def interrupt(step):
-        if step == 4:
-            raise KeyboardInterrupt
-
     run = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(dataset, run, **kw), on_step=interrupt)
-    resumed = train(_cfg(dataset, run, **kw), resume=True)
-    a, b = torch.load(whole, weights_only=True), torch.load(resumed, weights_only=True)
+    a, b = torch.load(whole, weights_only=True), _interrupted_then_resumed(dataset, run, kw, at_step=4)
     assert not [k for k in a if not torch.equal(a[k], b[k])]
     assert _losses(run, "spatial_loss") == spatial  # the head's weights came back with the train state
     with pytest.raises(TrainingError, match="stage 2 only"):
@@ -240,15 +246,8 @@ def test_condition_norm_folds_into_upstream_keys_and_resumes_exactly(dataset, st
     )
     whole = train(_cfg(dataset, tmp_path / "whole", **kw))
 
-    def interrupt(step):
-        if step == 4:
-            raise KeyboardInterrupt
-
     run = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(dataset, run, **kw), on_step=interrupt)
-    resumed = train(_cfg(dataset, run, **kw), resume=True)
-    a, b = torch.load(whole, weights_only=True), torch.load(resumed, weights_only=True)
+    a, b = torch.load(whole, weights_only=True), _interrupted_then_resumed(dataset, run, kw, at_step=4)
     assert not [k for k in a if not torch.equal(a[k], b[k])]
 
 
