@@ -206,18 +206,21 @@ def test_a_run_without_the_spatial_prompt_is_prompted_without_it_at_inference(da
 
 
 def test_channel_readout_asks_the_condition_itself_to_carry_the_box(dataset, stage1, tmp_path):
-    from internvla_learning.training.train import _channel_readout
+    from internvla_learning.training.train import _channel_readout, _token_channel_readout
 
     cond = torch.zeros(2, 3, 8)
     cond[0, :, :4] = torch.tensor([0.1, -0.2, 0.3, 0.4])
     cond[1, 0, 4:] = 5.0  # other channels do not count
     assert torch.allclose(_channel_readout(cond), torch.tensor([[0.1, -0.2, 0.3, 0.4], [0.0, 0.0, 0.0, 0.0]]))
+    assert torch.equal(_token_channel_readout(cond), cond[:, :, :4])  # every token, its own channels 0-3
     run = tmp_path / "chan"
     kw = dict(stage=2, init=str(stage1), steps=3, freeze_vlm=True, spatial_aux_weight=1.0)
     train(_cfg(dataset, run, spatial_aux_readout="channels", **kw))
     assert [v for v in _losses(run, "spatial_loss") if v is not None]
     state = torch.load(next((run / "train_state").glob("steps_*.pt")), weights_only=False)
     assert "spatial_head" not in state  # nothing learned outside the model
+    train(_cfg(dataset, tmp_path / "tok", spatial_aux_readout="tokens", **kw))
+    assert [v for v in _losses(tmp_path / "tok", "spatial_loss") if v is not None]
 
 
 def test_condition_norm_folds_into_upstream_keys_and_resumes_exactly(dataset, stage1, tmp_path):

@@ -209,11 +209,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--spatial-aux-readout",
-        choices=("linear", "channels"),
+        choices=("linear", "channels", "tokens"),
         default=d.spatial_aux_readout,
         help="how --spatial-aux-weight reads the box from the condition: a learned linear head over all "
-        "tokens (linear), or the mean token's channels 0-3 as they are (channels: the condition itself must "
-        "carry the box at its own scale)",
+        "tokens (linear), the mean token's channels 0-3 as they are (channels: the condition itself must "
+        "carry the box at its own scale), or channels 0-3 of every token (tokens: each condition token carries it)",
     )
     p.add_argument("--lora", action="store_true", help="LoRA on the VLM (needs peft)")
     p.add_argument("--save-every", type=int, default=d.save_every)
@@ -362,6 +362,12 @@ def _channel_readout(cond):
     return cond.mean(dim=1)[:, :4]
 
 
+def _token_channel_readout(cond):
+    """The box in channels 0-3 of *every* condition token [B, Q, 4]: each token the DiT attends to then
+    carries the target's place, not only their average."""
+    return cond[:, :, :4]
+
+
 def load_model(path: str | Path):
     """(model, run config, base-VLM dir) from a run dir or .pt, with the strict key/shape check
     (``CheckpointMismatchError`` names the mismatched keys)."""
@@ -416,9 +422,9 @@ class Trainer:
             raise TrainingError("--steps and --batch-size must be positive")
         if cfg.spatial_aux_weight < 0 or (cfg.spatial_aux_weight > 0 and cfg.stage != 2):
             raise TrainingError("--spatial-aux-weight must be >= 0 and applies to stage 2 only")
-        if cfg.spatial_aux_readout not in ("linear", "channels"):
+        if cfg.spatial_aux_readout not in ("linear", "channels", "tokens"):
             raise TrainingError(
-                f"--spatial-aux-readout must be linear or channels, got {cfg.spatial_aux_readout!r}"
+                f"--spatial-aux-readout must be linear, channels or tokens, got {cfg.spatial_aux_readout!r}"
             )
         if cfg.condition_norm and cfg.stage != 2:
             raise TrainingError("--condition-norm applies to stage 2 only")
@@ -541,8 +547,9 @@ class Trainer:
                 f"--spatial-aux-weight needs the target's box per frame (annotation.target_box, "
                 f"annotation.target_visible) and {self.cfg.data} has none visible"
             )
-        if self.cfg.spatial_aux_readout == "channels":
-            self.spatial_readout = _channel_readout
+        if self.cfg.spatial_aux_readout in ("channels", "tokens"):
+            fixed = {"channels": _channel_readout, "tokens": _token_channel_readout}
+            self.spatial_readout = fixed[self.cfg.spatial_aux_readout]
             return
         qformer = self.model.layer_qformer
         tokens, width = qformer.query_tokens.shape
@@ -565,7 +572,10 @@ class Trainer:
         if not bool(visible.any()):
             return None
         pred = self.spatial_readout(cond[visible].float())
-        return ((pred - (2 * boxes[visible] - 1)) ** 2).mean()
+        target = 2 * boxes[visible] - 1
+        if pred.dim() == 3:  # one box per condition token
+            target = target[:, None, :]
+        return ((pred - target) ** 2).mean()
 
     def _spatial_question(self, model_src) -> str:
         """The CoT prompt (with ``{instruction}``) of the model training starts from: --spatial-qa asks it."""
