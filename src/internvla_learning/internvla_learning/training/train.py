@@ -209,7 +209,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--spatial-aux-readout",
-        choices=("linear", "channels", "tokens"),
+        choices=SPATIAL_READOUTS,
         default=d.spatial_aux_readout,
         help="how --spatial-aux-weight reads the box from the condition: a learned linear head over all "
         "tokens (linear), the mean token's channels 0-3 as they are (channels: the condition itself must "
@@ -362,10 +362,24 @@ def _channel_readout(cond):
     return cond.mean(dim=1)[:, :4]
 
 
+def _spatial_question(cot_prompt: str | None) -> str:
+    """The CoT prompt (with ``{instruction}``) of the model training starts from: --spatial-qa asks it."""
+    if not cot_prompt or "{instruction}" not in cot_prompt:
+        raise TrainingError(
+            f"--spatial-qa needs a CoT prompt with {{instruction}} in the model's config "
+            f"(datasets.vla_data.CoT_prompt), found {cot_prompt!r}"
+        )
+    return cot_prompt
+
+
 def _token_channel_readout(cond):
     """The box in channels 0-3 of *every* condition token [B, Q, 4]: each token the DiT attends to then
     carries the target's place, not only their average."""
     return cond[:, :, :4]
+
+
+FIXED_READOUTS = {"channels": _channel_readout, "tokens": _token_channel_readout}
+SPATIAL_READOUTS = ("linear", *FIXED_READOUTS)  # linear: a learned head (Trainer._build_spatial_head)
 
 
 def load_model(path: str | Path):
@@ -422,9 +436,9 @@ class Trainer:
             raise TrainingError("--steps and --batch-size must be positive")
         if cfg.spatial_aux_weight < 0 or (cfg.spatial_aux_weight > 0 and cfg.stage != 2):
             raise TrainingError("--spatial-aux-weight must be >= 0 and applies to stage 2 only")
-        if cfg.spatial_aux_readout not in ("linear", "channels", "tokens"):
+        if cfg.spatial_aux_readout not in SPATIAL_READOUTS:
             raise TrainingError(
-                f"--spatial-aux-readout must be linear, channels or tokens, got {cfg.spatial_aux_readout!r}"
+                f"--spatial-aux-readout must be one of {SPATIAL_READOUTS}, got {cfg.spatial_aux_readout!r}"
             )
         if cfg.condition_norm and cfg.stage != 2:
             raise TrainingError("--condition-norm applies to stage 2 only")
@@ -469,20 +483,23 @@ class Trainer:
             from internvla_core.model.config import load_run_config
             from internvla_core.model.policy import resolve_checkpoint, run_dir_of
 
-            init_config = load_run_config(run_dir_of(resolve_checkpoint(cfg.init)))
-            init_raw = init_config.raw
+            init_raw = load_run_config(run_dir_of(resolve_checkpoint(cfg.init))).raw
             expected_embodiment = init_raw.get("datasets", {}).get("vla_data", {}).get("embodiment")
 
         if model_src is None:  # fresh tiny model: needs the data's statistics and image size first
+            from internvla_core.model.tiny import COT_PROMPT
+
             spec = self._tiny_spec()
             horizon, action_dim, image_size = spec.action_horizon, spec.action_dim, spec.image_size
+            cot_prompt = COT_PROMPT
         else:
             from internvla_core.model.config import load_run_config
             from internvla_core.model.policy import resolve_checkpoint, run_dir_of
 
             c = load_run_config(run_dir_of(resolve_checkpoint(model_src)))
             horizon, action_dim, image_size = c.action_horizon, c.action_dim, c.image_size
-        spatial_question = self._spatial_question(model_src) if cfg.spatial_qa else None
+            cot_prompt = c.cot_prompt
+        spatial_question = _spatial_question(cot_prompt) if cfg.spatial_qa else None
         self.data = load_training_data(
             cfg.data,
             horizon=horizon,
@@ -547,9 +564,8 @@ class Trainer:
                 f"--spatial-aux-weight needs the target's box per frame (annotation.target_box, "
                 f"annotation.target_visible) and {self.cfg.data} has none visible"
             )
-        if self.cfg.spatial_aux_readout in ("channels", "tokens"):
-            fixed = {"channels": _channel_readout, "tokens": _token_channel_readout}
-            self.spatial_readout = fixed[self.cfg.spatial_aux_readout]
+        if self.cfg.spatial_aux_readout in FIXED_READOUTS:
+            self.spatial_readout = FIXED_READOUTS[self.cfg.spatial_aux_readout]
             return
         qformer = self.model.layer_qformer
         tokens, width = qformer.query_tokens.shape
@@ -576,23 +592,6 @@ class Trainer:
         if pred.dim() == 3:  # one box per condition token
             target = target[:, None, :]
         return ((pred - target) ** 2).mean()
-
-    def _spatial_question(self, model_src) -> str:
-        """The CoT prompt (with ``{instruction}``) of the model training starts from: --spatial-qa asks it."""
-        if model_src is None:
-            from internvla_core.model.tiny import COT_PROMPT
-
-            return COT_PROMPT
-        from internvla_core.model.config import load_run_config
-        from internvla_core.model.policy import resolve_checkpoint, run_dir_of
-
-        cot = load_run_config(run_dir_of(resolve_checkpoint(model_src))).cot_prompt
-        if not cot or "{instruction}" not in cot:
-            raise TrainingError(
-                f"--spatial-qa needs a CoT prompt with {{instruction}} in the model's config "
-                f"(datasets.vla_data.CoT_prompt), found {cot!r}"
-            )
-        return cot
 
     def _redraw_query_tokens(self, std: float) -> None:
         """Query tokens from N(0, std^2), drawn from a generator seeded by --seed (deterministic runs).
