@@ -2,40 +2,29 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-
-
-def _spin_until(executor, stop: threading.Event) -> None:
-    from rclpy.exceptions import InvalidHandle
-
-    while not stop.is_set() and executor.context.ok():
-        try:
-            executor.spin_once(timeout_sec=0.05)
-        except InvalidHandle:  # an entity destroyed by the test thread while rclpy built its wait set
-            continue  # the next wait set is built without it
 
 
 @pytest.fixture
 def spin_in_background():
-    """``start(*executors)`` spins each executor on a thread and returns ``halt()``, which ends those
-    threads; call it before ``executor.shutdown()``. rclpy's own ``spin()`` can still hand work to a
-    thread pool that another thread shut down ("cannot schedule new futures after shutdown") and dies
-    when a test destroys an entity while it builds a wait set; this loop does neither. Threads still
-    running at the end of the test are halted here."""
+    """``start(*executors)`` spins each executor on its own ``internvla_ros_common.testing.Spinner``
+    thread and returns ``halt()``, which stops them (and raises if one died); call it before
+    ``executor.shutdown()``. Spinners still running at the end of the test are stopped here."""
+    from internvla_ros_common.testing import Spinner
+
     halts = []
 
     def start(*executors):
-        stop = threading.Event()
-        threads = [threading.Thread(target=_spin_until, args=(e, stop), daemon=True) for e in executors]
-        for thread in threads:
-            thread.start()
+        spinners = [Spinner(executor) for executor in executors]
+        stopped = False
 
         def halt() -> None:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=5)
+            nonlocal stopped
+            if stopped:
+                return
+            stopped = True
+            for spinner in spinners:
+                spinner.stop()
 
         halts.append(halt)
         return halt

@@ -52,7 +52,8 @@ if [ "${FORCE_SETUP:-0}" = 1 ] || [ "$(cat "$STAMPS/deps" 2>/dev/null)" != "$wan
 fi
 
 # 3. colcon build (skipped when no file under src/ changed)
-srchash=$(git ls-files -co --exclude-standard -- src colcon.meta 2>/dev/null | grep -v -e '__pycache__' -e '\.egg-info/' | xargs -r stat -c '%n %s %Y' | sha256sum | cut -c1-16)
+# (files deleted in the work tree but still tracked are skipped: a refactor in progress must build too)
+srchash=$(git ls-files -co --exclude-standard -- src colcon.meta 2>/dev/null | grep -v -e '__pycache__' -e '\.egg-info/' | while read -r f; do [ -e "$f" ] && echo "$f"; done | xargs -r stat -c '%n %s %Y' | sha256sum | cut -c1-16)
 if [ "${FORCE_SETUP:-0}" = 1 ] || [ "$(cat "$STAMPS/build" 2>/dev/null)" != "$srchash" ] || [ ! -f install/local_setup.bash ]; then
   say "colcon build"
   t0=$SECONDS

@@ -1,0 +1,131 @@
+"""run_node / main_for as a person meets them: --help, exit codes, bad -p, autostart, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from internvla_ros_common.node_main import split_ros_args
+
+pytest.importorskip("rclpy", reason="run through `make test` (needs the ROS wheels)")
+
+NODE = [sys.executable, "-m", "internvla_ros_common.example_node"]
+# the child sees the packages as this test does (pytest.ini's pythonpath, before colcon installs them)
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+
+
+def run(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run([*NODE, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def test_split_keeps_ros_args_for_rcl_and_turns_bare_assignments_into_parameters():
+    assert split_ros_args(["prog", "a:=1", "-p", "b:=2", "--ros-args", "-r", "x:=y", "--", "--help"]) == (
+        ["-p", "a:=1", "-p", "b:=2", "-r", "x:=y"],
+        ["prog", "--help"],
+    )
+    assert split_ros_args(["prog"]) == ([], ["prog"])
+
+
+def test_help_lists_every_parameter_from_the_schema_and_exits_0():
+    result = run("--help")
+    assert result.returncode == 0, result.stderr
+    for name in (
+        "topics.input",
+        "prefix",
+        "heartbeat_hz",
+        "model_file",
+        "autostart",
+        "exit codes: 0 success",
+    ):
+        assert name in result.stdout
+    assert "in [0.1, 100.0]" in result.stdout and result.stderr == ""
+
+
+def test_an_unknown_parameter_exits_2_with_one_line_naming_the_nearest_name():
+    result = run("--ros-args", "-p", "prefx:=a")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "example_node.py: Unknown parameter 'prefx' for node echo_node. Did you mean: 'prefix'?"
+    ]
+
+
+def test_an_invalid_value_exits_2_with_one_line_and_no_traceback():
+    result = run("heartbeat_hz:=500.0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "example_node.py: Parameter 'heartbeat_hz' with the value 500.0 must be in [0.1, 100.0]"
+    ]
+    assert "deprecated" not in result.stderr  # name:=value never reaches rcl as a remap rule
+
+
+def test_an_unknown_argument_exits_2():
+    result = run("--frobnicate")
+    assert result.returncode == 2 and "see example_node.py --help" in result.stderr
+
+
+def test_a_failed_configure_with_autostart_exits_1(tmp_path):
+    result = run("autostart:=true", f"model_file:={tmp_path / 'missing.txt'}")
+    assert result.returncode == 1
+    assert "configure failed: FileNotFoundError" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_shuts_down_cleanly_with_exit_0(signum):
+    process = subprocess.Popen(
+        [*NODE, "autostart:=true", "heartbeat_hz:=20.0", "--ros-args", "--log-level", "echo_node:=debug"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    time.sleep(4.0)  # started, configured, active
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    for bad in ("Traceback", "never retrieved", "deprecated"):
+        assert bad not in out + err
+
+
+VARIANTS = Path(__file__).with_name("nodes_for_tests.py")
+
+
+def run_variant(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(VARIANTS), *args], capture_output=True, text=True, timeout=60, env=ENV
+    )
+
+
+def test_a_callback_that_raises_stops_the_node_with_exit_1_and_one_traceback():
+    result = run_variant("failing_callback", "autostart:=true", "heartbeat_hz:=20.0")
+    assert result.returncode == 1
+    assert result.stderr.count("Traceback") == 1 and "ValueError: bad heartbeat" in result.stderr
+    assert "failing_callback: a callback failed: ValueError: bad heartbeat" in result.stderr
+    assert "never retrieved" not in result.stderr
+
+
+def test_a_cpu_only_torch_asked_for_cuda_is_explained_in_one_line():
+    result = run_variant("failing_setup", "autostart:=true")
+    assert result.returncode == 1
+    assert "device:=cuda but this torch has no CUDA: install the CUDA wheel, see README GPU" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_schema_of_a_node_class_is_found_next_to_its_module():
+    from internvla_ros_common.example_node import EchoNode
+    from internvla_ros_common.node_main import schema_of
+
+    assert (
+        schema_of(EchoNode)
+        == Path(sys.modules[EchoNode.__module__].__file__).parent / "params" / "echo_node.yaml"
+    )
+
+    class Anonymous:
+        def __init__(self, node_name: str) -> None: ...
+
+    assert schema_of(Anonymous) is None
