@@ -71,11 +71,11 @@ def run(
     from internvla_policy.chunk_executor_node import ChunkExecutorNode
 
     if as_json:  # the executor's own process: its callback threads as in chunk_executor's main()
-        from internvla_policy.chunk_executor_node import realtime_spin_threads
+        from internvla_policy.executor_ros import realtime_spin_threads
 
         realtime_spin_threads(priority)  # threads created from here on inherit it
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(args=[], context=context)
     params = [
         Parameter("embodiment", value="franka_real"),
         Parameter("mode", value="chunk"),
@@ -227,7 +227,9 @@ def run(
         else:
             print(f"load={load}: 100 Hz control loop for {elapsed:.1f} s")
             print(f"  ticks {len(periods) + 1}  rate {executor_node.rate_meter.rate():.1f} Hz")
-            print(f"  held ticks since start {held} (last reason: {executor_node._last_hold_reason or '-'})")
+            print(
+                f"  held ticks since start {held} (last reason: {executor_node.report.last_hold_reason or '-'})"
+            )
             print(f"  control thread: {fifo}, {loop.overruns} overruns")
             print(
                 f"  |period - 10 ms|: p50 {percentile(dev, 50):.3f} ms  p99 {percentile(dev, 99):.3f} ms  "

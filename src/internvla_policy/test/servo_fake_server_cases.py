@@ -227,7 +227,7 @@ def test_pose_stream_moves_the_tip_after_the_switch_and_servo_halts_when_it_stop
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert wait_for(lambda: servo.command_type == ServoCommandType.Request.POSE)
-    assert wait_for(lambda: node.servo_session.accepted)
+    assert wait_for(lambda: node.servo.session.accepted)
     chunk_pub = peer.create_publisher(ActionChunk, "action_chunk", 10)
     assert wait_for(lambda: matched_both_ways(chunk_pub, node))
     start = servo.tip.copy()
@@ -264,7 +264,7 @@ def test_twist_stream_on_the_widowx_planning_frame(ros):
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert wait_for(lambda: servo.command_type == ServoCommandType.Request.TWIST)
     chunk_pub = peer.create_publisher(ActionChunk, "action_chunk", 10)
-    assert wait_for(lambda: matched_both_ways(chunk_pub, node) and node.servo_session.accepted)
+    assert wait_for(lambda: matched_both_ways(chunk_pub, node) and node.servo.session.accepted)
     start = servo.tip.copy()
     step = np.array([[0.0, 0.01, 0.0, 0.0, 0.0, 0.0, 1.0]])  # base y, 1 cm per 0.2 s
     chunk(chunk_pub, peer, np.repeat(step, 40, axis=0), "widowx_bridge")
@@ -282,7 +282,7 @@ def test_servo_status_and_a_refused_switch_reach_diagnostics(ros):
     peer.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    assert wait_for(lambda: node.servo_session.accepted)
+    assert wait_for(lambda: node.servo.session.accepted)
     servo.forced_status = ServoStatus.HALT_FOR_COLLISION
 
     def executor_status():
@@ -305,7 +305,7 @@ def test_servo_status_and_a_refused_switch_reach_diagnostics(ros):
     time.sleep(0.3)  # the hold sent on deactivation is delivered
     count = len(servo.received)
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    assert wait_for(lambda: servo.counts["switches"] >= 2 and node.servo_session.refusals >= 1)
+    assert wait_for(lambda: servo.counts["switches"] >= 2 and node.servo.session.refusals >= 1)
     assert wait_for(lambda: reports("refused command type pose", DiagnosticStatus.WARN), timeout=5.0)
     time.sleep(0.3)
     assert len(servo.received) == count

@@ -13,7 +13,6 @@ rclpy = pytest.importorskip("rclpy", reason="run through `make test` (needs the 
 
 from builtin_interfaces.msg import Time  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
-from rclpy.context import Context  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -26,18 +25,16 @@ from internvla_core.kinematics import IKSolver  # noqa: E402
 from internvla_msgs.msg import ActionChunk, ExecutorStatus  # noqa: E402
 from internvla_msgs.srv import ReleaseEstop  # noqa: E402
 from internvla_policy.chunk_executor_node import ChunkExecutorNode  # noqa: E402
+from internvla_ros_common.params import ParameterSchemaError  # noqa: E402
+from internvla_ros_common.testing import (  # noqa: E402
+    Spinner,
+    ros_context,
+    run_lifecycle_cycles,
+    wait_for,
+)
 
 HOME = [0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785]
 JOINTS = [f"joint{i}" for i in range(1, 8)]
-
-
-def wait_for(condition, timeout=10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def matched_both_ways(publisher, node: Node) -> bool:
@@ -108,9 +105,13 @@ class RobotDouble:
 
 
 @pytest.fixture
-def ros(spin_in_background):
-    context = Context()
-    rclpy.init(context=context)
+def ros():
+    """``make(params)``: an executor node (configured, active) and a robot double, spun on a thread."""
+    with ros_context() as context:
+        yield from _executor_and_double(context)
+
+
+def _executor_and_double(context):
     nodes: list = []
     executor = MultiThreadedExecutor(num_threads=4, context=context)
 
@@ -127,13 +128,17 @@ def ros(spin_in_background):
         assert wait_for(lambda: robot.matched(executor_node)), "action_chunk / joint_states never matched"
         return executor_node, robot
 
-    halt = spin_in_background(executor)
-    yield make
-    halt()
-    executor.shutdown()
-    for node in nodes:
-        node.destroy_node()
-    rclpy.shutdown(context=context)
+    spinner = Spinner(executor)
+    try:
+        yield make
+        for node in nodes:  # shut down while spinning: the executor drops their entities before it stops
+            if isinstance(node, ChunkExecutorNode) and node.lifecycle_state != "finalized":
+                node.trigger_shutdown()
+    finally:
+        spinner.stop()
+        executor.shutdown()
+        for node in nodes:
+            node.destroy_node()
 
 
 BASE = {
@@ -217,10 +222,10 @@ def test_a_chunk_too_long_to_plan_in_one_tick_is_sent_as_it_grows_without_changi
     # moves: 4 cm stays under the 5 cm that would re-synchronise)
     node, robot = ros({**BASE, "watchdog_timeout": 3.0, "plan_budget": 0.05})
     robot.chunk(np.repeat([[0.001, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]], 40, axis=0))
-    assert wait_for(lambda: node._plan is not None and node._plan["planner"].done)
+    assert wait_for(lambda: node.plan_follower.plan is not None and node.plan_follower.plan.planner.done)
     time.sleep(0.2)
     trajectories = list(robot.got["traj"])
-    planned = len(node._plan["planner"])
+    planned = len(node.plan_follower.plan.planner)
     assert planned >= 38 and len(trajectories) >= 2
     assert len(trajectories[0].points) < planned + 1  # the first tick sent what it had planned
     for a, b in itertools.pairwise(trajectories):  # each re-send: the same knots, from "now", longer
@@ -287,11 +292,12 @@ def test_estop_holds_at_once_and_keeps_holding(ros):
     robot.estop_pub.publish(Bool(data=True))
     # the e-stop callback itself publishes the hold: no waiting for the next control tick
     assert wait_for(
-        lambda: node._last_command is not None and node._last_command.reason == "e-stop", timeout=2.0
+        lambda: node.report.last_command is not None and node.report.last_command.reason == "e-stop",
+        timeout=2.0,
     )
 
     # the hold is the last commanded setpoint (where the arm was told to be), not the measured HOME
-    setpoint = np.array(node._last_command.joint_targets)
+    setpoint = np.array(node.report.last_command.joint_targets)
     assert not np.allclose(setpoint, HOME)
 
     def is_hold(trajectory: JointTrajectory) -> bool:
@@ -425,8 +431,8 @@ def test_deactivate_publishes_a_hold_at_once_and_then_nothing(ros):
     robot.chunk(np.repeat(STEP, 200, axis=0))
     assert wait_for(lambda: any(not np.allclose(t.points[0].positions, HOME) for t in robot.got["traj"]))
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    assert wait_for(lambda: node._last_command.reason == "deactivated")
-    setpoint = node._last_command.joint_targets  # the last commanded setpoint, held
+    assert wait_for(lambda: node.report.last_command.reason == "deactivated")
+    setpoint = node.report.last_command.joint_targets  # the last commanded setpoint, held
     assert not np.allclose(setpoint, HOME)
     # the last motion command and the hold carry the same positions: wait for both to be delivered
     assert wait_for(
@@ -455,18 +461,112 @@ def test_configured_joint_limits_narrow_the_model_limits(ros):
         assert np.all(q >= np.array(lower) - 1e-12) and np.all(q <= np.array(upper) + 1e-12)
 
 
-def test_bad_parameters_fail_configure_with_a_reason():
-    context = Context()
-    rclpy.init(context=context)
+@pytest.fixture
+def context():
+    """A private rclpy context for nodes built without the robot double."""
+    with ros_context() as ctx:
+        yield ctx
+
+
+def _node(context, **params) -> ChunkExecutorNode:
+    return ChunkExecutorNode(
+        context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]
+    )
+
+
+def test_an_unknown_parameter_is_refused_with_the_nearest_valid_name(context):
+    with pytest.raises(ParameterSchemaError) as refused:
+        _node(context, contrl_rate_hz=20.0)
+    assert "Unknown parameter 'contrl_rate_hz' for node chunk_executor" in str(refused.value)
+    assert "Did you mean: 'control_rate_hz'" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "name, value, words",
+    [
+        ("max_joint_velocity", 20.0, ["max_joint_velocity", "20.0", "0.01", "10.0"]),
+        ("backend", "moveit", ["backend", "'moveit'", "'joint_trajectory'", "'servo'"]),
+        ("embodiment", "ur5", ["embodiment", "'ur5'", "'franka_real'"]),
+        ("workspace_min", [0.1, 0.2], ["workspace_min", "greater than 2"]),
+    ],
+)
+def test_an_invalid_value_is_refused_naming_the_parameter_and_the_allowed_range(context, name, value, words):
+    with pytest.raises(ParameterSchemaError) as refused:
+        _node(context, **{name: value})
+    message = str(refused.value)
+    assert all(word in message for word in words), message
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"joint_lower": [0.0, 1.0]},  # one value per arm joint: the Panda has 7
+        {"robot": "urdf", "urdf_path": "/nonexistent/robot.urdf"},
+        {"backend": "servo", "servo_planning_frame": ""},  # Servo needs the frame of every command
+    ],
+)
+def test_a_configure_that_cannot_succeed_returns_failure_and_leaves_the_node_unconfigured(context, params):
+    node = _node(context, **params)
     try:
-        for params in ({"backend": "moveit"}, {"embodiment": "ur5"}, {"joint_lower": [0.0, 1.0]}):
-            node = ChunkExecutorNode(
-                context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]
-            )
+        for _ in range(2):  # the failed attempt left nothing behind: the second fails the same way
             assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
-            node.destroy_node()
+            assert node.lifecycle_state == "unconfigured" and node.core is None
+            assert node.output is None  # its lifecycle publishers were freed with it
+            assert not [p for p in node.publishers if p.topic_name.endswith("joint_trajectory")]
     finally:
-        rclpy.shutdown(context=context)
+        node.destroy_node()
+
+
+@pytest.mark.ros
+def test_one_hundred_lifecycle_cycles_in_one_process_all_succeed(context):
+    """configure -> activate -> deactivate -> cleanup, 100 times on one spinning executor: every transition
+    SUCCESS; after each cycle no control thread, no subscription, no core is left."""
+    node = _node(context, **{**BASE, "chunk_trajectory": False})
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor.add_node(node)
+
+    def nothing_left(cycle: int) -> None:
+        assert node.control_loop is None and node.core is None and node.output is None, cycle
+        assert not [s for s in node.subscriptions if s.topic_name.endswith(("action_chunk", "joint_states"))]
+
+    try:
+        with Spinner(executor):
+            results = run_lifecycle_cycles(node, 100, on_cycle=nothing_left)
+        assert results == [("success",) * 4] * 100
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+
+
+def test_the_readme_parameter_table_is_the_one_the_schema_generates():
+    from pathlib import Path
+
+    from internvla_policy.chunk_executor_node import SCHEMA_PATH
+    from internvla_ros_common.schema import load_schema, readme_drift
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    assert readme_drift(readme, load_schema(SCHEMA_PATH)) is None
+
+
+@pytest.mark.parametrize(
+    "argv, code, words",
+    [
+        (["--help"], 0, ["max_joint_velocity", "autostart", "exit codes"]),
+        (["contrl_rate_hz:=20.0"], 2, ["Did you mean: 'control_rate_hz'"]),
+        (["max_joint_velocity:=20.0"], 2, ["max_joint_velocity", "20.0"]),
+        (["autostart:=true", "joint_lower:=[0.0]"], 1, ["configure failed"]),
+    ],
+)
+def test_the_command_line_exits_0_on_help_2_on_a_bad_parameter_and_1_on_a_failed_configure(
+    argv, code, words, capsys
+):
+    from internvla_policy.chunk_executor_node import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["chunk_executor", *argv])
+    out = capsys.readouterr()
+    assert exited.value.code == code, out
+    assert all(word in out.out + out.err for word in words), out
 
 
 def _diagnostic(diagnostics: list):
@@ -519,9 +619,9 @@ def test_stale_joint_states_hold_the_setpoint_with_an_error_naming_the_input(ros
     robot.chunk(np.repeat(SMALL_STEP, 200, axis=0))
     assert wait_for(lambda: any(not np.allclose(t.points[0].positions, HOME) for t in robot.got["traj"]))
     robot.state_age = 1.0  # the driver keeps publishing, with stamps 1 s old
-    assert wait_for(lambda: node._last_command.status == ExecutorStatus.STALE_STATE)
-    setpoint = np.array(node._last_command.joint_targets)
-    assert "joint_states is stale" in node._last_command.reason
+    assert wait_for(lambda: node.report.last_command.status == ExecutorStatus.STALE_STATE)
+    setpoint = np.array(node.report.last_command.joint_targets)
+    assert "joint_states is stale" in node.report.last_command.reason
     count = len(robot.got["traj"])
     time.sleep(0.3)
     later = robot.got["traj"][count + 2 :]  # after delivery of what was in flight: holds only
@@ -536,7 +636,7 @@ def test_stale_joint_states_hold_the_setpoint_with_an_error_naming_the_input(ros
     assert wait_for(stale_error, timeout=3.0)
     assert ExecutorStatus.STALE_STATE in robot.codes() and node.core.counters["stale_state_holds"] > 0
     robot.state_age = 0.0  # fresh again: moves on from the held setpoint
-    assert wait_for(lambda: node._last_command is not None and not node._last_command.hold)
+    assert wait_for(lambda: node.report.last_command is not None and not node.report.last_command.hold)
 
 
 @pytest.mark.ros
@@ -547,9 +647,9 @@ def test_the_estop_latches_until_the_release_service_and_false_alone_does_not_re
     assert wait_for(lambda: robot.chunk_pub.get_subscription_count() > 0)
     time.sleep(0.1)
     robot.chunk(np.repeat(SMALL_STEP, 400, axis=0))
-    assert wait_for(lambda: node._last_command is not None and not node._last_command.hold)
+    assert wait_for(lambda: node.report.last_command is not None and not node.report.last_command.hold)
     robot.estop_pub.publish(Bool(data=True))
-    assert wait_for(lambda: node._last_command.status == ExecutorStatus.ESTOP)
+    assert wait_for(lambda: node.report.last_command.status == ExecutorStatus.ESTOP)
 
     def release():
         future = client.call_async(ReleaseEstop.Request())
@@ -561,14 +661,14 @@ def test_the_estop_latches_until_the_release_service_and_false_alone_does_not_re
     robot.estop_pub.publish(Bool(data=False))
     robot.chunk(np.repeat(SMALL_STEP, 400, axis=0))
     time.sleep(0.3)
-    assert node._last_command.hold and node._last_command.status == ExecutorStatus.ESTOP
+    assert node.report.last_command.hold and node.report.last_command.status == ExecutorStatus.ESTOP
     assert robot.got["status"][-1].estop_latched
     released = release()
     assert released.success and "released" in released.message and not node.core.estop_latched
     time.sleep(0.2)  # buffered chunks were dropped: holding until a new chunk
-    assert node._last_command.hold and "e-stop released" in node._last_command.reason
+    assert node.report.last_command.hold and "e-stop released" in node.report.last_command.reason
     robot.chunk(np.repeat(SMALL_STEP, 400, axis=0))
-    assert wait_for(lambda: not node._last_command.hold)
+    assert wait_for(lambda: not node.report.last_command.hold)
 
 
 @pytest.mark.ros
@@ -578,15 +678,15 @@ def test_stop_and_abort_are_explicit_commands_and_unknown_commands_are_refused(r
     time.sleep(0.1)
     empty = np.zeros((0, 7))
     robot.chunk(np.repeat(SMALL_STEP, 400, axis=0))
-    assert wait_for(lambda: node._last_command is not None and not node._last_command.hold)
+    assert wait_for(lambda: node.report.last_command is not None and not node.report.last_command.hold)
     robot.chunk(empty, command=ActionChunk.STOP, reason="cancelled")
-    assert wait_for(lambda: node._last_command.reason == "stop: cancelled")
-    assert node._last_command.status == ExecutorStatus.HOLDING
+    assert wait_for(lambda: node.report.last_command.reason == "stop: cancelled")
+    assert node.report.last_command.status == ExecutorStatus.HOLDING
     robot.chunk(np.repeat(SMALL_STEP, 400, axis=0))
-    assert wait_for(lambda: not node._last_command.hold)
+    assert wait_for(lambda: not node.report.last_command.hold)
     robot.chunk(empty, command=ActionChunk.ABORT, reason="error: model failed")
-    assert wait_for(lambda: node._last_command.status == ExecutorStatus.ABORTED)
-    assert node._last_command.reason == "abort: error: model failed"
+    assert wait_for(lambda: node.report.last_command.status == ExecutorStatus.ABORTED)
+    assert node.report.last_command.reason == "abort: error: model failed"
     robot.chunk(np.repeat(SMALL_STEP, 400, axis=0), command=7)  # neither a chunk nor a stop: refused
     robot.chunk(empty)  # rows = 0 is no longer a stop: an empty CHUNK is malformed
     assert wait_for(
@@ -595,7 +695,7 @@ def test_stop_and_abort_are_explicit_commands_and_unknown_commands_are_refused(r
         )
     )
     time.sleep(0.2)
-    assert node._last_command.hold and node._last_command.status == ExecutorStatus.ABORTED
+    assert node.report.last_command.hold and node.report.last_command.status == ExecutorStatus.ABORTED
 
 
 def test_executor_status_constants_match_the_core_status_codes():

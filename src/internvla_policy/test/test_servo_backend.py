@@ -24,6 +24,7 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from internvla_policy.chunk_executor_node import ChunkExecutorNode, ServoCommandType  # noqa: E402
+from internvla_ros_common.params import ParameterSchemaError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 CASES = Path(__file__).resolve().parent / "servo_fake_server_cases.py"
@@ -39,11 +40,16 @@ SERVO = {
 
 
 def _configure(params: dict):
+    """The configure result; FAILURE too when the schema already refuses a value at construction."""
     context = Context()
     rclpy.init(context=context)
-    node = ChunkExecutorNode(
-        context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]
-    )
+    try:
+        node = ChunkExecutorNode(
+            context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]
+        )
+    except ParameterSchemaError:
+        rclpy.shutdown(context=context)
+        return TransitionCallbackReturn.FAILURE, None
     try:
         return node.trigger_configure(), node
     finally:
@@ -115,7 +121,7 @@ def test_dry_run_servo_backend_previews_and_sends_nothing(spin_in_background):
         assert got["preview"], "no preview: the ee_pose subscription did not receive the pose"
         time.sleep(0.3)
         assert got["pose"] == [] and got["twist"] == []
-        assert node.servo_session is not None and not node.servo_session.accepted  # never asked
+        assert node.servo is not None and not node.servo.session.accepted  # never asked
     finally:
         halt()
         executor.shutdown()
