@@ -59,7 +59,7 @@ def main() -> None:
 
     checkpoint = str(tiny_checkpoint(spec=MID_SPEC if args.model == "mid" else TinySpec()))
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(args=[], context=context)
     policy_node = PolicyNode(
         context=context,
         parameter_overrides=[Parameter("seed", value=0), Parameter("checkpoint", value=checkpoint)],
@@ -124,7 +124,7 @@ def main() -> None:
     policy_node.trigger_activate()
 
     # 1. bare core calls (the node is idle: no goal yet)
-    model = policy_node.policy
+    model = policy_node.model.policy  # the local policy the node loaded on configure
 
     bare_stages: dict[str, list[float]] = {}
 

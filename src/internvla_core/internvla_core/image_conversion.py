@@ -153,3 +153,11 @@ def depth_to_image_fields(depth_m: np.ndarray) -> dict:
         "step": width * 4,
         "data": depth.tobytes(),
     }
+
+
+def rotate_half_turn(image: np.ndarray) -> np.ndarray:
+    """The image turned by 180 degrees (both axes flipped), contiguous for torch.
+
+    For cameras mounted upside down (LIBERO renders its agent view this way and its client rotates
+    it back): the model must see the scene the right way up."""
+    return np.ascontiguousarray(image[::-1, ::-1])

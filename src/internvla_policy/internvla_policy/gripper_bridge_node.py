@@ -13,141 +13,143 @@
 - ``gripper_command``: control_msgs/GripperCommand goals on ``gripper_action`` (a GripperActionController;
   control_msgs ships with full ROS installs only).
 
-The decisions (deadband, state changes, epsilons, abort handling) live in :mod:`internvla_core.gripper`.
+Schema ``params/gripper_bridge.yaml`` -> QoS -> core planner (:mod:`internvla_core.gripper`: deadband,
+state changes, epsilons, abort handling) -> publish or send a goal. Lifecycle: configure builds the
+planner and the trajectory publisher (a missing message package fails it); activate subscribes to
+``gripper/command``. Action clients are made once, in ``__init__``, and kept until the node is
+destroyed: like action servers, they must not be re-made while an executor spins the node.
 With ``dry_run`` it logs what it would send and sends nothing.
 """
 
 from __future__ import annotations
 
-import rclpy
-from builtin_interfaces.msg import Duration
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.node import Node
+from pathlib import Path
+
+from rclpy.action import ActionClient
 from std_msgs.msg import Float64
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from internvla_core.gripper import FrankaGripperGoal, FrankaGripperPlanner, GripperGoalPlanner
-from internvla_core.stamps import split_seconds
+from internvla_ros_common import qos
+from internvla_ros_common.conversions import to_duration
+from internvla_ros_common.lifecycle import ManagedNode
+from internvla_ros_common.node_main import main_for
 
-INTERFACES = ("joint_trajectory", "franka", "gripper_command")
+SCHEMA_PATH = Path(__file__).resolve().parent / "params" / "gripper_bridge.yaml"
 
 
-class GripperBridgeNode(Node):
+def franka_actions():
+    """franka_msgs' Grasp and Move actions, or what to install."""
+    try:
+        from franka_msgs.action import Grasp, Move
+    except ImportError:
+        raise RuntimeError(
+            "gripper_bridge interface 'franka' needs franka_msgs (franka_ros2's workspace or its "
+            "Docker image); it is not on PyPI"
+        ) from None
+    return {"grasp": Grasp, "move": Move}
+
+
+def gripper_command_action():
+    """control_msgs' GripperCommand action, or what to install."""
+    try:
+        from control_msgs.action import GripperCommand
+    except ImportError:
+        raise RuntimeError(
+            "gripper_bridge interface 'gripper_command' needs control_msgs (a full ROS 2 install: apt "
+            "install ros-$ROS_DISTRO-control-msgs, or the Docker image); it is not on PyPI"
+        ) from None
+    return GripperCommand
+
+
+def trajectory(joint: str, position: float, time_from_start: float) -> JointTrajectory:
+    """One point at ``time_from_start``; stamp 0 = "now" for the controller (no clock needed)."""
+    point = JointTrajectoryPoint(positions=[float(position)], time_from_start=to_duration(time_from_start))
+    return JointTrajectory(joint_names=[joint], points=[point])
+
+
+class GripperBridgeNode(ManagedNode):
+    """gripper/command openings -> the gripper driver's trajectory or action goals."""
+
+    SCHEMA_PATH = SCHEMA_PATH
+
     def __init__(self, node_name: str = "gripper_bridge", **kwargs) -> None:
-        super().__init__(node_name, **kwargs)
+        super().__init__(node_name, SCHEMA_PATH, **kwargs)
+        self.planner = self._trajectory_pub = None
+        # Action clients are made here, once (the parameters are read-only): destroyed and re-made per
+        # configure they could die in a spinning executor, and rclpy 9 registers an ActionClient with
+        # the node before it creates its lock. A missing message package fails configure, not this.
+        self._actions: dict[str, tuple[type, ActionClient]] = {}
+        self._missing: RuntimeError | None = None
+        try:
+            self._actions = self._make_action_clients(self.param_listener.get_params())
+        except RuntimeError as exc:
+            self._missing = exc
 
-        def declare(name, default, text):
-            self.declare_parameter(name, default, ParameterDescriptor(description=text, read_only=True))
+    def _make_action_clients(self, p) -> dict[str, tuple[type, ActionClient]]:
+        if p.interface == "franka":
+            names = {"grasp": p.grasp_action, "move": p.move_action}
+            return {k: (t, ActionClient(self, t, names[k])) for k, t in franka_actions().items()}
+        if p.interface == "gripper_command":
+            action = gripper_command_action()
+            return {"command": (action, ActionClient(self, action, "gripper_action"))}
+        return {}
 
-        declare("interface", "joint_trajectory", f"driver interface: one of {', '.join(INTERFACES)}")
-        declare("closed_position", 0.015, "joint_trajectory / gripper_command: position when closed")
-        declare("open_position", 0.037, "joint_trajectory / gripper_command: position when open")
-        declare("deadband", 0.1, "opening change (fraction) below which no new goal interrupts the last")
-        declare("gripper_controller_name", "gripper_controller", "joint_trajectory: the gripper's JTC")
-        declare("gripper_joint", "left_finger", "joint_trajectory: the gripper controller's joint")
-        declare("time_from_start", 0.5, "joint_trajectory: seconds to reach the new position")
-        declare("max_effort", 0.0, "gripper_command: max_effort [N]; 0 = the controller's limit")
-        declare("grasp_action", "franka_gripper/grasp", "franka: franka_msgs/action/Grasp action name")
-        declare("move_action", "franka_gripper/move", "franka: franka_msgs/action/Move action name")
-        declare("open_width", 0.08, "franka: Move width to open [m]")
-        declare("grasp_width", 0.0, "franka: Grasp width to close on [m]")
-        declare("speed", 0.1, "franka: finger speed [m/s]")
-        declare("force", 20.0, "franka: grasp force [N]")
-        declare("epsilon", 0.08, "franka: Grasp epsilon.inner and .outer [m] (wide: any object succeeds)")
-        declare("dry_run", True, "log the goals instead of sending them")
-        p = lambda name: self.get_parameter(name).value  # noqa: E731
-        self.interface = p("interface")
-        if self.interface not in INTERFACES:
-            raise ValueError(f"interface must be one of {INTERFACES}, got '{self.interface}'")
-        self.dry_run = bool(p("dry_run"))
-        if self.interface == "franka":
-            self.franka = FrankaGripperPlanner(
-                p("open_width"), p("grasp_width"), p("speed"), p("force"), p("epsilon")
-            )
-            self._make_franka_clients(p("grasp_action"), p("move_action"))
+    # ----------------------------------------------------------------------------------- lifecycle
+    def setup(self, p) -> None:
+        if self._missing is not None:
+            raise self._missing
+        if p.interface == "franka":
+            self.planner = FrankaGripperPlanner(p.open_width, p.grasp_width, p.speed, p.force, p.epsilon)
         else:
-            self.planner = GripperGoalPlanner(
-                p("closed_position"), p("open_position"), p("max_effort"), p("deadband")
-            )
-        if self.interface == "joint_trajectory":
-            self.joint = p("gripper_joint")
-            self.time_from_start = float(p("time_from_start"))
-            self.trajectory_pub = self.create_publisher(
-                JointTrajectory, f"{p('gripper_controller_name')}/joint_trajectory", 10
-            )
-        elif self.interface == "gripper_command":
-            self._make_gripper_command_client()
-        self.create_subscription(Float64, "gripper/command", self._on_command, 10)
-        mode = "dry run: logging goals only" if self.dry_run else "sending goals"
-        self.get_logger().info(f"gripper_bridge ready ({self.interface}, {mode})")
+            self.planner = GripperGoalPlanner(p.closed_position, p.open_position, p.max_effort, p.deadband)
+        if p.interface == "joint_trajectory":
+            topic = f"{p.gripper_controller_name}/joint_trajectory"
+            self._trajectory_pub = self.create_lifecycle_publisher(JointTrajectory, topic, qos.COMMAND)
+        mode = "dry run: logging goals only" if p.dry_run else "sending goals"
+        self.get_logger().info(f"gripper_bridge configured ({p.interface}, {mode})")
 
-    # ------------------------------------------------------------------------------------ clients
-    def _make_franka_clients(self, grasp_name: str, move_name: str) -> None:
-        try:
-            from franka_msgs.action import Grasp, Move
-        except ImportError:
-            raise RuntimeError(
-                "gripper_bridge interface 'franka' needs franka_msgs (franka_ros2's workspace or its "
-                "Docker image); it is not on PyPI"
-            ) from None
-        from rclpy.action import ActionClient
+    def activate(self) -> None:
+        self.managed_subscription(Float64, "gripper/command", self._on_command, qos.COMMAND)
 
-        self._franka_types = {"grasp": Grasp, "move": Move}
-        self.clients = {
-            "grasp": ActionClient(self, Grasp, grasp_name),
-            "move": ActionClient(self, Move, move_name),
-        }
+    def teardown(self) -> None:
+        # the base destroys the publisher; the planner stays for goal results still on their way
+        self._trajectory_pub = None
 
-    def _make_gripper_command_client(self) -> None:
-        try:
-            from control_msgs.action import GripperCommand
-        except ImportError:
-            raise RuntimeError(
-                "gripper_bridge interface 'gripper_command' needs control_msgs (a full ROS 2 install: apt "
-                "install ros-$ROS_DISTRO-control-msgs, or the Docker image); it is not on PyPI"
-            ) from None
-        from rclpy.action import ActionClient
+    def destroy_node(self) -> None:
+        super().destroy_node()
+        for _, client in getattr(self, "_actions", {}).values():  # rclpy leaves action clients alive
+            client.destroy()
 
-        self._goal_type = GripperCommand.Goal
-        self.client = ActionClient(self, GripperCommand, "gripper_action")
-
-    # ------------------------------------------------------------------------------------ commands
+    # ----------------------------------------------------------------------------------- commands
     def _on_command(self, msg: Float64) -> None:
         try:
-            goal = self.franka.plan(msg.data) if self.interface == "franka" else self.planner.plan(msg.data)
+            goal = self.planner.plan(msg.data)
         except ValueError as exc:
             self.get_logger().error(f"gripper command ignored: {exc}", throttle_duration_sec=5.0)
             return
         if goal is None:
             return
-        if self.dry_run:
+        if self.params.dry_run:
             self.get_logger().info(f"dry run: would send gripper goal {goal}")
-            return
-        if self.interface == "joint_trajectory":
-            self.trajectory_pub.publish(self.trajectory(goal.position))
-        elif self.interface == "franka":
+        elif self.params.interface == "joint_trajectory":
+            p = self.params
+            self._trajectory_pub.publish(trajectory(p.gripper_joint, goal.position, p.time_from_start))
+        elif self.params.interface == "franka":
             self._send_franka(goal)
         else:
             self._send_gripper_command(goal)
 
-    def trajectory(self, position: float) -> JointTrajectory:
-        """One point at ``time_from_start``; stamp 0 = "now" for the controller (no clock needed)."""
-        sec, nanosec = split_seconds(self.time_from_start)
-        point = JointTrajectoryPoint(
-            positions=[float(position)], time_from_start=Duration(sec=sec, nanosec=nanosec)
-        )
-        return JointTrajectory(joint_names=[self.joint], points=[point])
-
     def _send_franka(self, goal: FrankaGripperGoal) -> None:
-        client = self.clients[goal.kind]
+        action, client = self._actions[goal.kind]
         if not client.server_is_ready():
-            self.franka.forget()
+            self.planner.forget()
             self.get_logger().warning(
                 f"no franka_gripper {goal.kind} action server: is franka_gripper running under that name?",
                 throttle_duration_sec=5.0,
             )
             return
-        request = self._franka_types[goal.kind].Goal()
+        request = action.Goal()
         request.width, request.speed = goal.width, goal.speed
         if goal.kind == "grasp":
             request.force = goal.force
@@ -158,7 +160,7 @@ class GripperBridgeNode(Node):
     def _on_franka_response(self, future, goal: FrankaGripperGoal) -> None:
         handle = future.result()
         if handle is None or not handle.accepted:
-            self.franka.forget()
+            self.planner.forget()
             self.get_logger().warning(
                 f"franka_gripper rejected the {goal.kind} goal: the next command is sent"
             )
@@ -170,22 +172,22 @@ class GripperBridgeNode(Node):
 
         response = future.result()
         success = response.status == GoalStatus.STATUS_SUCCEEDED and bool(response.result.success)
-        report = self.franka.on_result(goal, success)
+        report = self.planner.on_result(goal, success)
         if report:
             self.get_logger().error(f"{report} ({response.result.error})")
 
     def _send_gripper_command(self, goal) -> None:
-        if not self.client.server_is_ready():
+        action, client = self._actions["command"]
+        if not client.server_is_ready():
             self.planner.forget()
             self.get_logger().warning(
                 "no gripper action server on gripper_action: is the gripper driver running and remapped?",
                 throttle_duration_sec=5.0,
             )
             return
-        request = self._goal_type()
-        request.command.position = goal.position
-        request.command.max_effort = goal.max_effort
-        self.client.send_goal_async(request).add_done_callback(self._on_goal_response)
+        request = action.Goal()
+        request.command.position, request.command.max_effort = goal.position, goal.max_effort
+        client.send_goal_async(request).add_done_callback(self._on_goal_response)
 
     def _on_goal_response(self, future) -> None:
         handle = future.result()
@@ -202,17 +204,7 @@ class GripperBridgeNode(Node):
             self.planner.forget()
 
 
-def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = GripperBridgeNode()
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-
+main = main_for(GripperBridgeNode)
 
 if __name__ == "__main__":
     main()

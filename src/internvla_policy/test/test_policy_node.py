@@ -1,4 +1,5 @@
-"""policy_node over real rclpy with the tiny model: goals, chunks, feedback, cancel, preemption, remote."""
+"""policy_node over real rclpy with the tiny model: goals, chunks, feedback, cancel, preemption, remote;
+parameters checked against the schema; lifecycle cycles; a failed configure."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ rclpy = pytest.importorskip("rclpy", reason="run through `make test` (needs the 
 from action_msgs.msg import GoalStatus  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.action import ActionClient  # noqa: E402
-from rclpy.context import Context  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.node import Node  # noqa: E402
@@ -26,17 +26,10 @@ from internvla_core.normalization import action_stats, load_dataset_statistics, 
 from internvla_msgs.action import ExecuteInstruction  # noqa: E402
 from internvla_msgs.msg import ActionChunk  # noqa: E402
 from internvla_policy.policy_node import PolicyNode  # noqa: E402
+from internvla_ros_common.params import ParameterSchemaError  # noqa: E402
+from internvla_ros_common.testing import Spinner, ros_context, run_lifecycle_cycles, wait_for  # noqa: E402
 
 RGB = np.random.default_rng(0).integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
-
-
-def wait_for(condition, timeout=60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 class Camera:
@@ -59,9 +52,13 @@ class Camera:
 
 
 @pytest.fixture
-def ros(spin_in_background):
-    context = Context()
-    rclpy.init(context=context)
+def context():
+    with ros_context() as context:
+        yield context
+
+
+@pytest.fixture
+def ros(context):
     executor = MultiThreadedExecutor(num_threads=6, context=context)
     nodes: list = []
 
@@ -94,13 +91,12 @@ def ros(spin_in_background):
         assert client.wait_for_server(timeout_sec=10)
         return policy, client, chunks, camera
 
-    halt = spin_in_background(executor)
+    spinner = Spinner(executor)
     yield make
-    halt()
+    spinner.stop()  # raises when the executor thread died
     executor.shutdown()
     for node in nodes:
         node.destroy_node()
-    rclpy.shutdown(context=context)
 
 
 def send(client: ActionClient, feedback: list | None = None, **goal):
@@ -146,7 +142,7 @@ def test_goal_streams_chunks_stamped_with_their_observation_and_finishes(ros):
 def test_cancel_stops_the_goal_and_no_chunk_follows(ros):
     policy, client, chunks, _ = ros()
     handle = send(client, instruction="wipe the table", max_steps=10000)
-    assert wait_for(lambda: len(chunks) >= 2)
+    assert wait_for(lambda: len(chunks) >= 2, 60)
     cancel = handle.cancel_goal_async()
     assert wait_for(cancel.done, 10)
     result = result_of(handle)
@@ -166,7 +162,7 @@ def test_cancel_stops_the_goal_and_no_chunk_follows(ros):
 def test_a_new_goal_preempts_the_running_one(ros):
     _policy, client, chunks, _ = ros()
     first = send(client, instruction="stack the cups", max_steps=10000)
-    assert wait_for(lambda: len(chunks) >= 1)
+    assert wait_for(lambda: len(chunks) >= 1, 60)
     second = send(client, instruction="open the drawer", max_steps=2)
     assert second.accepted
     assert result_of(first).result.reason == "preempted"
@@ -198,7 +194,7 @@ def test_stale_images_are_never_used(ros):
     handle = send(client, instruction="pick up the cup", max_duration=1.5)
     result = result_of(handle)
     assert result.result.reason == "timeout" and not result.result.success
-    assert chunks == [] and "stale view 'third_person' by" in policy.observation_problem
+    assert chunks == [] and "stale view 'third_person' by" in policy.health.observation_problem
 
     def diagnosed() -> bool:
         statuses = [s for array in policy.test_diagnostics for s in array.status if "policy" in s.name]
@@ -212,14 +208,14 @@ def test_a_missing_wrist_view_is_never_replaced_by_inference_on_one_view(ros):
     policy, client, chunks, _ = ros({"wrist_view": True})  # the test camera publishes no wrist image
     result = result_of(send(client, instruction="pick up the cup", max_duration=1.0))
     assert result.result.reason == "timeout" and chunks == []
-    assert "missing view 'wrist'" in policy.observation_problem
+    assert "missing view 'wrist'" in policy.health.observation_problem
 
 
 @pytest.mark.ros
 def test_task_success_topic_finishes_the_goal(ros):
     _policy, client, chunks, camera = ros()
     handle = send(client, instruction="put the carrot on the plate", max_steps=10000)
-    assert wait_for(lambda: len(chunks) >= 1)
+    assert wait_for(lambda: len(chunks) >= 1, 60)
     camera.node.create_publisher(Bool, "task/success", 10).publish(Bool(data=True))
     result = result_of(handle, timeout=30)
     assert result.result.reason == "finished" and result.result.success
@@ -230,9 +226,9 @@ def test_task_success_topic_finishes_the_goal(ros):
 def test_deactivate_ends_the_running_goal_and_waits_for_its_inference(ros):
     policy, client, chunks, _ = ros()
     handle = send(client, instruction="wipe the table", max_steps=10000)
-    assert wait_for(lambda: len(chunks) >= 1)
+    assert wait_for(lambda: len(chunks) >= 1, 60)
     assert policy.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    assert policy._worker_idle.is_set()  # the goal's loop returned before deactivate did
+    assert policy.goals.current.wait_idle(0)  # the goal's loop returned before deactivate did
     count = len(chunks)
     result = result_of(handle, timeout=10)
     assert result.result.reason.startswith("error: policy_node was deactivated")
@@ -354,3 +350,86 @@ def test_goal_to_chunks_to_executor_commands_and_cancel_holds_within_one_period(
     t_hold = next(t for t, c in commands if t >= t_cancel and c.hold and c.reason == "stop: cancelled")
     assert all(c.hold for t, c in commands if t > t_hold)  # nothing moves after the hold
     executor_node.destroy_node()
+
+
+@pytest.mark.ros
+def test_an_unknown_parameter_is_rejected_with_the_nearest_name(context):
+    with pytest.raises(
+        ParameterSchemaError, match=r"Unknown parameter 'cfg_scal' .*Did you mean: 'cfg_scale'"
+    ):
+        PolicyNode(context=context, parameter_overrides=[Parameter("cfg_scal", value=2.0)])
+
+
+@pytest.mark.ros
+def test_an_invalid_value_is_rejected_naming_the_range(context):
+    with pytest.raises(
+        ParameterSchemaError, match=r"Parameter 'cfg_scale' with the value 20.0 must be in \[1.0, 10.0\]"
+    ):
+        PolicyNode(context=context, parameter_overrides=[Parameter("cfg_scale", value=20.0)])
+
+
+@pytest.mark.ros
+def test_a_missing_checkpoint_fails_configure_and_a_fixed_one_configures(context, tmp_path):
+    missing = str(tmp_path / "no_such_run" / "checkpoints" / "steps_1.pt")
+    policy = PolicyNode(context=context, parameter_overrides=[Parameter("checkpoint", value=missing)])
+    try:
+        assert policy.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert policy.model is None and policy.lifecycle_state == "unconfigured"
+        policy.set_parameters([Parameter("checkpoint", value="")])  # the tiny factory model
+        assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    finally:
+        policy.destroy_node()
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_a_hundred_lifecycle_cycles_keep_the_executor_alive_and_refuse_goals_unless_active(context):
+    """The old node re-created its action server on every configure: the executor died within 9-84
+    cycles (RCLError: action server pointer is invalid). Each configure here loads the tiny model."""
+    policy = PolicyNode(context=context)
+    peer = Node("peer", context=context)
+    client = ActionClient(peer, ExecuteInstruction, "execute_instruction")  # before spinning (see ros)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor.add_node(policy)
+    executor.add_node(peer)
+    refused: list[bool] = []
+
+    def refuses_a_goal() -> bool:
+        return send(client, instruction="pick").accepted is False
+
+    try:
+        with Spinner(executor):  # raises when the executor thread died
+            assert client.wait_for_server(timeout_sec=10)
+            assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            refused.append(refuses_a_goal())  # inactive
+            assert policy.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+            results = run_lifecycle_cycles(
+                policy, 100, on_cycle=lambda i: i % 10 or refused.append(refuses_a_goal())
+            )
+        assert results == [("success",) * 4] * 100
+        assert refused == [True] * 11 and policy.model is None  # cleanup freed the model
+    finally:
+        executor.shutdown()
+        policy.destroy_node()
+        peer.destroy_node()
+
+
+@pytest.mark.ros
+def test_standalone_policy_node_with_a_missing_checkpoint_exits_1(tmp_path):
+    """autostart:=true runs configure in main(): a failed configure ends the process with 1."""
+    import os
+    import subprocess
+    import sys
+
+    missing = tmp_path / "no_such_run" / "steps_1.pt"
+    command = [
+        sys.executable,
+        "-m",
+        "internvla_policy.policy_node",
+        "autostart:=true",
+        f"checkpoint:={missing}",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    failed = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert "configure failed" in failed.stderr

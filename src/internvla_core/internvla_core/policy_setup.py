@@ -1,0 +1,130 @@
+"""What the policy node builds on configure, decided without ROS: views, image topics, backend, RTC.
+
+The node passes its parameters (any object with the attributes named below, e.g. the schema's
+params namespace) and a ``warn`` callable for its logger; the checks raise ValueError with a text
+that says what to change, which the node reports as its failed configure.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+WRIST_VIEW = "wrist"
+
+
+def policy_views(embodiment_views: Sequence[str], wrist_view: bool) -> list[str]:
+    """The embodiment's views, plus the wrist camera as a second view when asked and not already one."""
+    views = list(embodiment_views)
+    if wrist_view and WRIST_VIEW not in views:
+        views.append(WRIST_VIEW)
+    return views
+
+
+def image_topics(views: Sequence[str], topics: Mapping[str, str], embodiment: str) -> dict[str, str]:
+    """The image topic of every view; a view without a topic parameter is a configuration error."""
+    missing = [view for view in views if view not in topics]
+    if missing:
+        raise ValueError(
+            f"embodiment '{embodiment}' uses view '{missing[0]}', which has no image topic parameter "
+            f"(known: {sorted(topics)})"
+        )
+    return {view: topics[view] for view in views}
+
+
+def torch_thread_count(setting: int, device: str, cpu_count: int | None) -> int | None:
+    """Threads for torch in this process, or None to keep torch's default.
+
+    -1: cores - 1 on CPU (one core stays free for the control loop), torch's default on a GPU;
+    0: torch's default; n > 0: n.
+    """
+    if setting == -1:
+        if not str(device).startswith("cpu"):
+            return None
+        return max(1, (cpu_count or 2) - 1)
+    return setting if setting > 0 else None
+
+
+@dataclass
+class PolicyModel:
+    """The backend the goals query, and the shared local policy it holds (None for remote)."""
+
+    backend: Any
+    policy: Any = None
+
+    def close(self) -> None:
+        """Free the backend and release the shared policy (the registry frees it, CUDA cache included)."""
+        self.backend.close()
+        if self.policy is not None:
+            from .model import release
+
+            release(self.policy)
+            self.policy = None
+
+
+def load_policy_model(params, warn: Callable[[str], None], info: Callable[[str], None]) -> PolicyModel:
+    """The local model (shared through the registry) or a connected remote client.
+
+    ``params`` needs backend, remote_url, remote_api_key, dataset_statistics, checkpoint, device,
+    dtype, spatial_prompt, torch_threads, gil_switch_interval.
+    """
+    from .backends import LocalBackend, RemoteBackend
+
+    if params.backend == "remote":
+        from .remote import RemotePolicyClient
+
+        if not params.dataset_statistics:
+            raise ValueError(
+                "backend remote needs dataset_statistics (the served checkpoint's dataset_statistics.json)"
+            )
+        client = RemotePolicyClient(params.remote_url, params.remote_api_key or None)
+        client.connect()
+        return PolicyModel(RemoteBackend(client, params.dataset_statistics))
+    if params.backend != "local":
+        raise ValueError(f"backend must be local or remote, got '{params.backend}'")
+    import torch
+
+    _apply_process_settings(params, info)
+    from .model import acquire, tiny_checkpoint
+
+    checkpoint = params.checkpoint
+    if not checkpoint:
+        checkpoint = str(tiny_checkpoint())
+        warn(f"no checkpoint given: using the untrained tiny factory model {checkpoint}")
+    dtype = getattr(torch, params.dtype) if params.dtype else None  # the schema allows float32, bfloat16
+    policy = acquire(checkpoint, device=params.device, dtype=dtype)
+    return PolicyModel(LocalBackend(policy, spatial_prompt=params.spatial_prompt), policy)
+
+
+def _apply_process_settings(params, info: Callable[[str], None]) -> None:
+    """torch threads and the GIL switch interval are process-wide: the model runs on a thread beside
+    the executor's and, on CPU, must leave a core to the control loop."""
+    import torch
+
+    threads = torch_thread_count(params.torch_threads, params.device, os.cpu_count())
+    if threads is not None:
+        torch.set_num_threads(threads)
+        info(f"torch uses {threads} CPU thread(s) in this process")
+    interval = params.gil_switch_interval
+    if interval > 0 and abs(sys.getswitchinterval() - interval) > 1e-9:
+        sys.setswitchinterval(interval)
+        info(f"Python GIL switch interval set to {interval * 1e3:.2f} ms (process-wide)")
+
+
+def make_rtc(params, embodiment_control_period: float):
+    """Real-time chunking's bookkeeping (``internvla_core.rtc``), or None when off."""
+    if not params.rtc:
+        return None
+    if params.backend != "local":
+        raise ValueError("rtc needs the local backend (upstream's server has no inpainting)")
+    from .rtc import RealTimeChunking
+
+    delay = params.rtc_delay_steps
+    return RealTimeChunking(
+        params.rtc_control_period or embodiment_control_period,
+        delay_steps=None if delay < 0 else delay,
+        overlap_steps=params.rtc_overlap_steps,
+    )
