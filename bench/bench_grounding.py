@@ -67,7 +67,7 @@ def bench_round_trip(repeats: int) -> tuple[float, float]:
     from internvla_perception.grounding_node import GroundingNode
 
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(args=[], context=context)
     node = GroundingNode(context=context)
     client_node = Node("bench_client", context=context)
     executor = MultiThreadedExecutor(num_threads=4, context=context)

@@ -139,3 +139,45 @@ def markers_message(grounding: Grounding, namespace: str = "grounding") -> Marke
 
 def valid_3d_count(grounding: Grounding) -> int:
     return sum(o.center_3d_valid for o in grounding.objects) + sum(p.point_3d_valid for p in grounding.points)
+
+
+# ------------------------------------------------------------------------------ inputs of the node
+def image_fields(msg) -> tuple:
+    """sensor_msgs/Image as the arguments of internvla_core.image_conversion's readers."""
+    return (msg.height, msg.width, msg.encoding, msg.is_bigendian, msg.step, msg.data)
+
+
+def camera_info_fields(msg) -> dict:
+    """sensor_msgs/CameraInfo as internvla_core.grounding_inputs.camera_and_depth reads it."""
+    return {
+        "k": msg.k,
+        "d": msg.d,
+        "distortion_model": msg.distortion_model,
+        "width": msg.width,
+        "height": msg.height,
+    }
+
+
+def subscription_qos(reliable: bool, depth: int):
+    """RELIABLE or BEST_EFFORT keep-last QoS: a subscription must match its driver's reliability."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(depth=depth, reliability=reliability)
+
+
+def detections_message(grounding: Grounding):  # pragma: no cover - vision_msgs only in full ROS installs
+    """vision_msgs/Detection2DArray of the boxes (full ROS installs only)."""
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+
+    out = Detection2DArray(header=grounding.header)
+    for obj in grounding.objects:
+        det = Detection2D(header=grounding.header)
+        det.bbox.center.position.x = (obj.x1 + obj.x2) / 2
+        det.bbox.center.position.y = (obj.y1 + obj.y2) / 2
+        det.bbox.size_x, det.bbox.size_y = obj.x2 - obj.x1, obj.y2 - obj.y1
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id, hyp.hypothesis.score = obj.label, float(obj.score)
+        det.results.append(hyp)
+        out.detections.append(det)
+    return out
