@@ -60,6 +60,8 @@ def test_inner_grasp_window_on_a_4cm_block(spin_in_background):
     executor.add_node(sim)
     executor.add_node(peer)
     halt = spin_in_background(executor)
+    sim.trigger_configure()
+    sim.trigger_activate()
     clients = {
         "grasp": ActionClient(peer, Grasp, "franka_gripper/grasp"),
         "move": ActionClient(peer, Move, "franka_gripper/move"),

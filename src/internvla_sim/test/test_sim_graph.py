@@ -70,12 +70,13 @@ def test_lockstep_sim_advances_one_step_per_command_and_the_policy_moves_the_sim
         others.add_node(node)
     halt = spin_in_background(control, others)
     try:
-        q_start = sim.env.arm_positions()
-        steps_before = sim.steps
-        assert steps_before <= 1  # lock-step: nothing advances without a controller
         for node in (policy, executor_node):
             node.trigger_configure()
             node.trigger_activate()
+        sim.trigger_configure()  # the sim starts last, once the models are loaded (as the demo does)
+        q_start = sim.env.arm_positions()
+        sim.trigger_activate()
+        assert sim.steps <= 1  # lock-step: nothing advances without a controller
         assert client.wait_for_server(timeout_sec=10)
         timeouts_before = sim.lockstep_timeouts  # at most the start-up, before any controller existed
         goal = client.send_goal_async(
