@@ -109,14 +109,14 @@ def replay_through_ros(robot: str, task: str, seed: int, actions: np.ndarray, ti
     from rclpy.qos import DurabilityPolicy, QoSProfile
     from std_msgs.msg import Bool
 
+    from internvla_bringup.composition import Composition
     from internvla_bringup.graphs import GraphOptions, build_graph
-    from internvla_bringup.run import Composition
     from internvla_core.embodiments import get_embodiment
     from internvla_sim.expert import EMBODIMENTS
 
     graph = build_graph(f"sim_{robot}", GraphOptions(task=task, seed=seed))
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(args=[], context=context)
     composition = None
     try:
         sim_params = {"task": task, "seed": seed, "width": 64, "height": 48, "publish_depth": False}

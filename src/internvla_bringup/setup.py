@@ -30,7 +30,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
-    package_data={"": ["*.json", "*.yaml", "*.txt", "*.xml", "*.jinja"]},
+    package_data={"": ["*.json", "*.yaml", "*.txt", "*.xml", "*.jinja", "params/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

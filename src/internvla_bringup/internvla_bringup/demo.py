@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -106,23 +107,24 @@ def run(args: argparse.Namespace) -> dict:
     from internvla_msgs.action import ExecuteInstruction
     from internvla_msgs.srv import Ground
 
+    from .composition import Composition
     from .graphs import GraphOptions, build_graph
     from .recording import SIM_TOPICS, McapRecorder, TopicRecorder, available_topics
-    from .run import Composition
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = model_identity(args)
     t_start = time.perf_counter()
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(args=[], context=context)
     # the sim_<robot> graph of internvla_bringup.graphs: the nodes, YAML and overrides `ros2 launch` uses
     graph = build_graph(
         f"sim_{args.robot}",
         GraphOptions(checkpoint=model["checkpoint"], task=args.task, seed=args.seed, clock_mode=args.clock),
     )
+    # every node but the simulator; activate() builds and starts it last, once every model is loaded
     composition = Composition.create(graph, context, {"sim": {"width": args.width, "height": args.height}})
-    sim, executor_node = composition.nodes["sim"], composition.nodes["chunk_executor"]
+    executor_node = composition.nodes["chunk_executor"]
     from rclpy.parameter import Parameter
     from rclpy.serialization import deserialize_message
 
@@ -155,10 +157,10 @@ def run(args: argparse.Namespace) -> dict:
     composition.spin_in_background()
     progress = tqdm(total=args.steps, desc=f"{args.robot} {args.task} (seed {args.seed})", unit="step")
     result_reason, ground_time = "not started", float("nan")
+    sim = None
     try:
-        failures = composition.activate()
-        if failures:
-            raise RuntimeError(f"the graph did not start: {failures}")
+        composition.activate()
+        sim = composition.nodes["sim"]
         instruction = sim.env.task.instruction
         client = recorder_node.create_client(Ground, "ground")
         client.wait_for_service(timeout_sec=10)
@@ -184,11 +186,13 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         progress.close()
         composition.shutdown_executors()
-        sim_seconds = sim.env.time
-        sim_steps = sim.steps
+        if sim is not None:
+            sim_seconds = sim.env.time
+            sim_steps = sim.steps
+            camera_k = sim.env.camera_intrinsics()
+            camera_pose = sim.env.camera_pose()
+            control_dt = sim.env.control_dt  # the sim frees its scene when destroyed
         executor_rate = executor_node.rate_meter.rate()
-        camera_k = sim.env.camera_intrinsics()
-        camera_pose = sim.env.camera_pose()
         composition.destroy()
         recorder_node.destroy_node()
         rclpy.shutdown(context=context)
@@ -222,7 +226,7 @@ def run(args: argparse.Namespace) -> dict:
     inverse = np.linalg.inv(camera_pose)
     path_pixels: list[tuple[float, float]] = []
     ee = state["ee"]
-    fps = max(1, round(1.0 / sim.env.control_dt))  # one frame per control step: real-time playback
+    fps = max(1, round(1.0 / control_dt))  # one frame per control step: real-time playback
     writer = imageio.get_writer(out / "episode.mp4", fps=fps, codec="libx264", quality=7, macro_block_size=8)
     seen: set[int] = set()
     for t_ns, msg in frames:
@@ -326,39 +330,75 @@ def model_identity(args: argparse.Namespace) -> dict:
     return identity
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     from internvla_sim.tasks import TASKS
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--task", default="pick_green", choices=sorted(TASKS), help="the task the Franka model is trained on"
+    from .graphs import CLOCK_MODES
+
+    parser = argparse.ArgumentParser(
+        prog="python -m internvla_bringup.demo",
+        description=__doc__.split("\n")[0],
+        epilog="Artefacts: episode.mp4, episode.mcap (+ metadata.yaml), summary.json, latency.png in --out. "
+        "Exit status: 0 the goal ran its steps or the task succeeded, 1 failure (the graph did not start: "
+        "one line names the node and why; or the goal ended early), 2 usage (bad arguments).",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--robot", default="franka", choices=["franka", "widowx"], help="simulated arm")
+    parser.add_argument(
+        "--task",
+        default="pick_green",
+        choices=list(TASKS),
+        help="simulation task (default: %(default)s, the task the Franka model is trained on)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="layout seed of the task (default: %(default)s)")
+    parser.add_argument(
+        "--robot", default="franka", choices=["franka", "widowx"], help="simulated arm (default: %(default)s)"
+    )
     parser.add_argument(
         "--steps",
         type=int,
         default=120,
-        help="most policy steps (control steps: 10 Hz Franka, 5 Hz WidowX); the goal ends at success",
+        help="most policy steps (control steps: 10 Hz Franka, 5 Hz WidowX); the goal ends at success "
+        "(default: %(default)s)",
     )
-    parser.add_argument("--clock", default="lockstep", choices=["lockstep", "realtime"])
+    parser.add_argument(
+        "--clock",
+        default="lockstep",
+        choices=list(CLOCK_MODES),
+        help="lockstep: sim time advances when the executor answered each step (reproducible); realtime: "
+        "the sim follows the wall clock (default: %(default)s)",
+    )
     # the camera the shipped model was trained on renders 224 x 224 (the data engine's default)
-    parser.add_argument("--width", type=int, default=224)
-    parser.add_argument("--height", type=int, default=224)
+    parser.add_argument(
+        "--width", type=int, default=224, help="camera image width [px] (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--height", type=int, default=224, help="camera image height [px] (default: %(default)s)"
+    )
     parser.add_argument(
         "--checkpoint", default="", help="a run dir or .pt (default: the model trained here for --robot)"
     )
     parser.add_argument(
         "--random-model", action="store_true", help="the untrained tiny factory model instead"
     )
-    parser.add_argument("--out", default="demo_out")
-    parser.add_argument("--timeout", type=float, default=900.0, help="wall-clock limit [s]")
-    return parser.parse_args(argv)
+    parser.add_argument("--out", default="demo_out", help="directory of the artefacts (default: %(default)s)")
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="wall-clock limit of the goal [s] (default: %(default)s)"
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .composition import StartError
+
     args = parse_args(argv)
-    summary = run(args)
+    try:
+        summary = run(args)
+    except StartError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
     keys = (
         "task",
         "model_note",

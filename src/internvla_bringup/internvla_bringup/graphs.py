@@ -16,11 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from internvla_sim.tasks import TASKS
+
 from .calibration import StaticTransform, load_calibration
 
 PACKAGE = "internvla_bringup"
 SETUPS = ("sim_franka", "sim_widowx", "franka", "widowx")
-SIM_TASKS = ("red_on_plate", "pick_green", "push_blue_left")
+SIM_SETUPS = ("sim_franka", "sim_widowx")
+REAL_SETUPS = ("franka", "widowx")
+CLOCK_MODES = ("lockstep", "realtime")
+HARDWARE_TYPES = ("actual", "fake", "gz_classic")
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class NodeSpec:
     plugin: str  # "module:Class", constructed in-process by internvla-run
     lifecycle: bool
     control_loop: bool = False  # the runner gives it an executor (thread) of its own
+    clock_source: bool = False  # publishes /clock (the simulator): started after every other node
     parameters: Mapping[str, Any] = field(default_factory=dict)  # on top of the setup's YAML
     remappings: tuple[tuple[str, str], ...] = ()
 
@@ -70,6 +76,106 @@ class GraphOptions:
     hardware_type: str = "actual"  # Interbotix: actual | fake | gz_classic
     camera_prefix: str = "/camera/camera"  # RealSense topics (realsense2_camera >= 4.55.1 default)
     calibration: str = ""  # hand-eye calibration file -> static TF robot <-> camera ("" = none: no 3D)
+    # lifecycle: how far the launch files / the runner drive our lifecycle nodes
+    configure: bool = True
+    activate: bool = True
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One launch argument: a field of :class:`GraphOptions`, declared by ``<setup>.launch.py``, offered
+    by ``internvla-run`` as ``--<name-with-dashes>`` (or ``flag``) and listed in the bringup README."""
+
+    name: str
+    description: str
+    setups: tuple[str, ...] = SETUPS
+    choices: tuple[str, ...] = ()
+    setup_defaults: Mapping[str, str] = field(default_factory=dict)  # launch default where it differs
+    runner: bool = True  # False: launch only (internvla-run cannot start RViz)
+    flag: str = ""  # the runner's option, when not --<name-with-dashes>
+
+    @property
+    def option(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    def default(self, setup: str | None = None) -> str:
+        """The default as launch-argument text ('' = the setup's own default, for dry_run)."""
+        if setup in self.setup_defaults:
+            return self.setup_defaults[setup]
+        value = GraphOptions.__dataclass_fields__[self.name].default
+        return "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+ARGUMENTS: tuple[Argument, ...] = (
+    Argument("namespace", "namespace of our nodes (drivers keep their own names: the remaps are absolute)"),
+    Argument(
+        "checkpoint", "InternVLA-M1 checkpoint (.pt or run dir); empty = the untrained tiny factory model"
+    ),
+    Argument("device", "torch device for grounding and policy (cpu, cuda, cuda:1); empty = the YAML's"),
+    Argument(
+        "dry_run",
+        "executor (and gripper bridge) publish previews only; empty = true on real robots, false in sim",
+        choices=("true", "false"),
+    ),
+    Argument(
+        "task",
+        f"simulation task: {', '.join(TASKS)}; `family` (the seed's procedural task) or a family template "
+        "id / skill such as pick/3, put_in (internvla_sim.task_family)",
+        SIM_SETUPS,
+    ),
+    Argument("seed", "layout seed of the task", SIM_SETUPS),
+    Argument(
+        "clock_mode",
+        "lockstep (sim time advances when the executor answered each step) or realtime",
+        SIM_SETUPS,
+        choices=CLOCK_MODES,
+        flag="--clock",
+    ),
+    Argument("robot_ip", "address of the Franka control box", ("franka",)),
+    Argument(
+        "use_fake_hardware",
+        "franka_ros2 mock hardware instead of the arm",
+        ("franka",),
+        choices=("true", "false"),
+    ),
+    Argument(
+        "hardware_type", "Interbotix hardware_type (actual, fake, gz_classic)", ("widowx",), HARDWARE_TYPES
+    ),
+    Argument(
+        "camera_prefix",
+        "RealSense topics /<camera_namespace>/<camera_name>: /camera/camera (realsense2_camera >= 4.55.1) "
+        "or /camera (4.51/4.54); passed to rs_launch.py and used by the remaps",
+        REAL_SETUPS,
+    ),
+    Argument(
+        "calibration",
+        "hand-eye calibration YAML (easy_handeye2 layout, see config/calibration/) published as the static "
+        "TF robot -> camera; empty = none, and grounding publishes 2D only",
+        REAL_SETUPS,
+    ),
+    Argument(
+        "rviz",
+        "start RViz with the internvla config",
+        choices=("true", "false"),
+        setup_defaults={"franka": "true", "widowx": "true"},
+        runner=False,
+    ),
+    Argument(
+        "configure",
+        "configure our lifecycle nodes once started (false: they wait unconfigured for a manager)",
+        choices=("true", "false"),
+    ),
+    Argument(
+        "activate",
+        "activate our lifecycle nodes once configured (false: they wait inactive)",
+        choices=("true", "false"),
+    ),
+)
+"""Every launch argument, once: the launch files, ``internvla-run`` and the README table read it."""
+
+
+def arguments_for(setup: str) -> tuple[Argument, ...]:
+    return tuple(argument for argument in ARGUMENTS if setup in argument.setups)
 
 
 @dataclass(frozen=True)
@@ -183,22 +289,20 @@ def _our_nodes(
 
 def known_sim_task(task: str) -> bool:
     """A named task, ``family`` (the seed's procedural task) or a family template id / skill."""
-    if task in SIM_TASKS or task == "family":
+    if task in TASKS or task == "family":
         return True
-    try:
-        from internvla_sim.task_family import SKILLS, TEMPLATES
-    except ImportError:  # the sim package is not installed: only the named tasks can be checked
-        return False
+    from internvla_sim.task_family import SKILLS, TEMPLATES
+
     return task in TEMPLATES or task in SKILLS
 
 
 def _sim_graph(setup: str, robot: str, options: GraphOptions) -> Graph:
     if not known_sim_task(options.task):
         raise ValueError(
-            f"unknown task '{options.task}'; known: {list(SIM_TASKS)}, 'family' (the seed's procedural task) "
+            f"unknown task '{options.task}'; known: {list(TASKS)}, 'family' (the seed's procedural task) "
             "or a family template id / skill (internvla_sim.task_family)"
         )
-    if options.clock_mode not in ("lockstep", "realtime"):
+    if options.clock_mode not in CLOCK_MODES:
         raise ValueError(f"clock_mode must be lockstep or realtime, got '{options.clock_mode}'")
     lockstep = options.clock_mode == "lockstep"
     sim = NodeSpec(
@@ -206,7 +310,8 @@ def _sim_graph(setup: str, robot: str, options: GraphOptions) -> Graph:
         "internvla_sim",
         "sim_node",
         "internvla_sim.sim_node:SimNode",
-        lifecycle=False,
+        lifecycle=True,  # configure builds the scene; activate starts sim time
+        clock_source=True,
         parameters={
             "use_sim_time": False,  # the sim owns /clock
             "robot": robot,
@@ -229,7 +334,7 @@ def _sim_graph(setup: str, robot: str, options: GraphOptions) -> Graph:
                 "internvla_policy",
                 "gripper_bridge",
                 "internvla_policy.gripper_bridge_node:GripperBridgeNode",
-                lifecycle=False,
+                lifecycle=True,
                 parameters={"dry_run": dry_run, "interface": "joint_trajectory"},
             )
         )
@@ -327,7 +432,7 @@ def _real_graph(setup: str, real: RealRobot, options: GraphOptions) -> Graph:
         "internvla_policy",
         "gripper_bridge",
         "internvla_policy.gripper_bridge_node:GripperBridgeNode",
-        lifecycle=False,
+        lifecycle=True,
         parameters={"dry_run": dry_run},
         remappings=real.gripper_remaps,
     )
@@ -377,7 +482,7 @@ def _franka(options: GraphOptions) -> RealRobot:
 
 
 def _widowx(options: GraphOptions) -> RealRobot:
-    if options.hardware_type not in ("actual", "fake", "gz_classic"):
+    if options.hardware_type not in HARDWARE_TYPES:
         raise ValueError(f"hardware_type must be actual, fake or gz_classic, got '{options.hardware_type}'")
     driver = IncludeSpec(
         "interbotix_xsarm_moveit",

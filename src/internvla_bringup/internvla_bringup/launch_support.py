@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .graphs import Graph, build_graph, options_from_arguments, rviz_config_path
+from .graphs import SETUPS, Graph, arguments_for, build_graph, options_from_arguments, rviz_config_path
+from .lifecycle_plan import ClockGate, LaunchTransition, launch_transitions, node_parameters
 
 
 @dataclass(frozen=True)
@@ -20,51 +21,11 @@ class LaunchArgument:
     description: str
 
 
-COMMON_ARGUMENTS = (
-    LaunchArgument("namespace", "", "namespace of our nodes (drivers keep their own names)"),
-    LaunchArgument(
-        "checkpoint", "", "InternVLA-M1 checkpoint (.pt or run dir); empty = untrained tiny model"
-    ),
-    LaunchArgument("device", "", "torch device for grounding and policy (cpu, cuda, cuda:1); empty = YAML"),
-    LaunchArgument("dry_run", "", "executor dry run: true/false; empty = true on real robots, false in sim"),
-)
-REAL_CAMERA_ARGUMENTS = (
-    LaunchArgument(
-        "camera_prefix",
-        "/camera/camera",
-        "RealSense topic prefix /<camera_namespace>/<camera_name>: /camera/camera for realsense2_camera "
-        ">= 4.55.1, /camera for 4.51/4.54",
-    ),
-    LaunchArgument(
-        "calibration",
-        "",
-        "hand-eye calibration YAML (easy_handeye2 layout, see config/calibration/) published as the static "
-        "TF robot -> camera; empty = none, and grounding refuses 3D output",
-    ),
-)
-SIM_ARGUMENTS = (
-    LaunchArgument("task", "red_on_plate", "red_on_plate | pick_green | push_blue_left"),
-    LaunchArgument("seed", "0", "layout seed of the task"),
-    LaunchArgument("clock_mode", "lockstep", "lockstep (sim waits for each command) | realtime"),
-    LaunchArgument("rviz", "false", "start RViz with the internvla config"),
-)
 ARGUMENTS = {
-    "sim_franka": COMMON_ARGUMENTS + SIM_ARGUMENTS,
-    "sim_widowx": COMMON_ARGUMENTS + SIM_ARGUMENTS,
-    "franka": COMMON_ARGUMENTS
-    + (
-        LaunchArgument("robot_ip", "", "address of the Franka control box"),
-        LaunchArgument("use_fake_hardware", "false", "franka_ros2 mock hardware instead of the arm"),
-        LaunchArgument("rviz", "true", "start RViz with the internvla config"),
-    )
-    + REAL_CAMERA_ARGUMENTS,
-    "widowx": COMMON_ARGUMENTS
-    + (
-        LaunchArgument("hardware_type", "actual", "Interbotix hardware_type: actual | fake | gz_classic"),
-        LaunchArgument("rviz", "true", "start RViz with the internvla config"),
-    )
-    + REAL_CAMERA_ARGUMENTS,
+    setup: tuple(LaunchArgument(a.name, a.default(setup), a.description) for a in arguments_for(setup))
+    for setup in SETUPS
 }
+"""The declared arguments of each ``<setup>.launch.py``, from :data:`internvla_bringup.graphs.ARGUMENTS`."""
 
 
 def generate(setup: str):
@@ -83,7 +44,8 @@ def _resolve(context, setup: str):
     from launch.substitutions import LaunchConfiguration
 
     values = {arg.name: LaunchConfiguration(arg.name).perform(context) for arg in ARGUMENTS[setup]}
-    return graph_actions(build_graph(setup, options_from_arguments(values)))
+    options = options_from_arguments(values)
+    return graph_actions(build_graph(setup, options), launch_transitions(options))
 
 
 def _share(package: str) -> str:
@@ -98,11 +60,77 @@ def _share(package: str) -> str:
         ) from None
 
 
-def graph_actions(graph: Graph) -> list:
-    """Driver includes, our nodes (YAML + overrides + remaps), the calibration's static TF, RViz if asked."""
+def _change_state(node, transition: str):
+    import lifecycle_msgs.msg
+    from launch.actions import EmitEvent
+    from launch.events import matches_action
+    from launch_ros.events.lifecycle import ChangeState
+
+    return EmitEvent(
+        event=ChangeState(
+            lifecycle_node_matcher=matches_action(node),
+            transition_id=getattr(lifecycle_msgs.msg.Transition, transition),
+        )
+    )
+
+
+def lifecycle_events(node, transitions: tuple[LaunchTransition, ...]) -> list:
+    """The event chain that drives one LifecycleNode (launch_ros's lifecycle_pub_sub example): each
+    transition is emitted when its trigger happens (process started, or the node reached a state);
+    an ACTIVATE sent before the node is inactive would be dropped, so it waits for 'inactive'."""
+    from launch.actions import RegisterEventHandler
+    from launch.event_handlers import OnProcessStart
+    from launch_ros.event_handlers import OnStateTransition
+
+    handlers = []
+    for step in transitions:
+        change = _change_state(node, step.transition)
+        if step.after_state is None:
+            handlers.append(RegisterEventHandler(OnProcessStart(target_action=node, on_start=[change])))
+        else:
+            handlers.append(
+                RegisterEventHandler(
+                    OnStateTransition(
+                        target_lifecycle_node=node, goal_state=step.after_state, entities=[change]
+                    )
+                )
+            )
+    return handlers
+
+
+def clock_gate_events(clock_node, clock_name: str, others: dict[str, object]) -> list:
+    """Activate the clock source (the simulator) only once it is configured and every other lifecycle
+    node is active (:class:`~internvla_bringup.lifecycle_plan.ClockGate`): sim time starts after every
+    model is loaded, as in ``internvla-run``."""
+    from launch.actions import OpaqueFunction, RegisterEventHandler
+    from launch_ros.event_handlers import OnStateTransition
+
+    gate = ClockGate(clock_name, others)
+
+    def on_state(context, name: str, state: str) -> list:
+        return [_change_state(clock_node, "TRANSITION_ACTIVATE")] if gate.record(name, state) else []
+
+    watched = [(clock_node, clock_name, "inactive")] + [
+        (node, name, "active") for name, node in others.items()
+    ]
+    return [
+        RegisterEventHandler(
+            OnStateTransition(
+                target_lifecycle_node=node,
+                goal_state=state,
+                entities=[OpaqueFunction(function=on_state, args=[name, state])],
+            )
+        )
+        for node, name, state in watched
+    ]
+
+
+def graph_actions(graph: Graph, transitions: tuple[LaunchTransition, ...] = ()) -> list:
+    """Driver includes, our nodes (YAML + overrides + remaps; LifecycleNode for lifecycle nodes, with
+    autostart:=false and the ``transitions`` driven by launch events), the calibration's static TF, RViz."""
     from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
-    from launch_ros.actions import Node
+    from launch_ros.actions import LifecycleNode, Node
 
     actions = []
     for include in graph.includes:
@@ -112,19 +140,30 @@ def graph_actions(graph: Graph) -> list:
                 PythonLaunchDescriptionSource(path), launch_arguments=list(include.arguments.items())
             )
         )
+    managed: dict[str, object] = {}
+    clock = None
     for spec in graph.nodes:
-        actions.append(
-            Node(
-                package=spec.package,
-                executable=spec.executable,
-                name=spec.name,
-                namespace=graph.namespace,
-                parameters=[str(graph.params_path()), dict(spec.parameters)],
-                remappings=list(spec.remappings),
-                output="screen",
-                emulate_tty=True,
-            )
+        node = (LifecycleNode if spec.lifecycle else Node)(
+            package=spec.package,
+            executable=spec.executable,
+            name=spec.name,
+            namespace=graph.namespace,
+            parameters=[str(graph.params_path()), node_parameters(spec)],
+            remappings=list(spec.remappings),
+            output="screen",
+            emulate_tty=True,
         )
+        actions.append(node)
+        if not spec.lifecycle:
+            continue
+        if spec.clock_source:  # configured like the others, activated by the gate below
+            clock = (spec.name, node)
+            actions += lifecycle_events(node, tuple(t for t in transitions if t.after_state is None))
+        else:
+            managed[spec.name] = node
+            actions += lifecycle_events(node, transitions)
+    if clock is not None and any(t.transition == "TRANSITION_ACTIVATE" for t in transitions):
+        actions += clock_gate_events(clock[1], clock[0], managed)
     for index, transform in enumerate(graph.static_transforms):  # the hand-eye calibration
         actions.append(
             Node(

@@ -24,194 +24,20 @@ With ``--steps`` (or ``--instruction``) the runner runs one ExecuteInstruction g
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .graphs import SETUPS, SIM_TASKS, Graph, GraphOptions, NodeSpec, build_graph
+from .composition import Composition, StartError, standalone_command, stop_process
+from .graphs import ARGUMENTS, SETUPS, Graph, GraphOptions, build_graph, options_from_arguments
 
-
-def node_cli_args(graph: Graph, spec: NodeSpec) -> list[str]:
-    """The ``--ros-args`` a launch_ros Node action would give this node: parameter file and remaps."""
-    args = ["--ros-args", "--params-file", str(graph.params_path())]
-    for source, target in spec.remappings:
-        args += ["-r", f"{source}:={target}"]
-    return args
-
-
-def build_node(graph: Graph, spec: NodeSpec, context, extra_parameters: Mapping[str, Any] | None = None):
-    """Construct one node of the graph in this process."""
-    from rclpy.parameter import Parameter
-
-    module_name, class_name = spec.plugin.split(":")
-    node_class = getattr(importlib.import_module(module_name), class_name)
-    values = {**spec.parameters, **(extra_parameters or {})}
-    return node_class(
-        node_name=spec.name,
-        namespace=graph.namespace,
-        context=context,
-        cli_args=node_cli_args(graph, spec),
-        parameter_overrides=[Parameter(name, value=value) for name, value in values.items()],
-    )
-
-
-def _yaml_value(value: Any) -> str:
-    """A parameter value as ``-p name:=value`` text (YAML, as rcl parses it)."""
-    import yaml
-
-    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).strip()
-    return text[: -len("\n...")] if text.endswith("\n...") else text
-
-
-def standalone_command(
-    graph: Graph, spec: NodeSpec, extra_parameters: Mapping[str, Any] | None = None
-) -> list[str]:
-    """argv running one node of the graph in a process of its own, configured as ``build_node`` does."""
-    module = spec.plugin.split(":")[0]
-    args = [sys.executable, "-m", module, *node_cli_args(graph, spec), "-r", f"__node:={spec.name}"]
-    if graph.namespace:
-        args += ["-r", f"__ns:=/{graph.namespace.strip('/')}"]
-    for name, value in {**spec.parameters, **(extra_parameters or {})}.items():
-        args += ["-p", f"{name}:={_yaml_value(value)}"]
-    return args
-
-
-def stop_process(process, timeout: float = 10.0) -> int | None:
-    """SIGINT (the node holds and is destroyed, as on Ctrl-C), then SIGTERM, then SIGKILL."""
-    import subprocess
-
-    for send in (lambda: process.send_signal(signal.SIGINT), process.terminate, process.kill):
-        if process.poll() is not None:
-            break
-        send()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            continue
-    return process.poll()
-
-
-@dataclass
-class Composition:
-    """The graph's nodes on one rclpy context, with their executors and spin threads."""
-
-    graph: Graph
-    context: Any
-    nodes: dict[str, Any] = field(default_factory=dict)
-    executors: list[Any] = field(default_factory=list)
-    threads: list[threading.Thread] = field(default_factory=list)
-    _stop_spinning: threading.Event = field(default_factory=threading.Event)
-
-    @classmethod
-    def create(
-        cls,
-        graph: Graph,
-        context,
-        extra_parameters: Mapping[str, Mapping[str, Any]] | None = None,
-        skip: tuple[str, ...] = (),
-    ) -> Composition:
-        composition = cls(graph, context)
-        unknown = set(skip) - {spec.name for spec in graph.nodes}
-        if unknown:
-            raise ValueError(f"--skip {sorted(unknown)}: not nodes of {graph.setup}")
-        try:
-            for spec in graph.nodes:
-                if spec.name in skip:
-                    continue
-                extra = (extra_parameters or {}).get(spec.name)
-                composition.nodes[spec.name] = build_node(graph, spec, context, extra)
-        except BaseException:
-            composition.destroy()
-            raise
-        return composition
-
-    def add_executors(self, extra_nodes: tuple = ()) -> None:
-        """Control-loop nodes on executors of their own; everything else (and extra_nodes) shared."""
-        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
-
-        shared = MultiThreadedExecutor(num_threads=4, context=self.context)
-        for spec in self.graph.nodes:
-            node = self.nodes.get(spec.name)
-            if node is None:
-                continue
-            if spec.control_loop:
-                own = SingleThreadedExecutor(context=self.context)
-                own.add_node(node)
-                self.executors.append(own)
-            else:
-                shared.add_node(node)
-        for node in extra_nodes:
-            shared.add_node(node)
-        self.executors.append(shared)
-
-    def spin_in_background(self) -> None:
-        for executor in self.executors:
-            thread = threading.Thread(
-                target=self._spin, args=(executor,), daemon=True, name="internvla_run_spin"
-            )
-            thread.start()
-            self.threads.append(thread)
-
-    def _spin(self, executor) -> None:
-        """``executor.spin()`` that a flag can end between two waits: rclpy's spin loop may still submit
-        work after another thread shut the executor down ("cannot schedule new futures after shutdown")."""
-        from rclpy.exceptions import InvalidHandle
-
-        while not self._stop_spinning.is_set() and self.context.ok():
-            try:
-                executor.spin_once(timeout_sec=0.1)
-            except InvalidHandle:  # an entity destroyed by another thread while rclpy built its wait set
-                continue  # the next wait set is built without it
-
-    def activate(self) -> list[str]:
-        """Configure and activate the lifecycle nodes in graph order; returns the failures (empty = ok)."""
-        from rclpy.lifecycle import TransitionCallbackReturn
-
-        failures = []
-        for spec in self.graph.nodes:
-            node = self.nodes.get(spec.name)
-            if node is None or not spec.lifecycle:
-                continue
-            for transition in ("configure", "activate"):
-                result = getattr(node, f"trigger_{transition}")()
-                if result != TransitionCallbackReturn.SUCCESS:
-                    failures.append(f"{spec.name}: {transition} failed (see its log above)")
-                    break
-        return failures
-
-    def deactivate(self) -> None:
-        """Deactivate the active lifecycle nodes, last first: the executor holds, then a running goal
-        ends. A goal's loop occupies an executor thread, and an executor's shutdown waits for its
-        threads: without this, stopping during a goal (Ctrl-C, SIGTERM, a timeout) hung for good."""
-        for spec in reversed(self.graph.nodes):
-            node = self.nodes.get(spec.name)
-            # rclpy has no public getter for the current state
-            if node is not None and spec.lifecycle and node._state_machine.current_state[1] == "active":
-                node.trigger_deactivate()
-
-    def shutdown_executors(self) -> None:
-        """Stop the nodes' work (``deactivate``), then the spin threads, then the executors (which wait
-        for the callbacks still running)."""
-        self.deactivate()
-        self._stop_spinning.set()
-        for thread in self.threads:
-            thread.join(timeout=5.0)
-        for executor in self.executors:
-            executor.shutdown()
-
-    def destroy(self) -> None:
-        for node in reversed(list(self.nodes.values())):
-            node.destroy_node()
-        self.nodes.clear()
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 class EpisodeMonitor:
@@ -276,6 +102,8 @@ class EpisodeMonitor:
 
 
 def run_goal(composition: Composition, client, monitor: EpisodeMonitor, args, instruction: str) -> dict:
+    """One ExecuteInstruction goal of at most ``args.steps`` steps within ``args.timeout`` seconds; the
+    summary names the checkpoint, task and seed the graph was built with."""
     from internvla_msgs.action import ExecuteInstruction
 
     graph = composition.graph
@@ -315,14 +143,15 @@ def run_goal(composition: Composition, client, monitor: EpisodeMonitor, args, in
         "max_joint_motion_rad": round(monitor.joint_motion(arm_joints), 5),
         "wall_time_s": round(wall, 3),
         "inference_p50_s": round(float(np.median(monitor.inference)), 5) if monitor.inference else None,
-        "checkpoint": args.checkpoint or "tiny factory model (untrained: actions are noise)",
+        "checkpoint": graph.node("policy_node").parameters.get("checkpoint")
+        or "tiny factory model (untrained: actions are noise)",
     }
     sim = composition.nodes.get("sim")
     if sim is not None:
         summary.update(
             {
-                "task": args.task,
-                "seed": args.seed,
+                "task": graph.node("sim").parameters["task"],
+                "seed": graph.node("sim").parameters["seed"],
                 "task_success": bool(monitor.success),
                 "sim_steps": sim.steps,
                 "sim_time_s": round(sim.env.time, 3),
@@ -331,40 +160,51 @@ def run_goal(composition: Composition, client, monitor: EpisodeMonitor, args, in
     return summary
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def _setups_text(setups: tuple[str, ...]) -> str:
+    return "all setups" if setups == SETUPS else ", ".join(setups) + " only"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The runner's command line: the graph's launch arguments (from graphs.ARGUMENTS) plus its own."""
     parser = argparse.ArgumentParser(
-        prog="internvla-run", description="Compose an internvla_ros node graph in one process."
+        prog="internvla-run",
+        description="Compose an internvla_ros node graph in one process (no launch package needed).",
+        epilog="Exit status: 0 success (a goal ran, whatever the task outcome; or stopped with Ctrl-C), "
+        "1 failure (a node failed to start or to configure/activate: one line names it and why), "
+        "2 usage (bad arguments).",
     )
-    parser.add_argument("setup", choices=SETUPS)
-    parser.add_argument("--namespace", default="", help="namespace for all our nodes (e.g. arm1)")
-    parser.add_argument("--checkpoint", default="", help="InternVLA-M1 checkpoint (.pt or run dir)")
-    parser.add_argument("--device", default="", help="torch device for the models (cpu, cuda, cuda:1)")
-    parser.add_argument(
-        "--dry-run",
-        choices=["true", "false"],
-        default=None,
-        help="executor dry run (default: true on real robots, false in simulation)",
+    parser.add_argument("setup", choices=SETUPS, help="which node graph: " + ", ".join(SETUPS))
+    graph = parser.add_argument_group("graph (the launch arguments of <setup>.launch.py)")
+    for argument in ARGUMENTS:
+        if not argument.runner:
+            continue
+        graph.add_argument(
+            argument.option,
+            dest=argument.name,
+            default=None,  # None = not given: the setup's default, and no check that it applies
+            choices=argument.choices or None,
+            metavar=None if argument.choices else argument.name.upper(),
+            help=f"{argument.description} ({_setups_text(argument.setups)}; default: "
+            f"{argument.default() or 'empty'})",
+        )
+    own = parser.add_argument_group("runner")
+    own.add_argument("--instruction", default="", help="run one goal with this instruction, then exit")
+    own.add_argument(
+        "--steps", type=int, default=0, help="run one goal of at most this many model steps, then exit"
     )
-    parser.add_argument("--task", default="red_on_plate", choices=SIM_TASKS, help="simulation task")
-    parser.add_argument("--seed", type=int, default=0, help="simulation layout seed")
-    parser.add_argument("--clock", default="lockstep", choices=["lockstep", "realtime"])
-    parser.add_argument("--robot-ip", default="", help="Franka control box address (franka setup)")
-    parser.add_argument("--hardware-type", default="actual", help="Interbotix hardware_type (widowx setup)")
-    parser.add_argument("--instruction", default="", help="run one goal with this instruction, then exit")
-    parser.add_argument("--steps", type=int, default=0, help="run one goal of at most this many model steps")
-    parser.add_argument("--timeout", type=float, default=600.0, help="wall-clock limit of that goal [s]")
-    parser.add_argument("--summary", default="", help="write the goal's summary JSON here")
-    parser.add_argument(
+    own.add_argument("--timeout", type=float, default=600.0, help="wall-clock limit of that goal [s]")
+    own.add_argument("--summary", default="", help="write the goal's summary JSON to this path")
+    own.add_argument(
         "--skip", action="append", default=[], help="a node of the graph not to start (repeatable)"
     )
-    parser.add_argument(
+    own.add_argument(
         "--executor-process",
         choices=["shared", "separate"],
         default="shared",
         help="chunk_executor in this process (own executor thread) or in a process of its own (no GIL "
         "shared with the model's inference)",
     )
-    parser.add_argument(
+    own.add_argument(
         "-p",
         "--param",
         action="append",
@@ -372,7 +212,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NODE:NAME:=VALUE",
         help="override one parameter of one node (YAML value syntax), e.g. -p sim:width:=640",
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def parse_param_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -389,17 +233,14 @@ def parse_param_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def options_from_args(args: argparse.Namespace) -> GraphOptions:
-    return GraphOptions(
-        namespace=args.namespace,
-        checkpoint=args.checkpoint,
-        device=args.device,
-        dry_run=None if args.dry_run is None else args.dry_run == "true",
-        task=args.task,
-        seed=args.seed,
-        clock_mode=args.clock,
-        robot_ip=args.robot_ip,
-        hardware_type=args.hardware_type,
-    )
+    """GraphOptions from the graph options given; ValueError for one the setup does not take."""
+    given = {
+        a.name: getattr(args, a.name) for a in ARGUMENTS if a.runner and getattr(args, a.name) is not None
+    }
+    for argument in ARGUMENTS:
+        if argument.name in given and args.setup not in argument.setups:
+            raise ValueError(f"{argument.option} applies to {', '.join(argument.setups)}, not {args.setup}")
+    return options_from_arguments(given)
 
 
 def _interrupt(signum, frame) -> None:
@@ -409,17 +250,29 @@ def _interrupt(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    episode = bool(args.steps or args.instruction)
     try:
-        graph = build_graph(args.setup, options_from_args(args))
+        options = options_from_args(args)
+        graph = build_graph(args.setup, options)
         overrides = parse_param_overrides(args.param)
+        if episode and not args.instruction and not graph.simulated:
+            raise ValueError("--instruction is required outside simulation")
+        if episode and not (options.configure and options.activate):
+            raise ValueError("a goal (--steps / --instruction) needs --configure true and --activate true")
     except ValueError as exc:
         print(f"internvla-run: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if graph.includes:
         print("internvla-run starts our nodes only; the robot's drivers must already run:", file=sys.stderr)
         for include in graph.includes:
             print(f"  {include.command()}    # {include.why}", file=sys.stderr)
+    for transform in graph.static_transforms:  # no tf2_ros on PyPI: the launch files start it
+        arguments = " ".join(transform.arguments())
+        print(f"  ros2 run tf2_ros static_transform_publisher {arguments}    # calibration", file=sys.stderr)
+    return _run(args, options, graph, overrides, episode)
 
+
+def _run(args, options: GraphOptions, graph: Graph, overrides: dict, episode: bool) -> int:
     import rclpy
     from rclpy.action import ActionClient
     from rclpy.context import Context
@@ -429,23 +282,22 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _interrupt)
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(args=[], context=context)
     composition = None
     runner = None
     executor_process = None
-    status = 0
+    status = EXIT_OK
     separate = args.executor_process == "separate" and "chunk_executor" not in args.skip
     try:
         skip = tuple(args.skip) + (("chunk_executor",) if separate else ())
         composition = Composition.create(graph, context, overrides, skip)
-        episode = bool(args.steps or args.instruction)
         runner = Node("internvla_run", namespace=graph.namespace, context=context)
         monitor = EpisodeMonitor(runner) if episode else None
         # built before spinning: rclpy's ActionClient registers itself before it creates its lock
         client = ActionClient(runner, ExecuteInstruction, "execute_instruction") if episode else None
         composition.add_executors(extra_nodes=(runner,))
         composition.spin_in_background()
-        if separate:  # configures and activates itself (its main)
+        if separate:  # configures and activates itself (its main, autostart:=true)
             import subprocess
 
             command = standalone_command(graph, graph.node("chunk_executor"), overrides.get("chunk_executor"))
@@ -454,23 +306,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"internvla-run: chunk_executor in its own process (pid {executor_process.pid})",
                 file=sys.stderr,
             )
-        failures = composition.activate()
+        composition.activate(options)
         if executor_process is not None and executor_process.poll() is not None:
-            failures.append(f"chunk_executor: its process exited with status {executor_process.returncode}")
-        if failures:
-            for failure in failures:
-                print(f"internvla-run: {failure}", file=sys.stderr)
-            return 1
+            raise StartError(f"chunk_executor: its process exited with status {executor_process.returncode}")
         names = ", ".join(composition.nodes)
         print(f"internvla-run: {graph.setup} running ({names}); Ctrl-C to stop", file=sys.stderr)
         if not episode:
             while True:
                 time.sleep(1.0)
         sim = composition.nodes.get("sim")
-        instruction = args.instruction or (sim.env.task.instruction if sim is not None else "")
-        if not instruction:
-            print("internvla-run: --instruction is required outside simulation", file=sys.stderr)
-            return 2
+        instruction = args.instruction or sim.env.task.instruction
         summary = run_goal(composition, client, monitor, args, instruction)
         text = json.dumps(summary, indent=2)
         print(text)
@@ -479,9 +324,9 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.summary).write_text(text)
     except KeyboardInterrupt:
         print("internvla-run: stopping", file=sys.stderr)
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError) as exc:  # StartError included: one line, the node and why
         print(f"internvla-run: {exc}", file=sys.stderr)
-        status = 1
+        status = EXIT_FAILURE
     finally:
         if executor_process is not None:  # first: the arm holds before the goal's node goes away
             stop_process(executor_process)

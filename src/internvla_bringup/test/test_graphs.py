@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import re
 from pathlib import Path
 
@@ -41,7 +42,10 @@ def test_every_node_names_an_installed_executable_and_an_importable_class(setup)
     for spec in graph.nodes:
         assert spec.executable in console_scripts(spec.package), (spec.package, spec.executable)
         module, cls = spec.plugin.split(":")
-        assert hasattr(importlib.import_module(module), cls)
+        node_class = getattr(importlib.import_module(module), cls)
+        # the starters drive transitions of exactly the nodes that are lifecycle nodes
+        lifecycle = pytest.importorskip("rclpy.lifecycle")
+        assert issubclass(node_class, lifecycle.LifecycleNode) == spec.lifecycle, spec.name
     assert sum(spec.control_loop for spec in graph.nodes) == 1  # the chunk executor
 
 
@@ -52,8 +56,31 @@ def test_parameter_files_hold_a_wildcard_section_for_each_node(setup):
     sections = {key.removeprefix("/**/") for key in data}
     assert all(key.startswith("/**/") for key in data), "keys must be /**/<node> so namespaces still match"
     ours = {spec.name for spec in graph.nodes}
-    assert sections <= ours, sections - ours
-    assert ours - sections <= {"sim"} or setup.startswith("sim")  # every node of a real robot is configured
+    assert sections <= ours, sections - ours  # a node with nothing to change has no section
+
+
+def schema_path(spec) -> Path:
+    """Where a node's schema lives: ``<its module's directory>/params/<node name>.yaml``."""
+    module = importlib.util.find_spec(spec.plugin.split(":")[0])
+    return Path(module.origin).parent / "params" / f"{spec.name}.yaml"
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_parameter_files_only_override_parameters_of_each_nodes_schema(setup):
+    """Defaults live in the schema: a key that is no parameter (a typo) or that repeats the schema's
+    default fails here."""
+    from internvla_ros_common.schema import load_schema
+
+    graph = graph_of(setup)
+    sections = yaml.safe_load(graph.params_path().read_text())
+    for spec in graph.nodes:
+        schema = load_schema(schema_path(spec))  # every node of ours has one
+        defaults = schema.defaults()
+        configured = flatten(sections.get(f"/**/{spec.name}", {"ros__parameters": {}})["ros__parameters"])
+        assert schema.unknown_messages(configured) == [], (setup, spec.name)
+        repeated = {k: v for k, v in configured.items() if k in defaults and defaults[k] == v}
+        assert repeated == {}, f"{setup}: {spec.name} repeats its schema's defaults {repeated}"
+        assert schema.validate({**defaults, **configured}) == [], (setup, spec.name)
 
 
 def test_dry_run_is_on_for_real_robots_and_off_in_simulation_unless_asked():
@@ -152,7 +179,7 @@ def test_nodes_built_from_the_graph_declare_every_configured_parameter_with_its_
     rclpy = pytest.importorskip("rclpy")
     from rclpy.context import Context
 
-    from internvla_bringup.run import build_node
+    from internvla_bringup.composition import build_node
 
     graph = graph_of(setup, checkpoint="/models/m1.pt", namespace="arm1")
     sections = yaml.safe_load(graph.params_path().read_text())
@@ -165,7 +192,8 @@ def test_nodes_built_from_the_graph_declare_every_configured_parameter_with_its_
             node = build_node(graph, spec, context)
             try:
                 assert node.get_namespace() == "/arm1"
-                configured = flatten(sections.get(f"/**/{spec.name}", {})["ros__parameters"])
+                section = sections.get(f"/**/{spec.name}", {"ros__parameters": {}})
+                configured = flatten(section["ros__parameters"])
                 configured.update(spec.parameters)
                 for name, value in configured.items():
                     assert node.has_parameter(name), f"{setup}: {spec.name} has no parameter '{name}'"
@@ -178,16 +206,16 @@ def test_nodes_built_from_the_graph_declare_every_configured_parameter_with_its_
         rclpy.shutdown(context=context)
 
 
-@pytest.mark.parametrize("setup", ["franka", "widowx"])
-def test_gripper_bridge_settings_are_parameters_it_declares(setup):
-    source = (SRC / "internvla_policy" / "internvla_policy" / "gripper_bridge_node.py").read_text()
-    declared = set(re.findall(r'declare\("(\w+)"', source))
-    graph = graph_of(setup)
-    sections = yaml.safe_load(graph.params_path().read_text())
-    configured = set(sections["/**/gripper_bridge"]["ros__parameters"]) | set(
-        graph.node("gripper_bridge").parameters
-    )
-    assert configured <= declared, configured - declared
+@pytest.mark.parametrize("setup", SETUPS)
+def test_graph_overrides_are_parameters_of_each_nodes_schema(setup):
+    """The per-node overrides of the graph (launch arguments, dry_run, tick_source, ...) are parameters
+    the node's schema declares (use_sim_time is rclpy's own)."""
+    from internvla_ros_common.schema import load_schema
+
+    graph = graph_of(setup, checkpoint="/m/c.pt", device="cpu")
+    for spec in graph.nodes:
+        names = set(spec.parameters) - {"use_sim_time"}
+        assert load_schema(schema_path(spec)).unknown_messages(names) == [], (setup, spec.name)
 
 
 @pytest.mark.parametrize("task", ["family", "pick/3", "put_in", "pick_green"])

@@ -1,6 +1,7 @@
 """The ros2 launch files, run against recording stand-ins of launch / launch_ros (not on PyPI): they
 declare the documented arguments and start exactly the nodes, parameter files, overrides and remaps
-that internvla-run composes from the same graph description."""
+that internvla-run composes from the same graph description; lifecycle nodes are LifecycleNode actions
+with autostart:=false whose configure / activate are driven by launch events."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from internvla_bringup.composition import node_cli_args
 from internvla_bringup.graphs import SETUPS, GraphOptions, build_graph
 from internvla_bringup.launch_support import ARGUMENTS
-from internvla_bringup.run import node_cli_args
+from internvla_bringup.lifecycle_plan import node_parameters
 
 LAUNCH_DIR = Path(__file__).resolve().parents[1] / "launch"
 
@@ -23,6 +25,10 @@ class Action:
 
     def __init__(self, *args, **kwargs) -> None:
         self.args, self.kwargs = args, kwargs
+
+
+class LifecycleNode(Action):
+    pass
 
 
 class LaunchConfiguration:
@@ -52,11 +58,18 @@ def fake_launch(monkeypatch):
             "DeclareLaunchArgument": Action,
             "OpaqueFunction": Action,
             "IncludeLaunchDescription": Action,
+            "EmitEvent": Action,
+            "RegisterEventHandler": Action,
         },
         "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
         "launch.launch_description_sources": {"PythonLaunchDescriptionSource": Action},
+        "launch.event_handlers": {"OnProcessStart": Action},
+        "launch.events": {"matches_action": lambda action: ("matches", action)},
         "launch_ros": {},
-        "launch_ros.actions": {"Node": Action},
+        "launch_ros.actions": {"Node": Action, "LifecycleNode": LifecycleNode},
+        "launch_ros.event_handlers": {"OnStateTransition": Action},
+        "launch_ros.events": {},
+        "launch_ros.events.lifecycle": {"ChangeState": Action},
         "ament_index_python": {},
         "ament_index_python.packages": {
             "get_package_share_directory": share,
@@ -97,13 +110,13 @@ def test_each_launch_file_declares_its_documented_arguments(fake_launch, setup):
 def test_sim_launch_starts_the_same_nodes_as_the_runner(fake_launch):
     actions = resolve(load_launch("sim_widowx"), checkpoint="/m/c.pt", seed="5", namespace="arm1")
     graph = build_graph("sim_widowx", GraphOptions(checkpoint="/m/c.pt", seed=5, namespace="arm1"))
-    nodes = [a.kwargs for a in actions]
+    nodes = [a.kwargs for a in actions if "executable" in a.kwargs]
     assert [n["name"] for n in nodes] == [spec.name for spec in graph.nodes]
     for launched, spec in zip(nodes, graph.nodes):
         assert (launched["package"], launched["executable"]) == (spec.package, spec.executable)
         assert launched["namespace"] == "arm1"
         params_file, overrides = launched["parameters"]
-        assert Path(params_file).is_file() and overrides == dict(spec.parameters)
+        assert Path(params_file).is_file() and overrides == node_parameters(spec)
         # the runner passes the same file and remaps through --ros-args
         cli = node_cli_args(graph, spec)
         assert cli[cli.index("--params-file") + 1] == params_file
@@ -114,7 +127,7 @@ def test_sim_launch_starts_the_same_nodes_as_the_runner(fake_launch):
 def test_real_robot_launch_includes_the_drivers_and_rviz_on_the_robot_base_frame(fake_launch):
     fake_launch.update({"franka_fr3_moveit_config", "realsense2_camera"})
     actions = resolve(load_launch("franka"), robot_ip="172.16.0.2")
-    includes = [a for a in actions if a.args and isinstance(a.args[0], Action)]
+    includes = [a for a in actions if "launch_arguments" in a.kwargs]
     paths = [inc.args[0].args[0] for inc in includes]
     assert paths == [
         "/opt/ros/fake/share/franka_fr3_moveit_config/launch/moveit.launch.py",
@@ -154,7 +167,9 @@ def test_realsense_topic_prefix_is_a_launch_argument(fake_launch, prefix, namesp
     fake_launch.update({"franka_fr3_moveit_config", "realsense2_camera"})
     assert dict((a.name, a.default) for a in ARGUMENTS["franka"])["camera_prefix"] == "/camera/camera"
     actions = resolve(load_launch("franka"), robot_ip="172.16.0.2", camera_prefix=prefix)
-    camera = next(a for a in actions if a.args and "rs_launch.py" in a.args[0].args[0])
+    camera = next(
+        a for a in actions if "launch_arguments" in a.kwargs and "rs_launch.py" in a.args[0].args[0]
+    )
     arguments = dict(camera.kwargs["launch_arguments"])
     assert (arguments["camera_namespace"], arguments["camera_name"]) == (namespace, name)
     _, grounding = _executor_and_grounding(actions)
@@ -235,3 +250,96 @@ def test_one_stated_end_effector_frame_per_robot():
         assert example["parameters"]["robot_effector_frame"] == frame
     franka = yaml.safe_load((config / "franka.yaml").read_text())["/**/chunk_executor"]["ros__parameters"]
     assert franka["servo_planning_frame"] == "fr3_link0" and franka["servo_incoming_command_timeout"] >= 0.2
+
+
+def _transitions_of(actions, node) -> list[tuple[str, int]]:
+    """(trigger, transition id) of each event handler aimed at ``node``: 'start' or the goal state."""
+    found = []
+    for handler in (a.args[0] for a in actions if a.args and isinstance(a.args[0], Action)):
+        if handler.kwargs.get("target_action") is node:
+            (emit,) = handler.kwargs["on_start"]
+            found.append(("start", emit.kwargs["event"].kwargs["transition_id"]))
+        elif handler.kwargs.get("target_lifecycle_node") is node:
+            (emit,) = handler.kwargs["entities"]
+            if "function" in emit.kwargs:  # the clock gate's handlers: see the test below
+                continue
+            found.append((handler.kwargs["goal_state"], emit.kwargs["event"].kwargs["transition_id"]))
+        else:
+            continue
+        assert emit.kwargs["event"].kwargs["lifecycle_node_matcher"] == ("matches", node)
+    return found
+
+
+def test_lifecycle_nodes_are_configured_on_start_and_activated_once_inactive(fake_launch):
+    from lifecycle_msgs.msg import Transition
+
+    actions = resolve(load_launch("sim_franka"))
+    graph = build_graph("sim_franka")
+    for spec in graph.nodes:
+        node = next(a for a in actions if a.kwargs.get("name") == spec.name)
+        assert isinstance(node, LifecycleNode) == spec.lifecycle, spec.name
+        if spec.clock_source:  # configured on start; activated by the gate (next test)
+            assert _transitions_of(actions, node) == [("start", Transition.TRANSITION_CONFIGURE)]
+        elif spec.lifecycle:
+            assert node.kwargs["parameters"][1]["autostart"] is False  # launch drives the transitions
+            assert _transitions_of(actions, node) == [
+                ("start", Transition.TRANSITION_CONFIGURE),
+                ("inactive", Transition.TRANSITION_ACTIVATE),
+            ]
+        else:
+            assert "autostart" not in node.kwargs["parameters"][1]
+            assert _transitions_of(actions, node) == []
+
+
+@pytest.mark.parametrize(
+    "arguments, expected", [({"activate": "false"}, ["start"]), ({"configure": "false"}, [])]
+)
+def test_configure_and_activate_arguments_gate_the_transitions(fake_launch, arguments, expected):
+    actions = resolve(load_launch("sim_widowx"), **arguments)
+    policy = next(a for a in actions if a.kwargs.get("name") == "policy_node")
+    assert [trigger for trigger, _ in _transitions_of(actions, policy)] == expected
+
+
+def test_the_simulator_is_activated_once_every_model_node_is_active(fake_launch):
+    """The launch events of the clock gate, replayed: the sim's ACTIVATE comes with the last of
+    'sim inactive' and 'every other lifecycle node active', and only once."""
+    from lifecycle_msgs.msg import Transition
+
+    actions = resolve(load_launch("sim_franka"))
+    nodes = {a.kwargs["name"]: a for a in actions if "executable" in a.kwargs}
+    gate = {}  # (node name, state) -> the OpaqueFunction its event runs
+    for handler in (a.args[0] for a in actions if a.args and isinstance(a.args[0], Action)):
+        entities = handler.kwargs.get("entities", ())
+        if entities and "function" in entities[0].kwargs:
+            opaque = entities[0]
+            name, state = opaque.kwargs["args"]
+            assert nodes[name] is handler.kwargs["target_lifecycle_node"]
+            assert state == handler.kwargs["goal_state"]
+            gate[(name, state)] = opaque
+    assert set(gate) == {
+        ("sim", "inactive"),
+        ("grounding_node", "active"),
+        ("policy_node", "active"),
+        ("chunk_executor", "active"),
+    }
+
+    def fire(name, state):
+        opaque = gate[(name, state)]
+        return opaque.kwargs["function"]({}, *opaque.kwargs["args"])
+
+    assert fire("sim", "inactive") == []
+    assert fire("grounding_node", "active") == [] and fire("policy_node", "active") == []
+    (emit,) = fire("chunk_executor", "active")
+    change = emit.kwargs["event"].kwargs
+    assert change["transition_id"] == Transition.TRANSITION_ACTIVATE
+    assert change["lifecycle_node_matcher"] == ("matches", nodes["sim"])
+    assert fire("policy_node", "active") == []  # once
+
+
+def test_without_activate_the_simulator_is_only_configured(fake_launch):
+    actions = resolve(load_launch("sim_franka"), activate="false")
+    assert not [
+        a
+        for a in actions
+        if a.args and isinstance(a.args[0], Action) and "function" in str(a.args[0].kwargs.get("entities"))
+    ]

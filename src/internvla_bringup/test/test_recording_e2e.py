@@ -24,13 +24,9 @@ pytest.importorskip("rosbags")
 SEED = 2  # a short family episode for the Franka (the expert solves it)
 
 
-def wait_for(condition, timeout=60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
+from internvla_ros_common.testing import wait_for  # noqa: E402  (needs rclpy: after the skips)
+
+TIMEOUT = 60.0
 
 
 @pytest.mark.ros
@@ -109,16 +105,19 @@ def test_an_engine_episode_replayed_through_ros_records_the_same_actions_and_equ
     try:
         assert recorder.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert recorder.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        assert wait_for(lambda: traj_pub.get_subscription_count() and stamps, 60)
+        assert sim.trigger_configure() == TransitionCallbackReturn.SUCCESS  # the scene, clock paused
         ok, message, bag = recorder.start_episode(engine.instruction)
         assert ok, message
-        time.sleep(0.5)  # the recorder's subscriptions are matched before the first command
+        time.sleep(0.5)  # the recorder's subscriptions are matched before the sim's first observation
+        # the clock source last, as the starters do: its first observation is recorded
+        assert sim.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert wait_for(lambda: traj_pub.get_subscription_count() and stamps, TIMEOUT)
         t_0 = stamps[0]  # the sim's clock starts where SimEnv's reset leaves it
         for k, (q, gripper) in enumerate(commands):
             t_k = t_0 + round(k * sim.env.control_dt * 1e9)
-            assert wait_for(lambda t_k=t_k: stamps and stamps[-1] == t_k), (k, stamps[-3:])
+            assert wait_for(lambda t_k=t_k: stamps and stamps[-1] == t_k, TIMEOUT), (k, stamps[-3:])
             # the recorder's clock shows t_k: the gripper command (no header) is logged on tick k
-            assert wait_for(lambda t_k=t_k: recorder.get_clock().now().nanoseconds >= t_k)
+            assert wait_for(lambda t_k=t_k: recorder.get_clock().now().nanoseconds >= t_k, TIMEOUT)
             grip_pub.publish(Float64(data=gripper))
             time.sleep(0.05)  # the sim holds it before the trajectory makes it step
             msg = JointTrajectory(joint_names=list(sim.arm_joints))
@@ -128,11 +127,11 @@ def test_an_engine_episode_replayed_through_ros_records_the_same_actions_and_equ
             msg.points = [JointTrajectoryPoint(positions=[float(v) for v in q], time_from_start=physics_step)]
             traj_pub.publish(msg)
         t_last = t_0 + round(steps * sim.env.control_dt * 1e9)
-        assert wait_for(lambda: stamps and stamps[-1] == t_last)
+        assert wait_for(lambda: stamps and stamps[-1] == t_last, TIMEOUT)
         time.sleep(0.3)
         sim_success = sim.env.success()
         assert recorder.mark_episode(sim_success, "engine replay")[0]
-        ok, message, path, written, _ = recorder._stop_episode(discard=False, reason="test")
+        ok, message, path, written, _ = recorder.stop_episode(discard=False, reason="test")
         assert ok and path == bag and written > 0
     finally:
         sim_dt, sim_arm = sim.env.control_dt, list(sim.arm_joints)

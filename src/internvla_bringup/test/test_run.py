@@ -46,6 +46,8 @@ def test_runner_moves_the_simulated_arm_and_writes_the_episode_summary(tmp_path,
         *SMALL_IMAGES,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    # the executors' worker threads finish before their guard condition goes (rclpy 9 shutdown order)
+    assert "never retrieved" not in done.stderr, done.stderr[-3000:]
     summary = json.loads(summary_path.read_text())
     assert summary["setup"] == setup and summary["goal_result"] == "finished"
     assert summary["policy_chunks"] == steps  # one model query per lock-step observation
@@ -56,13 +58,6 @@ def test_runner_moves_the_simulated_arm_and_writes_the_episode_summary(tmp_path,
     assert isinstance(summary["task_success"], bool)
     assert "untrained" in summary["checkpoint"]
     assert summary["seed"] == 2 and summary["instruction"]
-
-
-def test_runner_refuses_bad_arguments_with_the_reason():
-    done = run("franka")
-    assert done.returncode == 2 and "robot_ip" in done.stderr
-    done = run("sim_franka", "-p", "sim:width")
-    assert done.returncode == 2 and "NODE:NAME:=VALUE" in done.stderr
 
 
 @pytest.mark.ros

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from internvla_bringup.composition import standalone_command
 from internvla_bringup.graphs import GraphOptions, build_graph
-from internvla_bringup.run import parse_args, standalone_command
+from internvla_bringup.run import parse_args
 
 SRC = Path(__file__).resolve().parents[2]
 
