@@ -31,7 +31,13 @@ from types import SimpleNamespace
 
 import numpy as np
 
-TASKS = ("red_on_plate", "pick_green", "push_blue_left")
+
+def _graded_progress(env) -> tuple[float, float]:
+    """Distance from the gripper's TCP to the target's centre and the target's rise since the start [m]."""
+    target = env.task.target
+    now = env.object_positions()[target]
+    distance = float(np.linalg.norm(np.asarray(env.tcp_position()) - now))
+    return distance, float(now[2] - env.start_positions[target][2])
 
 
 def _monitor_class():
@@ -79,8 +85,9 @@ def run_episode(
     from rclpy.node import Node
     from std_msgs.msg import String
 
+    from internvla_bringup.composition import Composition
     from internvla_bringup.graphs import GraphOptions, build_graph
-    from internvla_bringup.run import Composition, run_goal
+    from internvla_bringup.run import run_goal
     from internvla_msgs.action import ExecuteInstruction
 
     result = EpisodeResult(
@@ -92,7 +99,7 @@ def run_episode(
         f"sim_{robot}", GraphOptions(task=task, seed=seed, checkpoint=checkpoint, device=device)
     )
     context = Context()
-    rclpy.init(context=context, domain_id=domain_id)
+    rclpy.init(args=[], context=context, domain_id=domain_id)
     composition = runner = None
     try:
         width, height = image_size
@@ -109,15 +116,17 @@ def run_episode(
         failures = composition.activate()
         if failures:
             raise RuntimeError("; ".join(failures))
-        policy = composition.nodes["policy_node"].policy  # the model the node loaded on configure
+        policy = composition.nodes["policy_node"].model.policy  # the model the node loaded on configure
         result.loaded_checkpoint = str(policy.checkpoint_path) if policy is not None else ""
         sim = composition.nodes["sim"]
         result.instruction = sim.env.task.instruction
         if not skip_grounding:  # the grounding node answers once for the episode's instruction
             instruction_pub.publish(String(data=result.instruction))
         args = SimpleNamespace(steps=max_steps, timeout=timeout, checkpoint=checkpoint, task=task, seed=seed)
+        result.start_tcp_to_target_m = _graded_progress(sim.env)[0]
         summary = run_goal(composition, client, monitor, args, result.instruction)
         result.success = bool(sim.env.success())  # the sim's own check, after the last command
+        result.final_tcp_to_target_m, result.target_rise_m = _graded_progress(sim.env)
         result.sim_steps = int(sim.steps)
         result.policy_chunks = int(summary["policy_chunks"])
         result.goal_result = str(summary["goal_result"])
@@ -195,13 +204,15 @@ def _sim_task(task: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from internvla_sim.tasks import TASKS  # the one task registry
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default="", help="run dir or .pt (default: the untrained tiny model)")
     p.add_argument("--robot", default="franka", choices=["franka", "widowx"])
     p.add_argument(
         "--tasks",
         nargs="+",
-        default=list(TASKS),
+        default=sorted(TASKS),
         type=_sim_task,
         help="named tasks (default: the three), 'family' (each seed's procedural task), template ids, skills",
     )

@@ -25,6 +25,7 @@ import numpy as np
 
 EVAL_SEED_START = 1_000_000
 Z95 = 1.96
+LIFT_M = 0.02  # a target this much higher than at the start counts as lifted in the summary
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -99,6 +100,11 @@ class EpisodeResult:
     loaded_checkpoint: str = ""  # the file policy_node actually loaded
     domain_id: int = -1
     error: str = ""
+    # graded progress when the episode ends (None: not measured): a policy that fails every episode can
+    # still be measured getting closer, which a 0/n success rate cannot show
+    start_tcp_to_target_m: float | None = None  # gripper TCP to the target object's centre, at the start
+    final_tcp_to_target_m: float | None = None  # ... and when the episode ends
+    target_rise_m: float | None = None  # target's height now minus at the start (a lift shows as > 0)
     latency: dict[str, list[float]] = field(default_factory=dict)  # stage -> seconds per chunk (not in CSV)
 
 
@@ -115,6 +121,9 @@ class TaskSummary:
     high: float
     mean_steps: float
     errors: int
+    median_start_tcp_to_target_m: float | None = None  # over the episodes that measured it
+    median_tcp_to_target_m: float | None = None  # at the end, over the episodes that measured it
+    lifted: int = 0  # episodes whose target ended at least LIFT_M above its start
 
 
 def summarise(results: Sequence[EpisodeResult]) -> list[TaskSummary]:
@@ -127,6 +136,8 @@ def summarise(results: Sequence[EpisodeResult]) -> list[TaskSummary]:
         n = len(rows)
         ok = sum(bool(r.success) for r in rows)
         low, high = wilson(ok, n)
+        distances = [r.final_tcp_to_target_m for r in rows if r.final_tcp_to_target_m is not None]
+        starts = [r.start_tcp_to_target_m for r in rows if r.start_tcp_to_target_m is not None]
         out.append(
             TaskSummary(
                 task=task,
@@ -137,6 +148,9 @@ def summarise(results: Sequence[EpisodeResult]) -> list[TaskSummary]:
                 high=high,
                 mean_steps=float(np.mean([r.sim_steps for r in rows])) if rows else 0.0,
                 errors=sum(bool(r.error) for r in rows),
+                median_start_tcp_to_target_m=float(np.median(starts)) if starts else None,
+                median_tcp_to_target_m=float(np.median(distances)) if distances else None,
+                lifted=sum(r.target_rise_m is not None and r.target_rise_m >= LIFT_M for r in rows),
             )
         )
     return out
@@ -161,12 +175,16 @@ def latency_percentiles(results: Iterable[EpisodeResult]) -> dict[str, dict[str,
 def report_lines(results: Sequence[EpisodeResult]) -> list[str]:
     """The printed report; its last line is exactly ``success: <rate>`` (overall, 3 decimals)."""
     summaries = summarise(results)
-    lines = [f"{'task':16s} {'success':>9s}  {'rate':>5s}  {'Wilson 95 %':>15s}  {'mean steps':>10s}"]
+    lines = [
+        f"{'task':16s} {'success':>9s}  {'rate':>5s}  {'Wilson 95 %':>15s}  {'mean steps':>10s}  "
+        f"{'TCP-target [cm]':>15s}  {'lifted':>7s}"
+    ]
     for s in summaries:
         err = f"  ({s.errors} did not run)" if s.errors else ""
+        distance = f"{_cm(s.median_start_tcp_to_target_m)}->{_cm(s.median_tcp_to_target_m)}"
         lines.append(
             f"{s.task:16s} {s.successes:4d}/{s.n:<4d}  {s.rate:5.3f}  [{s.low:.3f}, {s.high:.3f}]  "
-            f"{s.mean_steps:10.1f}{err}"
+            f"{s.mean_steps:10.1f}  {distance:>15s}  {f'{s.lifted}/{s.n}':>7s}{err}"
         )
     lengths = [r.sim_steps for r in results]
     if lengths:
@@ -218,19 +236,36 @@ def read_csv(path: str | Path) -> list[EpisodeResult]:
                     loaded_checkpoint=row["loaded_checkpoint"],
                     domain_id=int(row["domain_id"]),
                     error=row["error"],
+                    start_tcp_to_target_m=_optional_float(row.get("start_tcp_to_target_m")),
+                    final_tcp_to_target_m=_optional_float(row.get("final_tcp_to_target_m")),
+                    target_rise_m=_optional_float(row.get("target_rise_m")),
                 )
             )
     return out
 
 
+def _optional_float(text: str | None) -> float | None:
+    """A CSV cell that may be empty (not measured) or absent (a file written before the column existed)."""
+    return float(text) if text else None
+
+
+def _cm(metres: float | None) -> str:
+    return "n/a" if metres is None else f"{100 * metres:.1f}"
+
+
+def _graded(s: TaskSummary) -> str:
+    return f"{_cm(s.median_start_tcp_to_target_m)} → {_cm(s.median_tcp_to_target_m)} | {s.lifted}/{s.n}"
+
+
 def write_markdown(results: Sequence[EpisodeResult], path: str | Path, title: str = "Evaluation") -> Path:
     path = Path(path)
-    lines = [f"# {title}", "", "| task | successes | rate | Wilson 95 % | mean steps | did not run |",
-             "| --- | ---: | ---: | --- | ---: | ---: |"]  # fmt: skip
+    lines = [f"# {title}", "",
+             "| task | successes | rate | Wilson 95 % | mean steps | did not run | median TCP-target start → end [cm] | lifted |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for s in summarise(results):
         lines.append(
             f"| {s.task} | {s.successes}/{s.n} | {s.rate:.3f} | [{s.low:.3f}, {s.high:.3f}] | "
-            f"{s.mean_steps:.1f} | {s.errors} |"
+            f"{s.mean_steps:.1f} | {s.errors} | {_graded(s)} |"
         )
     latency = latency_percentiles(results)
     if latency:

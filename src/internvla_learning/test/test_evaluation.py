@@ -114,6 +114,25 @@ def test_report_ends_with_the_success_line_and_files_round_trip(tmp_path):
     assert "Seeds 1000000..1000004 (5 episodes)" in md
 
 
+def test_graded_progress_medians_the_measured_episodes_and_counts_lifts(tmp_path):
+    results = _results()
+    for r in results[:3]:
+        r.start_tcp_to_target_m = 0.2
+    results[0].final_tcp_to_target_m, results[0].target_rise_m = 0.02, 0.05  # lifted
+    results[1].final_tcp_to_target_m, results[1].target_rise_m = 0.10, 0.0
+    results[2].final_tcp_to_target_m, results[2].target_rise_m = 0.04, 0.019  # just below LIFT_M
+    s = {x.task: x for x in summarise(results)}
+    assert s["a"].median_tcp_to_target_m == 0.04 and s["a"].lifted == 1
+    assert s["a"].median_start_tcp_to_target_m == 0.2
+    assert s["b"].median_tcp_to_target_m is None and s["b"].lifted == 0  # nothing measured: n/a, not 0
+    md = write_reports(results, tmp_path / "out", "t")["md"].read_text()
+    assert "| a | 2/3 | 0.667 | [0.208, 0.939] | 20.0 | 0 | 20.0 → 4.0 | 1/3 |" in md
+    assert "| b | 0/2 | 0.000 |" in md and "| n/a → n/a | 0/2 |" in md
+    back = read_csv(tmp_path / "out" / "results.csv")
+    assert [r.final_tcp_to_target_m for r in back] == [0.02, 0.10, 0.04, None, None]
+    assert [r.target_rise_m for r in back] == [0.05, 0.0, 0.019, None, None]
+
+
 # ---------------------------------------------------------------------------------------------- grounding
 
 
