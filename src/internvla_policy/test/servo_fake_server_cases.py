@@ -41,6 +41,7 @@ from internvla_core.rotations import (
 )
 from internvla_msgs.msg import ActionChunk
 from internvla_policy.chunk_executor_node import ChunkExecutorNode
+from internvla_ros_common.testing import Spinner
 
 PERIOD = 0.02  # the fake's loop (moveit_servo publish_period)
 
@@ -160,19 +161,11 @@ def ros():
             executor.add_node(n)
         return servo, node, peer
 
-    import threading
-
-    stop = threading.Event()
-
-    def spin():
-        while not stop.is_set() and context.ok():
-            executor.spin_once(timeout_sec=0.05)
-
-    thread = threading.Thread(target=spin, daemon=True)
-    thread.start()
+    # deactivate destroys subscriptions while the executor may be building a wait set: Spinner's loop
+    # survives that (rclpy raises InvalidHandle there), a bare spin_once loop dies with it
+    spinner = Spinner(executor)
     yield make
-    stop.set()
-    thread.join(timeout=5)
+    spinner.stop()
     executor.shutdown()
     for n in nodes:
         n.destroy_node()
