@@ -65,6 +65,17 @@ class PolicyModel:
             self.policy = None
 
 
+def checkpoint_or_tiny(checkpoint: str, warn: Callable[[str], None]) -> str:
+    """The checkpoint to load: the given one, or (empty) the untrained tiny factory model, said once."""
+    if checkpoint:
+        return checkpoint
+    from .model import tiny_checkpoint
+
+    checkpoint = str(tiny_checkpoint())
+    warn(f"no checkpoint given: using the untrained tiny factory model {checkpoint}")
+    return checkpoint
+
+
 def load_policy_model(params, warn: Callable[[str], None], info: Callable[[str], None]) -> PolicyModel:
     """The local model (shared through the registry) or a connected remote client.
 
@@ -88,12 +99,9 @@ def load_policy_model(params, warn: Callable[[str], None], info: Callable[[str],
     import torch
 
     _apply_process_settings(params, info)
-    from .model import acquire, tiny_checkpoint
+    from .model import acquire
 
-    checkpoint = params.checkpoint
-    if not checkpoint:
-        checkpoint = str(tiny_checkpoint())
-        warn(f"no checkpoint given: using the untrained tiny factory model {checkpoint}")
+    checkpoint = checkpoint_or_tiny(params.checkpoint, warn)
     dtype = getattr(torch, params.dtype) if params.dtype else None  # the schema allows float32, bfloat16
     policy = acquire(checkpoint, device=params.device, dtype=dtype)
     return PolicyModel(LocalBackend(policy, spatial_prompt=params.spatial_prompt), policy)

@@ -13,12 +13,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-import rclpy.time
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.callback_groups import ReentrantCallbackGroup
 from sensor_msgs.msg import CameraInfo, Image
-from std_msgs.msg import Header, String
+from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from internvla_core.grounding_inputs import CameraFrames, Frame
@@ -28,14 +26,14 @@ from internvla_core.stamp_sync import to_nanoseconds
 from internvla_msgs.msg import Grounding
 from internvla_msgs.srv import Ground
 from internvla_ros_common import qos
-from internvla_ros_common.conversions import stamp_ns, transform_to_matrix
+from internvla_ros_common.conversions import stamp_ns
 from internvla_ros_common.diagnostics import Updater
 from internvla_ros_common.lifecycle import ManagedNode
 from internvla_ros_common.node_main import main_for
 from internvla_ros_common.params import Params
 
 from .conversions import detections_message, markers_message, subscription_qos
-from .grounding_pipeline import GroundingSettings, RequestStatus, ground_frame, no_tf, refusal
+from .grounding_pipeline import GroundingSettings, RequestStatus, ground_frame, no_tf, refusal, tf2_lookup
 
 try:  # full ROS installs only (not on PyPI)
     import tf2_ros
@@ -76,14 +74,11 @@ class GroundingNode(ManagedNode):
         return []
 
     def setup(self, params: Params) -> None:
-        from internvla_core.model import acquire, tiny_checkpoint
+        from internvla_core.model import acquire
+        from internvla_core.policy_setup import checkpoint_or_tiny
 
-        checkpoint = params.checkpoint
-        if not checkpoint:
-            checkpoint = str(tiny_checkpoint())
-            self.get_logger().warning(
-                f"no checkpoint given: using the untrained tiny factory model {checkpoint}", once=True
-            )
+        warn_once = lambda message: self.get_logger().warning(message, once=True)  # noqa: E731
+        checkpoint = checkpoint_or_tiny(params.checkpoint, warn_once)
         self.policy = self.grounder = acquire(checkpoint, device=params.device, dtype=params.dtype or None)
         self.grounding_pub = self.create_lifecycle_publisher(Grounding, "grounding", qos.STATUS)
         self.debug_pub = self.create_lifecycle_publisher(Image, "grounding/debug_image", qos.IMAGE)
@@ -215,7 +210,7 @@ class GroundingNode(ManagedNode):
         settings = GroundingSettings(
             params.max_new_tokens, params.depth_window_px, params.target_frame, params.static_extrinsic
         )
-        lookup = self._tf_lookup if self.tf_buffer is not None else no_tf
+        lookup = tf2_lookup(self.tf_buffer) if self.tf_buffer is not None else no_tf
         outcome = ground_frame(self.grounder, frame, instruction, kinds, settings, lookup)
         self.status.finished(outcome.problems)
         job.error = outcome.error
@@ -236,16 +231,6 @@ class GroundingNode(ManagedNode):
         self.stats.add_stages(stages)
         self.stats.add("total", sum(stages.values()))
         self.rate.tick()
-
-    def _tf_lookup(self, target: str, header: Header) -> tuple[np.ndarray | None, str]:
-        """optical frame -> target at the image stamp from TF, or why not."""
-        try:
-            stamp = rclpy.time.Time.from_msg(header.stamp)
-            return transform_to_matrix(
-                self.tf_buffer.lookup_transform(target, header.frame_id, stamp).transform
-            ), ""
-        except Exception as exc:  # tf2 raises several lookup exception types
-            return None, f"tf2: {exc}"
 
     # ------------------------------------------------------------------------------- status
     def _on_worker_error(self, job: Job, exc: Exception) -> None:

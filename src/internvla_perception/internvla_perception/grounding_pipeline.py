@@ -55,6 +55,22 @@ def no_tf(target_frame: str, header: Header) -> tuple[np.ndarray | None, str]:
     return None, "tf2_ros not installed"
 
 
+def tf2_lookup(buffer) -> TfLookup:
+    """A TfLookup reading a tf2_ros.Buffer at the image's stamp; any tf2 error becomes the reason."""
+    from rclpy.time import Time
+
+    from internvla_ros_common.conversions import transform_to_matrix
+
+    def lookup(target: str, header: Header) -> tuple[np.ndarray | None, str]:
+        try:
+            transform = buffer.lookup_transform(target, header.frame_id, Time.from_msg(header.stamp))
+        except Exception as exc:  # tf2 raises several lookup exception types
+            return None, f"tf2: {exc}"
+        return transform_to_matrix(transform.transform), ""
+
+    return lookup
+
+
 def ground_frame(
     grounder,
     frame: Frame,

@@ -69,3 +69,27 @@ def test_requests_are_refused_with_the_reason_and_warnings_are_throttled_per_pro
     assert logged == ["no depth", "bad"] and not status.last_ok and status.last_error == "bad"
     status.finished([])
     assert status.last_ok and status.last_error == "bad"  # kept for /diagnostics' last_error
+
+
+def test_tf2_lookup_reads_the_buffer_at_the_image_stamp_and_turns_errors_into_the_reason():
+    from geometry_msgs.msg import Transform, TransformStamped, Vector3
+    from std_msgs.msg import Header
+
+    from internvla_perception.grounding_pipeline import tf2_lookup
+
+    asked = []
+
+    class Buffer:  # tf2_ros.Buffer's lookup_transform(target, source, time)
+        def lookup_transform(self, target, source, time):
+            asked.append((target, source, time.nanoseconds))
+            if target == "nowhere":
+                raise LookupError('"nowhere" passed to lookupTransform does not exist')
+            return TransformStamped(transform=Transform(translation=Vector3(x=0.5, y=0.0, z=0.25)))
+
+    header = Header(frame_id="camera_optical_frame")
+    header.stamp.sec, header.stamp.nanosec = 3, 500
+    matrix, why = tf2_lookup(Buffer())("panda_link0", header)
+    assert why == "" and matrix[:3, 3].tolist() == [0.5, 0.0, 0.25]
+    assert asked == [("panda_link0", "camera_optical_frame", 3_000_000_500)]
+    matrix, why = tf2_lookup(Buffer())("nowhere", header)
+    assert matrix is None and why.startswith("tf2: ") and "nowhere" in why

@@ -184,3 +184,44 @@ class JointTrajectoryControllerEmulation:
     @property
     def active(self) -> bool:
         return self._active is not None or self._pending is not None
+
+
+class SimServos:
+    """The controllers a robot's driver runs, wired to the simulated joints.
+
+    The arm is a JTC on its arm joints. The WidowX gripper is a second JTC on one finger joint
+    (Interbotix); the Franka gripper takes an opening 0 (closed) .. 1 (open) from gripper/command or
+    franka_gripper's actions (``set_opening``). ``control`` runs at every physics substep.
+    """
+
+    def __init__(
+        self, robot, gripper_joint: str, allow_nonzero_velocity_at_end: bool, open_loop: bool
+    ) -> None:
+        jtc = {
+            "allow_nonzero_velocity_at_trajectory_end": allow_nonzero_velocity_at_end,
+            "open_loop": open_loop,
+        }
+        self.arm_joints = list(robot.arm_joints)
+        self.arm = JointTrajectoryControllerEmulation(self.arm_joints, robot.home, **jtc)
+        self.gripper: JointTrajectoryControllerEmulation | None = None
+        if robot.robot == "widowx":
+            self._finger_range = (robot.finger_closed[0], robot.finger_open[0])
+            self.gripper = JointTrajectoryControllerEmulation([gripper_joint], [robot.finger_open[0]], **jtc)
+        self._opening: float | None = None  # the last commanded opening (None: none yet)
+        self._arm_dofs: tuple[int, list[int]] | None = None  # (model id, dof addresses)
+
+    def set_opening(self, opening: float) -> None:
+        """The gripper opening the simulated fingers go to from the next substep."""
+        self._opening = opening
+
+    def control(self, env) -> None:
+        """One physics substep: each controller's setpoint to the simulated servos."""
+        if self._arm_dofs is None or self._arm_dofs[0] != id(env.model):
+            self._arm_dofs = (id(env.model), [int(env.model.joint(j).dofadr[0]) for j in self.arm_joints])
+        target = self.arm.update(env.time, env.arm_positions(), env.data.qvel[self._arm_dofs[1]].copy())
+        opening = self._opening
+        if self.gripper is not None:
+            closed, opened = self._finger_range
+            position = self.gripper.update(env.time, [float(env.finger_positions()[0])])[0]
+            opening = (position - closed) / (opened - closed)
+        env.apply_joint_targets(target, None if opening is None else float(np.clip(opening, 0.0, 1.0)))

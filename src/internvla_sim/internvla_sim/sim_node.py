@@ -27,23 +27,21 @@ import rclpy
 from geometry_msgs.msg import PoseStamped
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Bool, Float64, Header, String
+from std_msgs.msg import Bool, Float64, String
 from trajectory_msgs.msg import JointTrajectory
 
-from internvla_core.image_conversion import depth_to_image_fields, rgb_to_image_fields
 from internvla_core.sim_stepping import LockstepClock
 from internvla_ros_common import qos
-from internvla_ros_common.conversions import camera_info_msg, matrix_to_pose_stamped
 from internvla_ros_common.conversions import to_stamp as sim_stamp
 from internvla_ros_common.lifecycle import ManagedNode
 from internvla_ros_common.node_main import main_for
 from internvla_ros_common.params import Params
 
-from .controllers import JointTrajectoryControllerEmulation
-from .env import OPTICAL_FRAMES, SimEnv
+from .controllers import JointTrajectoryControllerEmulation, SimServos
+from .env import SimEnv
 from .franka_gripper_server import FrankaGripperServer
 from .sim_messages import (
-    joint_state,
+    ObservationPublisher,
     robot_description_xml,
     tf_message_type,
     trajectory_fields,
@@ -63,7 +61,8 @@ class SimNode(ManagedNode):
         self.clock: LockstepClock | None = None
         self.pub: dict = {}
         self._worker: threading.Thread | None = None
-        self._pending_gripper: float | None = None
+        self.servos: SimServos | None = None
+        self.observation: ObservationPublisher | None = None
         self._tf_message = self._clock_pub = self._paused_timer = None
         params = self.param_listener.get_params()
         self.gripper_server = None
@@ -129,19 +128,16 @@ class SimNode(ManagedNode):
         # /clock is a plain publisher: while inactive the sim is paused and says at which time
         self._clock_pub = self.create_publisher(Clock, "/clock", 10)
         self._paused_timer = self.create_timer(1.0, self._publish_paused_clock)
-        jtc = {
-            "allow_nonzero_velocity_at_trajectory_end": params.allow_nonzero_velocity_at_trajectory_end,
-            "open_loop": params.open_loop_control,
-        }
-        self.arm_controller = JointTrajectoryControllerEmulation(self.arm_joints, robot.home, **jtc)
-        self.gripper_controller = None
-        if robot.robot == "widowx":  # Interbotix: the gripper is a JTC on one finger joint
-            self._finger_range = (robot.finger_closed[0], robot.finger_open[0])
-            self.gripper_controller = JointTrajectoryControllerEmulation(
-                [params.gripper_joint], [robot.finger_open[0]], **jtc
-            )
-        self._pending_gripper, self._arm_dofs = None, None
-        self._last_tf_time: float | None = None
+        self.servos = SimServos(
+            robot,
+            params.gripper_joint,
+            params.allow_nonzero_velocity_at_trajectory_end,
+            params.open_loop_control,
+        )
+        joint_names = self.arm_joints + self.finger_joints
+        self.observation = ObservationPublisher(
+            self.pub, self._clock_pub, params, joint_names, self._tf_message
+        )
 
     def activate(self) -> None:
         params, env = self.params, self.env
@@ -153,7 +149,7 @@ class SimNode(ManagedNode):
             self.pub["tf_static"].publish(self._tf_message(transforms=static))
         topic = f"{params.controller_name}/joint_trajectory"
         self.managed_subscription(JointTrajectory, topic, self._on_trajectory, qos.COMMAND)
-        if self.gripper_controller is not None:
+        if self.servos.gripper is not None:
             topic = f"{params.gripper_controller_name}/joint_trajectory"
             self.managed_subscription(JointTrajectory, topic, self._on_gripper_trajectory, qos.COMMAND)
         else:
@@ -177,7 +173,7 @@ class SimNode(ManagedNode):
             self.destroy_publisher(self._clock_pub)
         if self.env is not None:
             self.env.close()
-        self._paused_timer = self._clock_pub = self.env = None
+        self._paused_timer = self._clock_pub = self.env = self.servos = self.observation = None
         self.pub = {}
 
     # ------------------------------------------------------------------------------- commands
@@ -192,10 +188,10 @@ class SimNode(ManagedNode):
         return now if fields[1] == 0.0 else fields[1]
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        self.clock.command(self._submit(self.arm_controller, msg, "arm"))
+        self.clock.command(self._submit(self.servos.arm, msg, "arm"))
 
     def _on_gripper_trajectory(self, msg: JointTrajectory) -> None:
-        self._submit(self.gripper_controller, msg, "gripper")
+        self._submit(self.servos.gripper, msg, "gripper")
 
     def _on_gripper(self, msg: Float64) -> None:
         if not np.isfinite(msg.data):
@@ -204,22 +200,9 @@ class SimNode(ManagedNode):
         self._grip(float(msg.data))
 
     def _grip(self, opening: float) -> None:
-        """The gripper opening (0 closed .. 1 open) the simulated fingers go to from the next substep."""
-        self._pending_gripper = opening
-
-    def _control(self, env: SimEnv) -> None:
-        """Every physics substep: the controllers' setpoints to the simulated servos."""
-        if self._arm_dofs is None or self._arm_dofs[0] != id(env.model):
-            self._arm_dofs = (id(env.model), [int(env.model.joint(j).dofadr[0]) for j in self.arm_joints])
-        target = self.arm_controller.update(
-            env.time, env.arm_positions(), env.data.qvel[self._arm_dofs[1]].copy()
-        )
-        opening = self._pending_gripper
-        if self.gripper_controller is not None:
-            closed, opened = self._finger_range
-            position = self.gripper_controller.update(env.time, [float(env.finger_positions()[0])])[0]
-            opening = (position - closed) / (opened - closed)
-        env.apply_joint_targets(target, None if opening is None else float(np.clip(opening, 0.0, 1.0)))
+        """The gripper opening (0 closed .. 1 open) from gripper/command or franka_gripper's actions."""
+        if self.servos is not None:
+            self.servos.set_opening(opening)
 
     # ------------------------------------------------------------------------------- stepping
     def _run(self) -> None:
@@ -232,20 +215,22 @@ class SimNode(ManagedNode):
         last_success, clock = None, self.clock
         while not clock.stopped and rclpy.ok(context=self.context):
             t_k = self.env.time
-            self._publish_observation(t_k)
+            self.observation.publish(self.env, t_k)
             if (success := self.env.success()) != last_success:
                 self.pub["success"].publish(Bool(data=success))
                 last_success = success
             wall_start = time.monotonic()
             if self.params.clock_mode == "lockstep":
-                answered = clock.wait_for_command(t_k, lambda t_k=t_k: self._publish_observation(t_k))
+                answered = clock.wait_for_command(
+                    t_k, lambda t_k=t_k: self.observation.publish(self.env, t_k)
+                )
                 if not answered and clock.timeouts == 1 and not clock.stopped:
                     self.get_logger().warning(
                         f"lockstep: no command for step {clock.steps} within {clock.timeout} s; holding and advancing"
                     )
             if clock.stopped:
                 return
-            self.env.step(self._control)
+            self.env.step(self.servos.control)
             clock.stepped(float(np.sum(self.env.finger_positions())))
             if self.params.clock_mode == "realtime":
                 time.sleep(max(0.0, self.env.control_dt - (time.monotonic() - wall_start)))
@@ -253,33 +238,6 @@ class SimNode(ManagedNode):
     def _publish_paused_clock(self) -> None:
         if not self.is_active and self.env is not None:
             self._clock_pub.publish(Clock(clock=sim_stamp(self.env.time)))
-
-    def _publish_observation(self, t: float) -> None:
-        stamp, env, params = sim_stamp(t), self.env, self.params
-        self._clock_pub.publish(Clock(clock=stamp))
-        for camera, image_key, info_key in (
-            ("third_person", "image", "info"),
-            ("wrist", "wrist", "wrist_info"),
-        ):
-            if camera == "wrist" and not params.render_wrist:
-                continue
-            header = Header(stamp=stamp, frame_id=OPTICAL_FRAMES[camera])
-            self.pub[image_key].publish(Image(header=header, **rgb_to_image_fields(env.render(camera))))
-            if camera == "third_person" and params.publish_depth:
-                depth = depth_to_image_fields(env.render(camera, depth=True))
-                self.pub["depth"].publish(Image(header=header, **depth))
-            spec = next(c for c in env.cameras if c.name == camera)
-            self.pub[info_key].publish(
-                camera_info_msg(header, env.camera_intrinsics(camera), spec.width, spec.height)
-            )
-        base = Header(stamp=stamp, frame_id=env.robot.base_frame)
-        self.pub["pose"].publish(matrix_to_pose_stamped(env.hand_pose(), base))
-        positions = np.concatenate([env.arm_positions(), env.finger_positions()])
-        self.pub["joints"].publish(joint_state(base, self.arm_joints + self.finger_joints, positions))
-        if self._tf_message is not None and t != self._last_tf_time:  # tf2 warns on a repeated stamp
-            self._last_tf_time = t
-            moving = transform_messages([e for e in env.frame_transforms() if not e.static], stamp)
-            self.pub["tf"].publish(self._tf_message(transforms=moving))
 
 
 main = main_for(SimNode, threads=2)

@@ -138,3 +138,51 @@ def test_one_point_per_period_stops_between_commands_a_multi_point_chunk_does_no
     assert stream.min() < 1e-9  # stands still from each point until the next command arrives
     assert np.mean(stream < 1e-9) > 0.15
     assert multi.min() > 0.9 * speed  # the next chunk replaces the running one before it ends
+
+
+class RecordingEnv:
+    """The part of SimEnv that SimServos drives: joint state in, servo targets out."""
+
+    def __init__(self, scene, fingers: float) -> None:
+        from types import SimpleNamespace
+
+        self.time, self.scene = 0.0, scene
+        self.model = SimpleNamespace(joint=lambda name: SimpleNamespace(dofadr=[scene.arm_joints.index(name)]))
+        self.data = SimpleNamespace(qvel=np.zeros(len(scene.arm_joints)))
+        self.fingers = fingers
+        self.applied: list[tuple[np.ndarray, float | None]] = []
+
+    def arm_positions(self) -> np.ndarray:
+        return np.asarray(self.scene.home, dtype=float)
+
+    def finger_positions(self) -> np.ndarray:
+        return np.array([self.fingers, self.fingers])
+
+    def apply_joint_targets(self, target, opening) -> None:
+        self.applied.append((np.asarray(target), opening))
+
+
+def test_sim_servos_hold_home_and_map_each_robots_gripper_command_to_an_opening():
+    from internvla_sim.controllers import SimServos
+    from internvla_sim.scene import robot_scene
+
+    franka = robot_scene("franka")
+    servos = SimServos(franka, "", False, False)
+    env = RecordingEnv(franka, fingers=0.04)
+    servos.control(env)
+    assert np.allclose(env.applied[-1][0], franka.home) and env.applied[-1][1] is None  # no gripper command yet
+    servos.set_opening(1.7)  # out of range: clipped, never passed on as is
+    servos.control(env)
+    assert env.applied[-1][1] == 1.0 and servos.gripper is None
+
+    widowx = robot_scene("widowx")
+    servos = SimServos(widowx, "left_finger", False, False)
+    closed, opened = widowx.finger_closed[0], widowx.finger_open[0]
+    env = RecordingEnv(widowx, fingers=opened)
+    servos.control(env)
+    assert env.applied[-1][1] == pytest.approx(1.0)  # the gripper JTC holds its initial (open) position
+    reason = servos.gripper.submit(["left_finger"], 0.0, [0.1], [[closed]], [[]], now=0.0)
+    assert reason == ""
+    env.time = 0.2
+    servos.control(env)
+    assert env.applied[-1][1] == pytest.approx(0.0)  # the finger joint at its closed end is opening 0
