@@ -83,18 +83,8 @@ def stop_process(process, timeout: float = 10.0) -> int | None:
 
 
 def draining_executor(context, num_threads: int = 4):
-    """A MultiThreadedExecutor whose shutdown lets its worker threads finish first.
-
-    rclpy 9's ``MultiThreadedExecutor.shutdown`` destroys the executor's guard condition and only then
-    waits for its thread pool. A callback handler still queued in the pool (behind a goal's loop, say)
-    then fails on that guard, and at exit Python prints "The following exception was never retrieved:
-    cannot use Destroyable because destruction was requested". Waiting for the pool first removes it."""
-    from rclpy.executors import MultiThreadedExecutor
-
-    class DrainingExecutor(MultiThreadedExecutor):
-        def shutdown(self, timeout_sec: float | None = None, *, wait_for_threads: bool = True) -> bool:
-            self._executor.shutdown(wait=True)  # the thread pool (rclpy keeps no public handle on it)
-            return super().shutdown(timeout_sec, wait_for_threads=wait_for_threads)
+    """The shared executor: internvla_ros_common.executors.DrainingExecutor (no "never retrieved" lines)."""
+    from internvla_ros_common.executors import DrainingExecutor
 
     return DrainingExecutor(num_threads=num_threads, context=context)
 

@@ -10,7 +10,10 @@ What it does, in order:
 - an unknown or invalid parameter prints one line per problem on stderr, exit 2; any other
   unknown argument, exit 2;
 - ``autostart:=true``: configure then activate; a failed transition exits 1;
-- Ctrl-C or SIGTERM: trigger_shutdown (the node's deactivate/teardown run), exit 0.
+- Ctrl-C or SIGTERM: trigger_shutdown (the node's deactivate/teardown run), exit 0. The signal only
+  sets a flag that the spin loop reads between two waits: an exception raised asynchronously inside
+  rclpy (while it holds an executor or handle lock) could leave the shutdown waiting on that lock. A
+  second Ctrl-C during a long transition (a model load) stops at once.
 
 Exit codes: 0 success, 1 failure (start or transition), 2 usage.
 """
@@ -99,8 +102,16 @@ def help_text(prog: str, schema_path: Path | None, summary: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+class StopRequest:
+    """Signal handler state: the first SIGINT/SIGTERM asks to stop, a second one interrupts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt  # asked twice: stop now, even inside a transition
+        self.requested = True
 
 
 def _first_doc_line(obj: Any) -> str:
@@ -136,10 +147,10 @@ def run_node(
 
     import rclpy
     from rclpy.exceptions import InvalidHandle
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
     from internvla_ros_common.errors import one_line
+    from internvla_ros_common.executors import DrainingExecutor
     from internvla_ros_common.lifecycle import SUCCESS
     from internvla_ros_common.params import ParameterSchemaError
 
@@ -153,7 +164,8 @@ def run_node(
     except Exception as exc:  # rcl refuses malformed ROS arguments
         print(f"{prog}: invalid ROS arguments: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    previous_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    stop = StopRequest()
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     node = executor = None
     try:
         try:
@@ -165,14 +177,16 @@ def run_node(
         except Exception as exc:
             print(f"{prog}: cannot start: {one_line(exc)}", file=sys.stderr)
             return EXIT_FAILURE
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = DrainingExecutor(num_threads=threads)
         executor.add_node(node)
         if node.param_listener.get_params().autostart:
             for name in ("configure", "activate"):
+                if stop.requested:
+                    break
                 if getattr(node, f"trigger_{name}")() != SUCCESS:
                     print(f"{prog}: {name} failed (see the log above)", file=sys.stderr)
                     return EXIT_FAILURE
-        while rclpy.ok() and node.lifecycle_state != "finalized":
+        while rclpy.ok() and node.lifecycle_state != "finalized" and not stop.requested:
             try:
                 executor.spin_once(timeout_sec=0.1)
             except InvalidHandle:  # an entity destroyed while rclpy built its wait set: harmless
@@ -184,13 +198,17 @@ def run_node(
                 print(f"{prog}: a callback failed: {one_line(exc)}", file=sys.stderr)
                 _shutdown(node)
                 return EXIT_FAILURE
+        if stop.requested:
+            executor.drain()  # callbacks already handed out finish before the shutdown destroys entities
+            _shutdown(node)
         return EXIT_OK
     except KeyboardInterrupt:
         if node is not None:
             _shutdown(node)
         return EXIT_OK
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if executor is not None:
             executor.shutdown(timeout_sec=5.0)
         if node is not None:

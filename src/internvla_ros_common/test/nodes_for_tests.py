@@ -24,7 +24,19 @@ class FailingSetup(EchoNode):
         raise AssertionError("Torch not compiled with CUDA enabled")
 
 
-VARIANTS = {"failing_callback": FailingCallback, "failing_setup": FailingSetup}
+class SlowSetup(EchoNode):
+    """A configure that takes long (a model load): prints when it starts so a test can signal it."""
+
+    def setup(self, params) -> None:
+        import time
+
+        print("setup started", flush=True)
+        time.sleep(3.0)
+        super().setup(params)
+        print("setup finished", flush=True)
+
+
+VARIANTS = {"failing_callback": FailingCallback, "failing_setup": FailingSetup, "slow_setup": SlowSetup}
 
 if __name__ == "__main__":
     sys.exit(run_node(VARIANTS[sys.argv[1]], sys.argv[1:]))

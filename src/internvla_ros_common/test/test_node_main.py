@@ -82,17 +82,55 @@ def test_ctrl_c_or_sigterm_shuts_down_cleanly_with_exit_0(signum):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=ENV,
+        env={**ENV, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints every thread's stack
     )
     time.sleep(4.0)  # started, configured, active
     process.send_signal(signum)
-    out, err = process.communicate(timeout=30)
+    try:
+        out, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # hung: show where each thread waits
+        process.send_signal(signal.SIGABRT)
+        out, err = process.communicate(timeout=10)
+        pytest.fail(f"no exit 30 s after signal {signum}; thread stacks:\n{err[-6000:]}")
     assert process.returncode == 0, err
     for bad in ("Traceback", "never retrieved", "deprecated"):
         assert bad not in out + err
 
 
 VARIANTS = Path(__file__).with_name("nodes_for_tests.py")
+
+
+def start_slow_setup_and_signal(times: int) -> tuple[subprocess.Popen, float, str, str]:
+    """Start the slow-setup variant, send SIGINT ``times`` times once its configure runs; (process, seconds
+    from the first signal to the exit, stdout, stderr)."""
+    process = subprocess.Popen(
+        [sys.executable, str(VARIANTS), "slow_setup", "autostart:=true"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert process.stdout.readline().strip() == "setup started"
+    start = time.monotonic()
+    for _ in range(times):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    out, err = process.communicate(timeout=30)
+    return process, time.monotonic() - start, out, err
+
+
+def test_one_ctrl_c_during_configure_lets_it_finish_then_shuts_down_with_exit_0():
+    process, seconds, out, err = start_slow_setup_and_signal(1)
+    assert process.returncode == 0, err
+    assert "setup finished" in out and seconds >= 2.0  # the transition was not cut
+    assert "Traceback" not in err and "never retrieved" not in err
+
+
+def test_a_second_ctrl_c_during_configure_stops_at_once_with_exit_0():
+    process, seconds, out, err = start_slow_setup_and_signal(2)
+    assert process.returncode == 0, err
+    assert "setup finished" not in out and seconds < 2.5  # the sleep was interrupted
+    assert "Traceback" not in err
 
 
 def run_variant(*args: str) -> subprocess.CompletedProcess:
