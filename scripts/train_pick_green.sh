@@ -4,11 +4,13 @@
 # seeds -> export to src/internvla_bringup/models/m1_tiny_franka_pick_green, which `make demo` then runs
 # (its model_card.json carries the evaluation). Every step is resumable: rerun the script after an
 # interruption and finished steps are skipped (the engine skips written episodes, the trainer continues
-# with --resume). The first run of this recipe on 2 CPU cores did not solve the task (0/10): see
-# src/internvla_learning/TRAINING.md, "Where training stands".
+# with --resume). The levers are the ones whose probe moved most (TRAINING.md, "Second round"): stage 1
+# with the spatial QA; stage 2 on cached features with small query tokens, the standardised condition and
+# the box read from every condition token. No run of it has solved the task on 2 CPU cores yet: 16,000
+# stage-2 steps gave 0/10 (TRAINING.md, "Where training stands").
 #
-#   bash scripts/train_pick_green.sh            # about 1.5 h on 2 CPU cores, plus the evaluation
-#   EPISODES=300 S1_STEPS=1500 S2_STEPS=6000 EVAL_EPISODES=200 bash scripts/train_pick_green.sh
+#   bash scripts/train_pick_green.sh            # data + stage 1 ~45 min on 2 CPU cores; stage 2 0.14 s/step
+#   EPISODES=300 S1_STEPS=2000 S2_STEPS=40000 EVAL_EPISODES=200 bash scripts/train_pick_green.sh
 #
 # Seeds: training layouts 0..EPISODES-1, model seed 0, evaluation seeds from 1,000,000 (disjoint).
 set -euo pipefail
@@ -16,8 +18,9 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 EPISODES=${EPISODES:-300}
-S1_STEPS=${S1_STEPS:-1500}
-S2_STEPS=${S2_STEPS:-6000}
+S1_STEPS=${S1_STEPS:-2000}
+S2_STEPS=${S2_STEPS:-40000}
+SAVE_EVERY=${SAVE_EVERY:-2000}
 EVAL_EPISODES=${EVAL_EPISODES:-200}
 WORKERS=${WORKERS:-2}
 DATA=${DATA:-data/pick_green}
@@ -39,10 +42,11 @@ train() {  # train OUT ARGS...: start, or continue a run that has saved state
   fi
 }
 train "$RUNS/pg_s1" --data "$DATA" --stage 1 --tiny default --steps "$S1_STEPS" --batch-size 16 \
-  --lr-vlm 3e-4 --save-every 500 --log-every 10 --seed 0
+  --lr-vlm 3e-4 --spatial-qa --save-every 500 --log-every 10 --seed 0
 train "$RUNS/pg_s2" --data "$DATA" --stage 2 --init "$RUNS/pg_s1" --freeze-vlm --frame-stride 2 \
-  --qformer-attn-dropout 0 --steps "$S2_STEPS" --batch-size 16 --lr-action 3e-4 --lr-base 3e-4 \
-  --save-every 500 --log-every 50 --seed 0
+  --qformer-attn-dropout 0 --query-token-std 0.02 --condition-norm --spatial-aux-weight 1 \
+  --spatial-aux-readout tokens --steps "$S2_STEPS" --batch-size 16 --lr-action 1e-3 --lr-base 1e-3 \
+  --save-every "$SAVE_EVERY" --log-every 50 --seed 0
 
 python bench/eval_sim.py --checkpoint "$RUNS/pg_s2" --tasks pick_green --episodes "$EVAL_EPISODES" \
   --workers "$WORKERS" --max-steps 120 --skip-grounding --out eval/pg_s2
