@@ -147,7 +147,9 @@ class RecordingEnv:
         from types import SimpleNamespace
 
         self.time, self.scene = 0.0, scene
-        self.model = SimpleNamespace(joint=lambda name: SimpleNamespace(dofadr=[scene.arm_joints.index(name)]))
+        self.model = SimpleNamespace(
+            joint=lambda name: SimpleNamespace(dofadr=[scene.arm_joints.index(name)])
+        )
         self.data = SimpleNamespace(qvel=np.zeros(len(scene.arm_joints)))
         self.fingers = fingers
         self.applied: list[tuple[np.ndarray, float | None]] = []
@@ -170,7 +172,8 @@ def test_sim_servos_hold_home_and_map_each_robots_gripper_command_to_an_opening(
     servos = SimServos(franka, "", False, False)
     env = RecordingEnv(franka, fingers=0.04)
     servos.control(env)
-    assert np.allclose(env.applied[-1][0], franka.home) and env.applied[-1][1] is None  # no gripper command yet
+    # the arm holds home; no gripper command yet, so none goes to the fingers
+    assert np.allclose(env.applied[-1][0], franka.home) and env.applied[-1][1] is None
     servos.set_opening(1.7)  # out of range: clipped, never passed on as is
     servos.control(env)
     assert env.applied[-1][1] == 1.0 and servos.gripper is None
