@@ -11,6 +11,7 @@
 #
 #   bash scripts/train_pick_green.sh            # data + stage 1 ~45 min on 2 CPU cores; stage 2 0.14 s/step
 #   EPISODES=300 S1_STEPS=2000 S2_STEPS=40000 EVAL_EPISODES=200 bash scripts/train_pick_green.sh
+#   S2_STEPS=16000 AUX_WEIGHT=10 S2_RUN=pg_s2_aux10 bash scripts/train_pick_green.sh   # a stage-2 variant
 #
 # Seeds: training layouts 0..EPISODES-1, model seed 0, evaluation seeds from 1,000,000 (disjoint).
 set -euo pipefail
@@ -21,6 +22,8 @@ EPISODES=${EPISODES:-300}
 S1_STEPS=${S1_STEPS:-2000}
 S2_STEPS=${S2_STEPS:-40000}
 SAVE_EVERY=${SAVE_EVERY:-2000}
+AUX_WEIGHT=${AUX_WEIGHT:-1}          # --spatial-aux-weight: how hard the condition is pushed to carry the box
+S2_RUN=${S2_RUN:-pg_s2}
 EVAL_EPISODES=${EVAL_EPISODES:-200}
 WORKERS=${WORKERS:-2}
 DATA=${DATA:-data/pick_green}
@@ -43,13 +46,13 @@ train() {  # train OUT ARGS...: start, or continue a run that has saved state
 }
 train "$RUNS/pg_s1" --data "$DATA" --stage 1 --tiny default --steps "$S1_STEPS" --batch-size 16 \
   --lr-vlm 3e-4 --spatial-qa --save-every 500 --log-every 10 --seed 0
-train "$RUNS/pg_s2" --data "$DATA" --stage 2 --init "$RUNS/pg_s1" --freeze-vlm --frame-stride 2 \
-  --qformer-attn-dropout 0 --query-token-std 0.02 --condition-norm --spatial-aux-weight 1 \
+train "$RUNS/$S2_RUN" --data "$DATA" --stage 2 --init "$RUNS/pg_s1" --freeze-vlm --frame-stride 2 \
+  --qformer-attn-dropout 0 --query-token-std 0.02 --condition-norm --spatial-aux-weight "$AUX_WEIGHT" \
   --spatial-aux-readout tokens --steps "$S2_STEPS" --batch-size 16 --lr-action 1e-3 --lr-base 1e-3 \
   --save-every "$SAVE_EVERY" --log-every 50 --seed 0
 
-python bench/eval_sim.py --checkpoint "$RUNS/pg_s2" --tasks pick_green --episodes "$EVAL_EPISODES" \
-  --workers "$WORKERS" --max-steps 120 --skip-grounding --out eval/pg_s2
-python -m internvla_learning.export_model --run "$RUNS/pg_s2" --out "$MODEL_OUT" \
+python bench/eval_sim.py --checkpoint "$RUNS/$S2_RUN" --tasks pick_green --episodes "$EVAL_EPISODES" \
+  --workers "$WORKERS" --max-steps 120 --skip-grounding --out "eval/$S2_RUN"
+python -m internvla_learning.export_model --run "$RUNS/$S2_RUN" --out "$MODEL_OUT" \
   --summary "pick_green on the simulated Franka (tiny InternVLA-M1, two-stage recipe)" \
-  --eval eval/pg_s2/results.csv
+  --eval "eval/$S2_RUN/results.csv"
