@@ -8,7 +8,6 @@ process with its own rclpy context, so the test does not depend on other process
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -33,6 +32,7 @@ from internvla_msgs.msg import (  # noqa: E402
     Trace,
 )
 from internvla_msgs.srv import Ground  # noqa: E402
+from internvla_ros_common.testing import wait_for  # noqa: E402
 
 DEADLINE_S = 10.0
 
@@ -54,15 +54,6 @@ def ros(spin_in_background):
     talker.destroy_node()
     listener.destroy_node()
     rclpy.shutdown(context=context)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = DEADLINE_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def sample_grounding() -> Grounding:

@@ -41,18 +41,9 @@ from internvla_core.rotations import (
 )
 from internvla_msgs.msg import ActionChunk
 from internvla_policy.chunk_executor_node import ChunkExecutorNode
-from internvla_ros_common.testing import Spinner
+from internvla_ros_common.testing import Spinner, wait_for
 
 PERIOD = 0.02  # the fake's loop (moveit_servo publish_period)
-
-
-def wait_for(condition, timeout=10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 class FakeServo(Node):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -21,16 +19,8 @@ from internvla_msgs.action import ExecuteInstruction  # noqa: E402
 from internvla_msgs.msg import ActionChunk  # noqa: E402
 from internvla_policy.chunk_executor_node import ChunkExecutorNode  # noqa: E402
 from internvla_policy.policy_node import PolicyNode  # noqa: E402
+from internvla_ros_common.testing import wait_for  # noqa: E402
 from internvla_sim.sim_node import SimNode  # noqa: E402
-
-
-def wait_for(condition, timeout=60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.mark.ros
