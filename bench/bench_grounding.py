@@ -81,7 +81,7 @@ def bench_round_trip(repeats: int) -> tuple[float, float]:
     client = client_node.create_client(Ground, "ground")
     client.wait_for_service(timeout_sec=10)
     policy = node.policy
-    kw = {"kinds": ("box",), "max_new_tokens": node.p("max_new_tokens")}
+    kw = {"kinds": ("box",), "max_new_tokens": node.live.max_new_tokens}
     core, ros = [], []
     for i in range(repeats + 2):
         t0 = time.perf_counter()

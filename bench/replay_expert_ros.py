@@ -157,9 +157,11 @@ def replay_through_ros(robot: str, task: str, seed: int, actions: np.ndarray, ti
 
 
 def main() -> None:
+    from internvla_sim.tasks import TASKS  # the one task registry
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--robot", nargs="+", default=["franka", "widowx"], choices=["franka", "widowx"])
-    parser.add_argument("--tasks", nargs="+", default=["red_on_plate", "pick_green", "push_blue_left"])
+    parser.add_argument("--tasks", nargs="+", default=sorted(TASKS), choices=sorted(TASKS))
     parser.add_argument("--seeds", type=int, default=30, help="seeds per robot and task")
     parser.add_argument("--seed-start", type=int, default=1_000_000, help="first seed (evaluation range)")
     args = parser.parse_args()
