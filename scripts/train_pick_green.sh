@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train the Franka pick_green model from nothing: data generation -> LeRobot v3.0 dataset -> stage 1
 # (grounding) -> stage 2 (actions, frozen VLM, cached features) -> closed-loop evaluation on held-out
-# seeds -> export to src/internvla_bringup/models/m1_tiny_franka_pick_green, which `make demo` then runs
+# seeds -> export (when it succeeds on at least EXPORT_MIN_RATE of them) to
+# src/internvla_bringup/models/m1_tiny_franka_pick_green, which `make demo` then runs
 # (its model_card.json carries the evaluation). Every step is resumable: rerun the script after an
 # interruption and finished steps are skipped (the engine skips written episodes, the trainer continues
 # with --resume). The levers are the ones whose probe moved most (TRAINING.md, "Second round"): stage 1
@@ -24,6 +25,7 @@ S2_STEPS=${S2_STEPS:-40000}
 SAVE_EVERY=${SAVE_EVERY:-2000}
 AUX_WEIGHT=${AUX_WEIGHT:-1}          # --spatial-aux-weight: how hard the condition is pushed to carry the box
 S2_RUN=${S2_RUN:-pg_s2}
+EXPORT_MIN_RATE=${EXPORT_MIN_RATE:-0.5}  # the held-out success rate a run needs to become models/'s model
 EVAL_EPISODES=${EVAL_EPISODES:-200}
 WORKERS=${WORKERS:-2}
 DATA=${DATA:-data/pick_green}
@@ -53,6 +55,16 @@ train "$RUNS/$S2_RUN" --data "$DATA" --stage 2 --init "$RUNS/pg_s1" --freeze-vlm
 
 python bench/eval_sim.py --checkpoint "$RUNS/$S2_RUN" --tasks pick_green --episodes "$EVAL_EPISODES" \
   --workers "$WORKERS" --max-steps 120 --skip-grounding --out "eval/$S2_RUN"
-python -m internvla_learning.export_model --run "$RUNS/$S2_RUN" --out "$MODEL_OUT" \
-  --summary "pick_green on the simulated Franka (tiny InternVLA-M1, two-stage recipe)" \
-  --eval "eval/$S2_RUN/results.csv"
+# Export only a model that does the task: the demo runs whatever lies in models/, so a failing run must
+# not replace the untrained model there (it would be presented as "the trained model").
+rate=$(python -c "import sys
+from internvla_learning.evaluation import read_csv
+rows = read_csv(sys.argv[1])
+print(sum(bool(r.success) for r in rows) / max(len(rows), 1))" "eval/$S2_RUN/results.csv")
+if python -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)" "$rate" "$EXPORT_MIN_RATE"; then
+  python -m internvla_learning.export_model --run "$RUNS/$S2_RUN" --out "$MODEL_OUT" \
+    --summary "pick_green on the simulated Franka (tiny InternVLA-M1, two-stage recipe)" \
+    --eval "eval/$S2_RUN/results.csv"
+else
+  echo "not exported: success rate $rate < EXPORT_MIN_RATE=$EXPORT_MIN_RATE (run in $RUNS/$S2_RUN, eval/$S2_RUN)"
+fi
