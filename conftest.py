@@ -6,6 +6,15 @@ import pytest
 
 
 @pytest.fixture
+def context():
+    """A private rclpy context per test (``internvla_ros_common.testing.ros_context``), shut down after it."""
+    from internvla_ros_common.testing import ros_context
+
+    with ros_context() as ctx:
+        yield ctx
+
+
+@pytest.fixture
 def spin_in_background():
     """``start(*executors)`` spins each executor on its own ``internvla_ros_common.testing.Spinner``
     thread and returns ``halt()``, which stops them (and raises if one died); call it before

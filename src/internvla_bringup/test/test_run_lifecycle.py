@@ -88,16 +88,6 @@ def probe_graph(tmp_path) -> Graph:
     )
 
 
-@pytest.fixture
-def context():
-    from rclpy.context import Context
-
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
 def test_the_clock_source_starts_last_and_the_plans_follow_the_arguments(tmp_path):
     graph = probe_graph(tmp_path)
     assert [spec.name for spec in startup_order(graph)] == ["first", "second", "sim"]

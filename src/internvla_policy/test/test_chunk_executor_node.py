@@ -461,13 +461,6 @@ def test_configured_joint_limits_narrow_the_model_limits(ros):
         assert np.all(q >= np.array(lower) - 1e-12) and np.all(q <= np.array(upper) + 1e-12)
 
 
-@pytest.fixture
-def context():
-    """A private rclpy context for nodes built without the robot double."""
-    with ros_context() as ctx:
-        yield ctx
-
-
 def _node(context, **params) -> ChunkExecutorNode:
     return ChunkExecutorNode(
         context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]

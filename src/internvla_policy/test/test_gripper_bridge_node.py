@@ -20,15 +20,9 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from internvla_policy.gripper_bridge_node import GripperBridgeNode, franka_actions  # noqa: E402
 from internvla_ros_common.params import ParameterSchemaError  # noqa: E402
-from internvla_ros_common.testing import Spinner, ros_context, run_lifecycle_cycles, spin_until  # noqa: E402
+from internvla_ros_common.testing import Spinner, run_lifecycle_cycles, spin_until  # noqa: E402
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-
-
-@pytest.fixture
-def context():
-    with ros_context() as context:
-        yield context
 
 
 def bridge_of(context, **params) -> GripperBridgeNode:

@@ -27,7 +27,7 @@ from internvla_msgs.action import ExecuteInstruction  # noqa: E402
 from internvla_msgs.msg import ActionChunk  # noqa: E402
 from internvla_policy.policy_node import PolicyNode  # noqa: E402
 from internvla_ros_common.params import ParameterSchemaError  # noqa: E402
-from internvla_ros_common.testing import Spinner, ros_context, run_lifecycle_cycles, wait_for  # noqa: E402
+from internvla_ros_common.testing import Spinner, run_lifecycle_cycles, wait_for  # noqa: E402
 
 RGB = np.random.default_rng(0).integers(0, 256, size=(120, 160, 3), dtype=np.uint8)
 
@@ -49,12 +49,6 @@ class Camera:
             msg.header.stamp.sec -= 30
         self.stamps.append(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
         self.pub.publish(msg)
-
-
-@pytest.fixture
-def context():
-    with ros_context() as context:
-        yield context
 
 
 @pytest.fixture

@@ -12,13 +12,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from internvla_ros_common.diagnostics import ERROR, OK, WARN, DiagnosticStatusWrapper, Updater  # noqa: E402
 from internvla_ros_common.example_node import EchoNode  # noqa: E402
-from internvla_ros_common.testing import ros_context, spin_until  # noqa: E402
-
-
-@pytest.fixture
-def context():
-    with ros_context() as ctx:
-        yield ctx
+from internvla_ros_common.testing import spin_until  # noqa: E402
 
 
 def test_wrapper_summary_add_and_merge_keep_the_worst_level():

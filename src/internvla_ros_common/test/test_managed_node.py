@@ -17,15 +17,9 @@ from std_msgs.msg import String  # noqa: E402
 
 from internvla_msgs.action import ExecuteInstruction  # noqa: E402
 from internvla_ros_common.example_node import EchoNode  # noqa: E402
-from internvla_ros_common.testing import Spinner, ros_context, run_lifecycle_cycles, spin_until, wait_for  # noqa: E402
+from internvla_ros_common.testing import Spinner, run_lifecycle_cycles, spin_until, wait_for  # noqa: E402
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
-
-
-@pytest.fixture
-def context():
-    with ros_context() as ctx:
-        yield ctx
 
 
 @pytest.fixture
