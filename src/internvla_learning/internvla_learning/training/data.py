@@ -70,6 +70,9 @@ class TrainingData:
     # float32 [N, 4] the task target's box (x1, y1, x2, y2) in [0, 1] of the annotation camera, NaN where it
     # is out of view or the dataset has no grounding labels: the target of --spatial-aux-weight
     target_boxes: np.ndarray | None = None
+    # float32 [N, 2] the gripper's (TCP's) image point in [0, 1] of the annotation camera (the first point of
+    # the grounding trace), NaN where unknown: a stage-0 (vision pre-training) target
+    gripper_points: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.instructions)
@@ -235,7 +238,7 @@ def load_training_data(
     annotation_camera = (
         episodes[0].annotation_camera if episodes[0].annotation_camera in cameras else cameras[0]
     )
-    instructions, vlm, dino, chunks, ep_index, qa, boxes = [], [], [], [], [], [], []
+    instructions, vlm, dino, chunks, ep_index, qa, boxes, grippers = [], [], [], [], [], [], [], []
     for e_i, ep in enumerate(episodes):
         n = ep.length
         norm = normalize_chunk_actions(ep.action_ee_delta, block)
@@ -243,6 +246,7 @@ def load_training_data(
         chunks.append(norm[chunk_indices(n, horizon)][::frame_stride])
         ep_index.append(np.full(len(starts), e_i))
         boxes.append(_normalised_target_boxes(ep, annotation_camera)[::frame_stride])
+        grippers.append(_normalised_gripper_points(ep, annotation_camera)[::frame_stride])
         for t in starts:
             views = [vlm_view(ep.images[c][t], image_size) for c in cameras]
             vlm.append(np.stack([np.asarray(v) for v in views]))
@@ -285,6 +289,7 @@ def load_training_data(
         episode_index=np.concatenate(ep_index),
         qa=qa,
         target_boxes=np.concatenate(boxes).astype(np.float32),
+        gripper_points=np.concatenate(grippers).astype(np.float32),
     )
 
 
@@ -299,4 +304,18 @@ def _normalised_target_boxes(ep, camera: str) -> np.ndarray:
     box = np.asarray(g.target_box, dtype=np.float32) / np.array([w, h, w, h], dtype=np.float32)
     ok = visible & np.isfinite(box).all(axis=1)
     out[ok] = box[ok]
+    return out
+
+
+def _normalised_gripper_points(ep, camera: str) -> np.ndarray:
+    """[T, 2] the TCP's image point per frame in [0, 1] of ``camera``'s image (the grounding trace starts
+    at the TCP's projection at that frame); NaN rows where the dataset has no trace."""
+    out = np.full((ep.length, 2), np.nan, dtype=np.float32)
+    g = ep.grounding
+    if g is None or ep.annotation_camera != camera or g.trace is None or len(g.trace) != ep.length:
+        return out
+    h, w = ep.images[camera].shape[1:3]
+    first = np.asarray(g.trace, dtype=np.float32)[:, 0, :] / np.array([w, h], dtype=np.float32)
+    ok = np.isfinite(first).all(axis=1)
+    out[ok] = first[ok]
     return out

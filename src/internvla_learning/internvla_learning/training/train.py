@@ -2,6 +2,9 @@
 
 Stages (paper: spatial grounding pre-training, then spatially guided action post-training):
 
+- ``--stage 0``: vision pre-training (ours, standing in for DINOv2's pre-trained weights, which cannot be
+  downloaded here): DINO's patch tokens learn dense maps of the target's box and the vectors to the
+  target and to the gripper from the simulator's labels (:mod:`.vision`); only DINO trains.
 - ``--stage 1``: next-token loss of the VLM on the dataset's grounding question-answer pairs (boxes,
   points, traces), only the Qwen model trains.
 - ``--stage 2``: upstream's forward (CoT spatial prompt -> VLM -> layer-wise QFormer + DINO -> DiT diffusion
@@ -85,6 +88,7 @@ class TrainConfig:
     spatial_aux_weight: float = 0.0  # stage 2: weight of the condition -> target box auxiliary loss
     condition_gain: float | None = None  # scale the DiT's condition embedding (z_embedder) at the start
     spatial_aux_readout: str = "linear"  # "linear": a learned head; "channels": mean token, channels 0-3
+    spatial_aux_gripper: bool = False  # the auxiliary target also holds the gripper's image point
     condition_norm: bool = False  # stage 2: the DiT sees its condition standardised (folded in at save)
     lora: bool = False
     save_every: int = 50
@@ -123,7 +127,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--data", help="LeRobot v3.0 dataset directory")
     p.add_argument("--out", required=True, help="run directory to write (or to continue with --resume)")
-    p.add_argument("--stage", type=int, choices=(1, 2), default=d.stage)
+    p.add_argument(
+        "--stage",
+        type=int,
+        choices=(0, 1, 2),
+        default=d.stage,
+        help="0: DINO vision pre-training on dense labels; 1: grounding; 2: actions",
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--init", help="start from this run dir / .pt checkpoint (e.g. the stage-1 run)")
     src.add_argument("--tiny", choices=sorted(TINY_PRESETS), help="start from a fresh tiny model")
@@ -214,6 +224,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="how --spatial-aux-weight reads the box from the condition: a learned linear head over all "
         "tokens (linear), the mean token's channels 0-3 as they are (channels: the condition itself must "
         "carry the box at its own scale), or channels 0-3 of every token (tokens: each condition token carries it)",
+    )
+    p.add_argument(
+        "--spatial-aux-gripper",
+        action="store_true",
+        help="the spatial auxiliary target is the target's box and the gripper's image point (6 values)",
     )
     p.add_argument("--lora", action="store_true", help="LoRA on the VLM (needs peft)")
     p.add_argument("--save-every", type=int, default=d.save_every)
@@ -355,11 +370,12 @@ class ConditionNorm:
             net.positional_embedding.copy_(state["positional_embedding"])
 
 
-def _channel_readout(cond):
+def _channel_readout(cond, dims: int = 4):
     """The box as the condition carries it: channels 0-3 of its mean token (no parameters). A learned head
     can read a box that is a tiny change of a large condition; this read-out makes the box a change of the
-    condition's own size, which is what the DiT needs to see it."""
-    return cond.mean(dim=1)[:, :4]
+    condition's own size, which is what the DiT needs to see it. ``dims`` 6: channels 4-5 carry the
+    gripper's image point (--spatial-aux-gripper)."""
+    return cond.mean(dim=1)[:, :dims]
 
 
 def _spatial_question(cot_prompt: str | None) -> str:
@@ -372,10 +388,10 @@ def _spatial_question(cot_prompt: str | None) -> str:
     return cot_prompt
 
 
-def _token_channel_readout(cond):
+def _token_channel_readout(cond, dims: int = 4):
     """The box in channels 0-3 of *every* condition token [B, Q, 4]: each token the DiT attends to then
-    carries the target's place, not only their average."""
-    return cond[:, :, :4]
+    carries the target's place, not only their average (``dims`` 6: and the gripper's point in 4-5)."""
+    return cond[:, :, :dims]
 
 
 FIXED_READOUTS = {"channels": _channel_readout, "tokens": _token_channel_readout}
@@ -426,8 +442,11 @@ class Trainer:
             raise TrainingError("--data is required")
         if not (cfg.init or cfg.tiny):
             raise TrainingError("give --init <run dir or .pt> or --tiny {toy,default}")
-        if cfg.stage == 1 and cfg.freeze_vlm:
-            raise TrainingError("--freeze-vlm leaves nothing to train in stage 1 (it trains the VLM)")
+        if cfg.stage in (0, 1) and cfg.freeze_vlm:
+            raise TrainingError(
+                f"--freeze-vlm leaves nothing to train in stage {cfg.stage} (it trains the "
+                f"{'VLM' if cfg.stage == 1 else 'DINO encoder'})"
+            )
         if cfg.train_dino and not (cfg.freeze_vlm and cfg.stage == 2):
             raise TrainingError(
                 "--train-dino goes with --freeze-vlm in stage 2 (without --freeze-vlm DINO is trained anyway)"
@@ -440,6 +459,8 @@ class Trainer:
             raise TrainingError(
                 f"--spatial-aux-readout must be one of {SPATIAL_READOUTS}, got {cfg.spatial_aux_readout!r}"
             )
+        if cfg.spatial_aux_gripper and cfg.spatial_aux_weight <= 0:
+            raise TrainingError("--spatial-aux-gripper goes with --spatial-aux-weight > 0")
         if cfg.condition_norm and cfg.stage != 2:
             raise TrainingError("--condition-norm applies to stage 2 only")
         if cfg.condition_gain is not None and not cfg.condition_gain > 0:
@@ -506,7 +527,7 @@ class Trainer:
             action_dim=action_dim,
             image_size=image_size,
             cameras=tuple(cfg.cameras) if cfg.cameras else None,
-            grounding=cfg.stage == 1 or (cfg.vlm_loss_weight > 0 and not cfg.freeze_vlm),
+            grounding=cfg.stage == 1 or (cfg.stage == 2 and cfg.vlm_loss_weight > 0 and not cfg.freeze_vlm),
             embodiment=expected_embodiment,
             statistics=run_stats,
             frame_stride=cfg.frame_stride,
@@ -536,6 +557,7 @@ class Trainer:
                 linear.bias.mul_(cfg.condition_gain)
         self._configure_trainable()
         self._build_spatial_head()
+        self._build_vision_head()
         self.condition_norm = ConditionNorm(self.model.action_model.net) if cfg.condition_norm else None
         self._build_optimizer()
         self.start_step = 0
@@ -564,13 +586,20 @@ class Trainer:
                 f"--spatial-aux-weight needs the target's box per frame (annotation.target_box, "
                 f"annotation.target_visible) and {self.cfg.data} has none visible"
             )
+        dims = 6 if self.cfg.spatial_aux_gripper else 4
+        if self.cfg.spatial_aux_gripper and not bool(np.isfinite(self.data.gripper_points).all(axis=1).any()):
+            raise TrainingError(
+                f"--spatial-aux-gripper needs the gripper's image point per frame (annotation.trace) and "
+                f"{self.cfg.data} has none"
+            )
         if self.cfg.spatial_aux_readout in FIXED_READOUTS:
-            self.spatial_readout = FIXED_READOUTS[self.cfg.spatial_aux_readout]
+            readout = FIXED_READOUTS[self.cfg.spatial_aux_readout]
+            self.spatial_readout = lambda cond: readout(cond, dims)
             return
         qformer = self.model.layer_qformer
         tokens, width = qformer.query_tokens.shape
         gen = torch.Generator().manual_seed(self.cfg.seed + 104729)
-        head = torch.nn.Linear(tokens * width, 4)
+        head = torch.nn.Linear(tokens * width, dims)
         with torch.no_grad():
             bound = (tokens * width) ** -0.5
             head.weight.copy_(torch.rand(head.weight.shape, generator=gen) * 2 * bound - bound)
@@ -584,6 +613,8 @@ class Trainer:
         import torch
 
         boxes = torch.from_numpy(self.data.target_boxes[frames]).to(self.device)
+        if self.cfg.spatial_aux_gripper:  # (x1, y1, x2, y2, gripper x, gripper y)
+            boxes = torch.cat([boxes, torch.from_numpy(self.data.gripper_points[frames]).to(self.device)], 1)
         visible = torch.isfinite(boxes).all(dim=1)
         if not bool(visible.any()):
             return None
@@ -592,6 +623,52 @@ class Trainer:
         if pred.dim() == 3:  # one box per condition token
             target = target[:, None, :]
         return ((pred - target) ** 2).mean()
+
+    def _build_vision_head(self) -> None:
+        """Stage 0: a linear head per DINO patch token -> the dense maps of :mod:`.vision` (it lives in the
+        trainer and its train state; the checkpoint keeps upstream's keys, with DINO's weights trained)."""
+        import torch
+
+        from .vision import OUTPUTS
+
+        self.vision_head = None
+        if self.cfg.stage != 0:
+            return
+        data = self.data
+        if not bool(np.isfinite(data.target_boxes).all(axis=1).any()):
+            raise TrainingError(
+                f"stage 0 learns where the target is from annotation.target_box / target_visible, and "
+                f"{self.cfg.data} has no visible target box; record grounding labels (the data engine does)"
+            )
+        cam = data.cameras.index(data.annotation_camera)
+        height, width = data.dino_views.shape[2:4]
+        patch = self.model.dino_encoder.body.patch_size
+        self.vision_view, self.vision_grid = cam, (width // patch, height // patch)
+        gen = torch.Generator().manual_seed(self.cfg.seed + 15485863)
+        head = torch.nn.Linear(self.model.dino_encoder.num_channels, OUTPUTS)
+        with torch.no_grad():
+            bound = head.in_features**-0.5
+            head.weight.copy_(torch.rand(head.weight.shape, generator=gen) * 2 * bound - bound)
+            head.bias.zero_()
+        self.vision_head = head.to(self.device)
+
+    def _vision_loss(self, step: int) -> dict[str, Any]:
+        """Stage 0: the dense-map loss of DINO's patch tokens of the annotation camera."""
+        import torch
+
+        from .vision import dense_loss, dense_targets
+
+        data, m = self.data, self.model
+        frames = batch_indices(len(data), self.cfg.batch_size, step, self.cfg.seed)
+        views = torch.from_numpy(data.dino_views[frames, self.vision_view])
+        pixels = m.dino_encoder.preprocess_tensor(views).to(self.device)
+        tokens = m.dino_encoder(pixels)
+        grid_w, grid_h = self.vision_grid
+        targets = dense_targets(data.target_boxes[frames], data.gripper_points[frames], grid_w, grid_h)
+        loss, parts = dense_loss(self.vision_head(tokens.float()), targets)
+        out = {"loss": loss, "vision_loss": loss.detach()}
+        out.update({f"vision_{k}": v.detach() for k, v in parts.items()})
+        return out
 
     def _redraw_query_tokens(self, std: float) -> None:
         """Query tokens from N(0, std^2), drawn from a generator seeded by --seed (deterministic runs).
@@ -683,6 +760,9 @@ class Trainer:
         m.train()
         for p in m.parameters():
             p.requires_grad_(cfg.stage == 2)
+        if cfg.stage == 0:
+            for p in m.dino_encoder.parameters():
+                p.requires_grad_(True)
         if cfg.stage == 1:
             for p in m.qwen_vl_interface.parameters():
                 p.requires_grad_(True)
@@ -705,8 +785,9 @@ class Trainer:
             if params:
                 groups.append({"params": params, "lr": lr, "name": name})
         rest = [p for p in m.parameters() if id(p) not in used and p.requires_grad]
-        if getattr(self, "spatial_head", None) is not None:
-            rest += list(self.spatial_head.parameters())
+        for head in (getattr(self, "spatial_head", None), getattr(self, "vision_head", None)):
+            if head is not None:
+                rest += list(head.parameters())
         if rest:
             groups.append({"params": rest, "lr": cfg.lr_base, "name": "base"})
         self.optimizer = torch.optim.AdamW(
@@ -752,6 +833,8 @@ class Trainer:
         }
         if self.spatial_head is not None:
             train_state["spatial_head"] = self.spatial_head.state_dict()
+        if self.vision_head is not None:
+            train_state["vision_head"] = self.vision_head.state_dict()
         if self.condition_norm is not None:  # the live (unfolded) weights and statistics: exact --resume
             train_state["condition_norm"] = self.condition_norm.state()
         tmp = self._state_path(step).with_suffix(".partial")
@@ -781,6 +864,8 @@ class Trainer:
                     f"{self.out} was trained without --spatial-aux-weight: cannot add it on --resume"
                 )
             self.spatial_head.load_state_dict(state["spatial_head"])
+        if self.vision_head is not None:
+            self.vision_head.load_state_dict(state["vision_head"])
         self.start_step = int(state["step"])
         self._truncate_metrics(self.start_step)
 
@@ -897,6 +982,8 @@ class Trainer:
         import torch
 
         cfg, m, data = self.cfg, self.model, self.data
+        if cfg.stage == 0:
+            return self._vision_loss(step)
         if cfg.stage == 1:
             inputs, labels = self._qa_batch(step, cfg.batch_size, 1)
             loss = m.vlm_loss(inputs, labels)
@@ -965,6 +1052,7 @@ class Trainer:
                     "action_loss": float(losses["action_loss"]) if "action_loss" in losses else None,
                     "vlm_loss": float(losses["vlm_loss"]) if "vlm_loss" in losses else None,
                     "spatial_loss": float(losses["spatial_loss"]) if "spatial_loss" in losses else None,
+                    "vision_loss": float(losses["vision_loss"]) if "vision_loss" in losses else None,
                     "grad_norm": float(grad_norm),
                     "lr": lr,
                     "s_per_step": dt,

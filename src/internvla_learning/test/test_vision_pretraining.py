@@ -1,0 +1,128 @@
+"""Stage 0 (vision pre-training of the DINO encoder on dense maps): the targets mean what they say, only
+DINO moves, the loss falls, the run resumes exactly, keeps upstream's keys and serves as --init."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from internvla_learning.lerobot_v3 import LeRobotV3Writer
+from internvla_learning.training.data import load_training_data
+from internvla_learning.training.train import TrainConfig, TrainingError, train
+from internvla_learning.training.vision import box_coverage, dense_loss, dense_targets, patch_centres
+from learning_synthetic import JOINTS, make_episode
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "ds"
+    with LeRobotV3Writer(root, 10, "franka", {"third_person": (64, 64)}, JOINTS) as writer:
+        for seed in range(2):
+            writer.add_episode(make_episode(seed, length=20, size=64, cameras=("third_person",)))
+    return root
+
+
+def _cfg(data, out, **kw) -> TrainConfig:
+    base = dict(data=str(data), out=str(out), batch_size=4, save_every=10, progress=False, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _losses(run, key):
+    return [json.loads(line)[key] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_patch_centres_are_row_major_like_vit_tokens():
+    c = patch_centres(4, 2)
+    assert c.shape == (8, 2)
+    np.testing.assert_allclose(c[0], [0.125, 0.25])
+    np.testing.assert_allclose(c[1], [0.375, 0.25])  # the next token is to the right
+    np.testing.assert_allclose(c[4], [0.125, 0.75])  # the fifth starts the second row
+
+
+def test_box_coverage_is_the_covered_fraction_of_each_patch():
+    cover = box_coverage(np.array([[0.0, 0.0, 0.5, 0.5], [0.125, 0.0, 0.375, 0.25], [np.nan] * 4]), 4, 4)
+    grid = cover.reshape(3, 4, 4)
+    np.testing.assert_allclose(grid[0, :2, :2], 1.0)  # the top-left quarter, whole patches
+    assert grid[0].sum() == pytest.approx(4.0) and grid[0, 2:, :].sum() == 0
+    np.testing.assert_allclose(grid[1, 0, :2], 0.5)  # half of each of two patches
+    assert grid[1].sum() == pytest.approx(1.0)  # area 1/16 of the image = one patch
+    assert grid[2].sum() == 0  # no box: nothing to find
+
+
+def test_dense_targets_point_from_every_patch_to_the_target_and_the_gripper():
+    t = dense_targets(np.array([[0.5, 0.5, 0.75, 0.75]]), np.array([[0.1, 0.9]]), 2, 2)
+    centres = patch_centres(2, 2)
+    np.testing.assert_allclose(t["to_target"][0] + centres, np.tile([0.625, 0.625], (4, 1)), atol=1e-6)
+    np.testing.assert_allclose(t["to_gripper"][0] + centres, np.tile([0.1, 0.9], (4, 1)), atol=1e-6)
+    assert t["target_ok"].tolist() == [True] and t["gripper_ok"].tolist() == [True]
+    none = dense_targets(np.full((1, 4), np.nan), np.full((1, 2), np.nan), 2, 2)
+    assert none["target_ok"].tolist() == [False] and none["mask"].sum() == 0
+
+
+def test_dense_loss_is_least_for_the_true_maps_and_skips_unknown_vectors():
+    t = dense_targets(
+        np.array([[0.5, 0.5, 1.0, 1.0], [np.nan] * 4]), np.array([[0.2, 0.3], [np.nan, np.nan]]), 2, 2
+    )
+    perfect = torch.zeros(2, 4, 5)
+    perfect[..., 0] = torch.from_numpy(t["mask"]) * 40 - 20  # logits of 0 / 1 masks
+    perfect[0, :, 1:3] = torch.from_numpy(t["to_target"][0])
+    perfect[0, :, 3:5] = torch.from_numpy(t["to_gripper"][0])
+    perfect[1, :, 1:] = 123.0  # the second frame has neither point: its vectors must not count
+    loss, parts = dense_loss(perfect, t)
+    assert float(loss) < 1e-6 and float(parts["to_target"]) == 0.0
+    worse, _ = dense_loss(perfect + torch.tensor([0.0, 0.1, 0.0, 0.0, 0.0]), t)
+    assert float(worse) > float(loss)
+
+
+def test_gripper_points_come_from_the_trace_and_follow_the_frame_stride(dataset):
+    full = load_training_data(dataset, horizon=4, action_dim=7, image_size=(56, 56), grounding=False)
+    assert full.gripper_points.shape == (len(full), 2)
+    known = np.isfinite(full.gripper_points).all(axis=1)
+    assert known.all() and ((full.gripper_points >= 0) & (full.gripper_points <= 1)).all()
+    half = load_training_data(
+        dataset, horizon=4, action_dim=7, image_size=(56, 56), grounding=False, frame_stride=2
+    )
+    keep = [i for e in np.unique(full.episode_index) for i in np.flatnonzero(full.episode_index == e)[::2]]
+    np.testing.assert_array_equal(half.gripper_points, full.gripper_points[keep])
+
+
+def test_stage0_trains_only_dino_its_loss_falls_it_resumes_exactly_and_inits_stage2(dataset, tmp_path):
+    kw = dict(stage=0, tiny="toy", steps=40, lr_base=3e-3, save_every=20)
+    run = tmp_path / "s0"
+    final = train(_cfg(dataset, run, **kw))
+    losses = _losses(run, "vision_loss")
+    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8]), (losses[:8], losses[-8:])
+
+    init = torch.load(next((run / "init_model" / "checkpoints").glob("*.pt")), weights_only=True)
+    trained = torch.load(final, weights_only=True)
+    assert trained.keys() == init.keys()  # upstream's keys, no head
+    moved = {k.split(".")[0] for k in init if not torch.equal(init[k], trained[k])}
+    assert moved == {"dino_encoder"}
+
+    cut = tmp_path / "cut"
+
+    def interrupt(step):
+        if step == 25:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(dataset, cut, **kw), on_step=interrupt)
+    resumed = torch.load(train(_cfg(dataset, cut, **kw), resume=True), weights_only=True)
+    assert not [k for k in trained if not torch.equal(trained[k], resumed[k])]
+
+    s2 = tmp_path / "s2"
+    kw2 = dict(stage=2, init=str(run), steps=2, freeze_vlm=True, spatial_aux_weight=1.0)
+    train(_cfg(dataset, s2, spatial_aux_readout="tokens", spatial_aux_gripper=True, **kw2))
+    assert [v for v in _losses(s2, "spatial_loss") if v is not None]
+    s2_init = torch.load(next((s2 / "checkpoints").glob("*.pt")), weights_only=True)
+    assert torch.equal(s2_init["dino_encoder.body.pos_embed"], trained["dino_encoder.body.pos_embed"])
+
+
+def test_stage0_refuses_what_it_cannot_train(dataset, tmp_path):
+    with pytest.raises(TrainingError, match="nothing to train in stage 0"):
+        train(_cfg(dataset, tmp_path / "a", stage=0, tiny="toy", steps=1, freeze_vlm=True))
+    with pytest.raises(TrainingError, match="--spatial-aux-gripper goes with"):
+        train(_cfg(dataset, tmp_path / "b", stage=2, tiny="toy", steps=1, spatial_aux_gripper=True))
