@@ -6,7 +6,8 @@
 Loads the run's last checkpoint and the vision head from its `train_state/` (the head lives only in the
 trainer), runs DINO on every `--every`-th frame of the staging episodes (the same resizing as training),
 and reads the target's centre and the gripper's point as the mean over patches of "patch centre + the
-predicted vector" (the target's centre also as the mask-weighted mean of the patch centres). Prints the mean error in pixels of a 224-pixel image, next to always predicting the
+predicted vector" (the target's centre also as the mask-weighted mean of the patch centres), and the
+gripper's height and opening as the mean over patches. Prints the mean error in pixels of a 224-pixel image, next to always predicting the
 held-out frames' own mean (a baseline that flatters the mean), and the mask's IoU at 0.5.
 
 Why this exists: stage 2 can only follow the block as well as DINO sees it; this measures that in
@@ -55,16 +56,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model, config, _ = load_model(run / "checkpoints" / f"steps_{step}_pytorch_model.pt")
     model.eval()
-    head = torch.nn.Linear(model.dino_encoder.num_channels, OUTPUTS)
+    outputs = int(state["vision_head"]["weight"].shape[0])  # runs before the gripper state: 5
+    head = torch.nn.Linear(model.dino_encoder.num_channels, outputs)
     head.load_state_dict(state["vision_head"])
+    norm = state.get("gripper_state_norm")
 
     files = sorted(Path(ns.staging).glob("episodes/*.npz"))[: ns.episodes]
-    got_t, want_t, got_g, want_g, ious, got_m = [], [], [], [], [], []
+    got_t, want_t, got_g, want_g, ious, got_m, got_s, want_s = [], [], [], [], [], [], [], []
     for path in files:
         ep = load_episode(path)
         cam = ep.annotation_camera
         boxes = _normalised_target_boxes(ep, cam)
         grippers = _normalised_gripper_points(ep, cam)
+        states = np.asarray(ep.state_ee, dtype=np.float32)[:, [2, 6]]
         frames = list(range(0, ep.length, ns.every))
         views = np.stack(
             [np.asarray(dino_view(vlm_view(ep.images[cam][t], config.image_size))) for t in frames]
@@ -84,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                 truth = box_coverage(boxes[t : t + 1], grid_w, grid_h)[0] > 0.5
                 union = (mask | truth).sum()
                 ious.append((mask & truth).sum() / union if union else 1.0)
+            if outputs >= OUTPUTS and norm is not None:
+                got_s.append(out[row, :, 5:7].mean(0) * np.array(norm[1]) + np.array(norm[0]))
+                want_s.append(states[t])
             if np.isfinite(grippers[t]).all():
                 got_g.append((centres + out[row, :, 3:5]).mean(0))
                 want_g.append(grippers[t])
@@ -101,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
             f"(always-the-mean {base[0]:.1f} / {base[1]:.1f} px)"
         )
     print(f"  target mask: mean IoU {np.mean(ious):.2f} (patches covered by more than half)")
+    if got_s:
+        got_s, want_s = np.array(got_s), np.array(want_s)
+        err, base = np.abs(got_s - want_s).mean(0), np.abs(want_s - want_s.mean(0)).mean(0)
+        print(
+            f"  gripper height: error {100 * err[0]:.1f} cm (always-the-mean {100 * base[0]:.1f}); "
+            f"opening: error {err[1]:.3f} (always-the-mean {base[1]:.3f})"
+        )
     return 0
 
 

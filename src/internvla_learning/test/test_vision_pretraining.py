@@ -58,6 +58,11 @@ def test_dense_targets_point_from_every_patch_to_the_target_and_the_gripper():
     np.testing.assert_allclose(t["to_target"][0] + centres, np.tile([0.625, 0.625], (4, 1)), atol=1e-6)
     np.testing.assert_allclose(t["to_gripper"][0] + centres, np.tile([0.1, 0.9], (4, 1)), atol=1e-6)
     assert t["target_ok"].tolist() == [True] and t["gripper_ok"].tolist() == [True]
+    assert "gripper_state" not in t
+    with_state = dense_targets(
+        np.array([[0.5, 0.5, 0.75, 0.75]]), np.array([[0.1, 0.9]]), 2, 2, np.array([[0.3, -1.0]])
+    )
+    np.testing.assert_allclose(with_state["gripper_state"], [[0.3, -1.0]])
     none = dense_targets(np.full((1, 4), np.nan), np.full((1, 2), np.nan), 2, 2)
     assert none["target_ok"].tolist() == [False] and none["mask"].sum() == 0
 
@@ -76,17 +81,37 @@ def test_dense_loss_is_least_for_the_true_maps_and_skips_unknown_vectors():
     worse, _ = dense_loss(perfect + torch.tensor([0.0, 0.1, 0.0, 0.0, 0.0]), t)
     assert float(worse) > float(loss)
 
+    # the gripper's state is the same target at every patch
+    t["gripper_state"] = np.array([[0.5, -1.0], [2.0, 0.0]], dtype=np.float32)
+    seven = torch.cat([perfect, torch.zeros(2, 4, 2)], dim=2)
+    seven[0, :, 5:7] = torch.tensor([0.5, -1.0])
+    seven[1, :, 5:7] = torch.tensor([2.0, 0.0])
+    loss, parts = dense_loss(seven, t)
+    assert float(parts["gripper_state"]) == 0.0
+    seven[1, 2, 5] = 3.0  # one patch wrong
+    assert float(dense_loss(seven, t)[1]["gripper_state"]) > 0
+
 
 def test_gripper_points_come_from_the_trace_and_follow_the_frame_stride(dataset):
     full = load_training_data(dataset, horizon=4, action_dim=7, image_size=(56, 56), grounding=False)
     assert full.gripper_points.shape == (len(full), 2)
     known = np.isfinite(full.gripper_points).all(axis=1)
     assert known.all() and ((full.gripper_points >= 0) & (full.gripper_points <= 1)).all()
+    np.testing.assert_array_equal(
+        full.gripper_states[:, 1], np.concatenate([e.state_ee[:, 6] for e in _episodes(dataset)])
+    )
     half = load_training_data(
         dataset, horizon=4, action_dim=7, image_size=(56, 56), grounding=False, frame_stride=2
     )
     keep = [i for e in np.unique(full.episode_index) for i in np.flatnonzero(full.episode_index == e)[::2]]
     np.testing.assert_array_equal(half.gripper_points, full.gripper_points[keep])
+    np.testing.assert_array_equal(half.gripper_states, full.gripper_states[keep])
+
+
+def _episodes(root):
+    from internvla_learning.lerobot_read import LeRobotV3Reader
+
+    return list(LeRobotV3Reader(root))
 
 
 def test_stage0_trains_only_dino_its_loss_falls_it_resumes_exactly_and_inits_stage2(dataset, tmp_path):

@@ -73,6 +73,9 @@ class TrainingData:
     # float32 [N, 2] the gripper's (TCP's) image point in [0, 1] of the annotation camera (the first point of
     # the grounding trace), NaN where unknown: a stage-0 (vision pre-training) target
     gripper_points: np.ndarray | None = None
+    # float32 [N, 2] the gripper's measured height (state_ee z, base frame [m]) and opening (state_ee gripper):
+    # what the third-person image shows of the phase (above the block or at it, open or holding)
+    gripper_states: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.instructions)
@@ -238,7 +241,17 @@ def load_training_data(
     annotation_camera = (
         episodes[0].annotation_camera if episodes[0].annotation_camera in cameras else cameras[0]
     )
-    instructions, vlm, dino, chunks, ep_index, qa, boxes, grippers = [], [], [], [], [], [], [], []
+    instructions, vlm, dino, chunks, ep_index, qa, boxes, grippers, states = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
     for e_i, ep in enumerate(episodes):
         n = ep.length
         norm = normalize_chunk_actions(ep.action_ee_delta, block)
@@ -247,6 +260,7 @@ def load_training_data(
         ep_index.append(np.full(len(starts), e_i))
         boxes.append(_normalised_target_boxes(ep, annotation_camera)[::frame_stride])
         grippers.append(_normalised_gripper_points(ep, annotation_camera)[::frame_stride])
+        states.append(np.asarray(ep.state_ee, dtype=np.float32)[:, [2, 6]][::frame_stride])
         for t in starts:
             views = [vlm_view(ep.images[c][t], image_size) for c in cameras]
             vlm.append(np.stack([np.asarray(v) for v in views]))
@@ -290,6 +304,7 @@ def load_training_data(
         qa=qa,
         target_boxes=np.concatenate(boxes).astype(np.float32),
         gripper_points=np.concatenate(grippers).astype(np.float32),
+        gripper_states=np.concatenate(states).astype(np.float32),
     )
 
 

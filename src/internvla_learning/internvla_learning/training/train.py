@@ -88,7 +88,7 @@ class TrainConfig:
     spatial_aux_weight: float = 0.0  # stage 2: weight of the condition -> target box auxiliary loss
     condition_gain: float | None = None  # scale the DiT's condition embedding (z_embedder) at the start
     spatial_aux_readout: str = "linear"  # "linear": a learned head; "channels": mean token, channels 0-3
-    spatial_aux_gripper: bool = False  # the auxiliary target also holds the gripper's image point
+    spatial_aux_gripper: bool = False  # the auxiliary target also holds the gripper (point, height, opening)
     condition_norm: bool = False  # stage 2: the DiT sees its condition standardised (folded in at save)
     lora: bool = False
     save_every: int = 50
@@ -228,7 +228,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--spatial-aux-gripper",
         action="store_true",
-        help="the spatial auxiliary target is the target's box and the gripper's image point (6 values)",
+        help="the spatial auxiliary target also holds the gripper: image point, height, opening (8 values)",
     )
     p.add_argument("--lora", action="store_true", help="LoRA on the VLM (needs peft)")
     p.add_argument("--save-every", type=int, default=d.save_every)
@@ -373,8 +373,8 @@ class ConditionNorm:
 def _channel_readout(cond, dims: int = 4):
     """The box as the condition carries it: channels 0-3 of its mean token (no parameters). A learned head
     can read a box that is a tiny change of a large condition; this read-out makes the box a change of the
-    condition's own size, which is what the DiT needs to see it. ``dims`` 6: channels 4-5 carry the
-    gripper's image point (--spatial-aux-gripper)."""
+    condition's own size, which is what the DiT needs to see it. ``dims`` 8: channels 4-7 carry the
+    gripper's image point, height and opening (--spatial-aux-gripper)."""
     return cond.mean(dim=1)[:, :dims]
 
 
@@ -390,7 +390,7 @@ def _spatial_question(cot_prompt: str | None) -> str:
 
 def _token_channel_readout(cond, dims: int = 4):
     """The box in channels 0-3 of *every* condition token [B, Q, 4]: each token the DiT attends to then
-    carries the target's place, not only their average (``dims`` 6: and the gripper's point in 4-5)."""
+    carries the target's place, not only their average (``dims`` 8: and the gripper in 4-7)."""
     return cond[:, :, :dims]
 
 
@@ -556,6 +556,8 @@ class Trainer:
                 linear.weight.mul_(cfg.condition_gain)
                 linear.bias.mul_(cfg.condition_gain)
         self._configure_trainable()
+        states = self.data.gripper_states
+        self.gripper_state_norm = (states.mean(axis=0), states.std(axis=0) + 1e-6)
         self._build_spatial_head()
         self._build_vision_head()
         self.condition_norm = ConditionNorm(self.model.action_model.net) if cfg.condition_norm else None
@@ -586,7 +588,7 @@ class Trainer:
                 f"--spatial-aux-weight needs the target's box per frame (annotation.target_box, "
                 f"annotation.target_visible) and {self.cfg.data} has none visible"
             )
-        dims = 6 if self.cfg.spatial_aux_gripper else 4
+        dims = 8 if self.cfg.spatial_aux_gripper else 4
         if self.cfg.spatial_aux_gripper and not bool(np.isfinite(self.data.gripper_points).all(axis=1).any()):
             raise TrainingError(
                 f"--spatial-aux-gripper needs the gripper's image point per frame (annotation.trace) and "
@@ -613,8 +615,9 @@ class Trainer:
         import torch
 
         boxes = torch.from_numpy(self.data.target_boxes[frames]).to(self.device)
-        if self.cfg.spatial_aux_gripper:  # (x1, y1, x2, y2, gripper x, gripper y)
-            boxes = torch.cat([boxes, torch.from_numpy(self.data.gripper_points[frames]).to(self.device)], 1)
+        if self.cfg.spatial_aux_gripper:  # (x1, y1, x2, y2, gripper x, y, height, opening)
+            gripper = np.concatenate([self.data.gripper_points[frames], self._gripper_states(frames)], axis=1)
+            boxes = torch.cat([boxes, torch.from_numpy(gripper).to(self.device)], 1)
         visible = torch.isfinite(boxes).all(dim=1)
         if not bool(visible.any()):
             return None
@@ -652,6 +655,11 @@ class Trainer:
             head.bias.zero_()
         self.vision_head = head.to(self.device)
 
+    def _gripper_states(self, frames: list[int]) -> np.ndarray:
+        """[B, 2] the frames' gripper height and opening, standardised over the training data."""
+        mean, std = self.gripper_state_norm
+        return ((self.data.gripper_states[frames] - mean) / std).astype(np.float32)
+
     def _vision_loss(self, step: int) -> dict[str, Any]:
         """Stage 0: the dense-map loss of DINO's patch tokens of the annotation camera."""
         import torch
@@ -664,7 +672,13 @@ class Trainer:
         pixels = m.dino_encoder.preprocess_tensor(views).to(self.device)
         tokens = m.dino_encoder(pixels)
         grid_w, grid_h = self.vision_grid
-        targets = dense_targets(data.target_boxes[frames], data.gripper_points[frames], grid_w, grid_h)
+        targets = dense_targets(
+            data.target_boxes[frames],
+            data.gripper_points[frames],
+            grid_w,
+            grid_h,
+            gripper_state=self._gripper_states(frames),
+        )
         loss, parts = dense_loss(self.vision_head(tokens.float()), targets)
         out = {"loss": loss, "vision_loss": loss.detach()}
         out.update({f"vision_{k}": v.detach() for k, v in parts.items()})
@@ -835,6 +849,7 @@ class Trainer:
             train_state["spatial_head"] = self.spatial_head.state_dict()
         if self.vision_head is not None:
             train_state["vision_head"] = self.vision_head.state_dict()
+            train_state["gripper_state_norm"] = [v.tolist() for v in self.gripper_state_norm]
         if self.condition_norm is not None:  # the live (unfolded) weights and statistics: exact --resume
             train_state["condition_norm"] = self.condition_norm.state()
         tmp = self._state_path(step).with_suffix(".partial")

@@ -12,7 +12,10 @@ Every patch token is taught, by a linear head that lives only in the trainer:
 - ``mask``: the fraction of the patch inside the target's box (binary cross-entropy);
 - ``to_target``: the vector from the patch centre to the target box's centre;
 - ``to_gripper``: the vector from the patch centre to the gripper's (TCP's) image point,
-  both in image fractions (MSE).
+  both in image fractions (MSE);
+- ``gripper_state``: the gripper's height and opening, standardised over the dataset (MSE), the same at
+  every patch. One camera sees "higher" and "farther" alike, and an open and a closed gripper differ by a
+  few pixels; the phase of a pick (above the block, at it, holding it) is exactly these two numbers.
 
 The two vectors are dense on purpose: every token then knows where the target and the gripper are, so
 even the near-uniform attention of a freshly initialised QFormer averages them into the target's and
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-OUTPUTS = 5  # mask logit, to_target (dx, dy), to_gripper (dx, dy)
+OUTPUTS = 7  # mask logit, to_target (dx, dy), to_gripper (dx, dy), gripper state (height, opening)
 
 
 def patch_centres(grid_w: int, grid_h: int) -> np.ndarray:
@@ -48,22 +51,32 @@ def box_coverage(boxes: np.ndarray, grid_w: int, grid_h: int) -> np.ndarray:
     return cover.reshape(len(boxes), -1).astype(np.float32)
 
 
-def dense_targets(boxes: np.ndarray, gripper: np.ndarray, grid_w: int, grid_h: int) -> dict[str, np.ndarray]:
-    """Per-patch targets of a batch: ``mask`` [N, P], ``to_target`` / ``to_gripper`` [N, P, 2] and the
-    validity of each frame's box / gripper point (``target_ok`` / ``gripper_ok`` [N])."""
+def dense_targets(
+    boxes: np.ndarray,
+    gripper: np.ndarray,
+    grid_w: int,
+    grid_h: int,
+    gripper_state: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-patch targets of a batch: ``mask`` [N, P], ``to_target`` / ``to_gripper`` [N, P, 2], the
+    validity of each frame's box / gripper point (``target_ok`` / ``gripper_ok`` [N]) and, when given,
+    ``gripper_state`` [N, 2] (standardised height and opening)."""
     centres = patch_centres(grid_w, grid_h)
     boxes = np.asarray(boxes, dtype=np.float32)
     gripper = np.asarray(gripper, dtype=np.float32)
     target_ok = np.isfinite(boxes).all(axis=1)
     gripper_ok = np.isfinite(gripper).all(axis=1)
     box_centre = np.nan_to_num(0.5 * (boxes[:, :2] + boxes[:, 2:]))
-    return {
+    out = {
         "mask": box_coverage(boxes, grid_w, grid_h),
         "to_target": box_centre[:, None, :] - centres[None],
         "to_gripper": np.nan_to_num(gripper)[:, None, :] - centres[None],
         "target_ok": target_ok,
         "gripper_ok": gripper_ok,
     }
+    if gripper_state is not None:
+        out["gripper_state"] = np.asarray(gripper_state, dtype=np.float32)
+    return out
 
 
 def dense_loss(outputs, targets: dict[str, np.ndarray]):
@@ -89,5 +102,10 @@ def dense_loss(outputs, targets: dict[str, np.ndarray]):
         want = torch.from_numpy(targets[name]).to(dev)[ok]
         err = F.mse_loss(4 * outputs[ok][..., cols], 4 * want)
         parts[name] = err
+        loss = loss + err
+    if "gripper_state" in targets:
+        want = torch.from_numpy(targets["gripper_state"]).to(dev)[:, None, :]
+        err = F.mse_loss(outputs[..., 5:7], want.expand(-1, outputs.shape[1], -1))
+        parts["gripper_state"] = err
         loss = loss + err
     return loss, parts
