@@ -63,11 +63,14 @@ def generate_episode(
     wrist: bool = False,
     templates: list[str] | None = None,
     grounding: bool = True,
+    perturb: float = 0.0,
 ):
     """One expert episode of the family task of (robot, seed): an ``Episode`` or a ``FailedEpisode``.
 
     ``image_size`` is (width, height); ``templates`` restricts the draw to those template ids / skills, or
     names named tasks (``tasks.TASKS``: the evaluation's tasks) to record instead of family draws.
+    ``perturb``: std [m] of the expert's DART-style target perturbation (:mod:`internvla_sim.expert`),
+    drawn from a generator seeded by ``seed``; 0: the clean expert.
     """
     from internvla_learning.episode import Episode
 
@@ -112,7 +115,13 @@ def generate_episode(
             if truth is not None:
                 truth.observe()
 
-        expert = ScriptedExpert(env, observe=observe, frame=embodiment.reference_frame)
+        expert = ScriptedExpert(
+            env,
+            observe=observe,
+            frame=embodiment.reference_frame,
+            perturb=perturb,
+            rng=np.random.default_rng([seed, 7103]),
+        )
         result = expert.run()
         if not result.success:
             return FailedEpisode(robot, seed, "expert_failed", "", task.name, task.skill, result.steps)
@@ -126,6 +135,7 @@ def generate_episode(
             "target": task.target,
             "container": task.container,
             "target_description": task.descriptions[task.target],
+            "perturb": perturb,
         }
         episode = Episode(
             robot=robot,
@@ -183,10 +193,10 @@ def expert_success(
 # ------------------------------------------------------------------------------------------ generation
 def _work(args) -> dict:
     """Worker: generate one seed, save it if it succeeded; returns a small summary (never the arrays)."""
-    out_dir, robot, seed, image_size, wrist, templates = args
+    out_dir, robot, seed, image_size, wrist, templates, perturb = args
     start = time.perf_counter()
     try:
-        result = generate_episode(robot, seed, image_size, wrist, templates)
+        result = generate_episode(robot, seed, image_size, wrist, templates, perturb=perturb)
     except Exception as error:  # a crash of one seed is recorded, the run goes on
         result = FailedEpisode(robot, seed, "error", f"{type(error).__name__}: {error}")
     summary = {"robot": robot, "seed": seed, "seconds": round(time.perf_counter() - start, 3)}
@@ -225,6 +235,7 @@ def generate(
     wrist: bool = False,
     templates: list[str] | None = None,
     progress: bool = True,
+    perturb: float = 0.0,
 ) -> dict:
     """Generate seeds [seed_start, seed_start + episodes) of ``robot`` into ``out_dir`` (resumable).
 
@@ -239,7 +250,7 @@ def generate(
     (out_dir / "episodes").mkdir(parents=True, exist_ok=True)
     done = done_seeds(out_dir, robot)
     seeds = [s for s in range(seed_start, seed_start + episodes) if s not in done]
-    jobs = [(str(out_dir), robot, s, tuple(image_size), wrist, templates) for s in seeds]
+    jobs = [(str(out_dir), robot, s, tuple(image_size), wrist, templates, perturb) for s in seeds]
     stats = {"written": 0, "frames": 0, "skipped": episodes - len(seeds), "failed": defaultdict(int)}
     per_skill: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     expert_runs = expert_ok = 0
@@ -323,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         "--templates", nargs="*", help="restrict to these template ids or skills, or named tasks (pick_green)"
     )
     parser.add_argument(
+        "--perturb",
+        type=float,
+        default=0.0,
+        help="std [m] of the expert's drifting target offset while it travels (DART-style corrections)",
+    )
+    parser.add_argument(
         "--expert-only", action="store_true", help="only run the expert and print its success per skill"
     )
     parser.add_argument(
@@ -340,7 +357,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     size = tuple(args.image_size * 2 if len(args.image_size) == 1 else args.image_size[:2])
     stats = generate(
-        args.out, args.robot, args.episodes, args.seed_start, args.workers, size, args.wrist, args.templates
+        args.out,
+        args.robot,
+        args.episodes,
+        args.seed_start,
+        args.workers,
+        size,
+        args.wrist,
+        args.templates,
+        perturb=args.perturb,
     )
     _print_skills(f"{args.robot}: expert success per skill (seeds run now)", stats.pop("success_per_skill"))
     print(json.dumps(stats))

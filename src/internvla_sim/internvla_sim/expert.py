@@ -14,6 +14,15 @@ under gravity and do not replay):
 
 ``observe`` (optional) is called with the environment BEFORE each command is applied: observation t
 precedes action t.
+
+``perturb`` (DART-style data, Laskey et al. 2017): while the arm travels through free space to above a
+grasp, place or push, the target actually sent is the expert's target plus a slowly drifting offset (an
+Ornstein-Uhlenbeck process of stationary std ``perturb`` metres per axis, z at half, that fades out within
+2-8 cm of the waypoint; descents, grasps and lifts stay clean). The recorded action is still the expert's: the
+delta from the last target actually commanded to the target the expert wanted, i.e. the correction. A
+policy trained only on perfect approaches never sees a gripper a few centimetres off its path, and in
+closed loop it drifts there and does not come back (TRAINING.md). ``joint_commands`` then hold the
+expert's IK solution (the label), not the perturbed one that was sent.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ STUCK_STEPS = 10  # control steps without progress that end an episode as failed
 # Pushing along x (forward / backward) the WidowX's closed fingers, 3 cm apart, straddle the object and
 # wedge it between them: push with one finger, the TCP shifted sideways by this much [m]
 PUSH_LATERAL = {"franka": 0.0, "widowx": 0.015}
+PERTURB_CORRELATION = 0.85  # per control step: the offset drifts over ~7 steps
+PERTURB_FADE = (0.02, 0.08)  # no offset within 2 cm of the waypoint, full offset beyond 8 cm
 EMBODIMENTS = {"franka": "franka_real", "widowx": "widowx_bridge"}  # how each simulated robot deploys
 
 
@@ -65,6 +76,8 @@ class ScriptedExpert:
         env: SimEnv,
         observe: Callable[[SimEnv], None] | None = None,
         frame: str | None = None,
+        perturb: float = 0.0,
+        rng: np.random.Generator | None = None,
     ) -> None:
         from internvla_core.embodiments.base import delta_between
         from internvla_core.kinematics import IKSolver
@@ -83,6 +96,9 @@ class ScriptedExpert:
         self.joint_commands: list[np.ndarray] = []
         self.gripper = 1.0
         self.t_cmd = self.ik.fk(env.arm_positions())  # T_cmd[-1]: the measured pose at the start
+        self.perturb = float(perturb)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.offset = np.zeros(3)  # the perturbation's current offset [m]
 
     def _hand_target(self, tcp: np.ndarray) -> np.ndarray:
         target = np.eye(4)
@@ -90,8 +106,10 @@ class ScriptedExpert:
         target[:3, 3] = tcp - self.down @ self.tcp_offset
         return target
 
-    def _move(self, tcp: np.ndarray, max_steps: int = 60) -> None:
-        """Straight TCP line to ``tcp`` at MAX_STEP per control step, then settle a few steps."""
+    def _move(self, tcp: np.ndarray, max_steps: int = 60, travel: bool = False) -> None:
+        """Straight TCP line to ``tcp`` at MAX_STEP per control step, then settle a few steps. ``travel``:
+        a move through free space above the objects (to above a grasp, place or push), the only moves
+        that ``perturb`` perturbs; descents, grasps and lifts stay clean."""
         best = np.inf
         stalled = 0
         for _ in range(max_steps):
@@ -100,27 +118,41 @@ class ScriptedExpert:
             distance = float(np.linalg.norm(delta))
             if distance < 0.004:
                 break
-            # position control sags under gravity by ~1 cm: stop when no more progress is made
-            stalled = stalled + 1 if distance > best - 1e-3 else 0
+            # position control sags under gravity by ~1 cm: stop when no more progress is made (a
+            # perturbed step is not a stall: the offset, not the arm, decides its progress)
+            perturbed = travel and self.perturb > 0 and distance > PERTURB_FADE[0]
+            stalled = 0 if perturbed else (stalled + 1 if distance > best - 1e-3 else 0)
             best = min(best, distance)
             if stalled >= 3 and distance < 0.02:
                 break
             if stalled >= STUCK_STEPS:  # blocked far from the goal (fingers on the table, an obstacle)
                 raise TimeoutError(f"no progress toward {np.round(tcp, 3)} for {STUCK_STEPS} steps")
             step = delta if np.linalg.norm(delta) <= MAX_STEP else delta * (MAX_STEP / np.linalg.norm(delta))
-            self._command(self._hand_target(now + step))
+            self._command(self._hand_target(now + step), self._perturbation(distance) if travel else None)
         # integral correction of the static tracking error (gravity sag, contact): aim past the goal
         aim = np.array(tcp, dtype=np.float64)
         for _ in range(4):
             self._command(self._hand_target(aim))
             aim = aim + 0.7 * (tcp - self._tcp())
 
+    def _perturbation(self, distance: float) -> np.ndarray | None:
+        """The offset added to the sent target this step (None: none), see the module docstring."""
+        if self.perturb <= 0:
+            return None
+        rho = PERTURB_CORRELATION
+        noise = self.rng.standard_normal(3) * np.array([1.0, 1.0, 0.5]) * self.perturb
+        self.offset = rho * self.offset + np.sqrt(1 - rho**2) * noise
+        fade = float(np.clip((distance - PERTURB_FADE[0]) / (PERTURB_FADE[1] - PERTURB_FADE[0]), 0.0, 1.0))
+        return self.offset * fade
+
     def _tcp(self) -> np.ndarray:
         hand = self.env.hand_pose()
         return hand[:3, 3] + hand[:3, :3] @ self.tcp_offset
 
-    def _command(self, hand_target: np.ndarray) -> None:
-        """Solve IK for ``hand_target`` (4x4, base frame), record the command and run one control step."""
+    def _command(self, hand_target: np.ndarray, offset: np.ndarray | None = None) -> None:
+        """Solve IK for ``hand_target`` (4x4, base frame), record the command and run one control step.
+        ``offset`` (perturbed data): the target sent is ``hand_target`` shifted by it; the recorded action
+        still leads to ``hand_target``."""
         env = self.env
         if len(self.actions) >= MAX_EPISODE_STEPS:
             raise TimeoutError(f"expert exceeded {MAX_EPISODE_STEPS} steps")
@@ -130,13 +162,17 @@ class ScriptedExpert:
             hand_target = hand_target.copy()
             hand_target[:3, 3] = self.t_cmd[:3, 3] + step * (COMMAND_STEP_LIMIT / distance)
         q = self.ik.solve(env.arm_positions(), hand_target, max_iters=60).q
+        q_sent = q
+        if offset is not None:
+            sent = hand_target.copy()
+            sent[:3, 3] = sent[:3, 3] + offset
+            q_sent = self.ik.solve(env.arm_positions(), sent, max_iters=60).q
         if self.observe is not None:
             self.observe(env)
-        env.apply_joint_targets(q, self.gripper)
+        env.apply_joint_targets(q_sent, self.gripper)
         env.step()
-        t_cmd = self.ik.fk(q)
-        delta = self._delta_between(self.t_cmd, t_cmd, self.frame)
-        self.t_cmd = t_cmd
+        delta = self._delta_between(self.t_cmd, self.ik.fk(q), self.frame)
+        self.t_cmd = self.ik.fk(q_sent)
         self.actions.append(np.concatenate([delta, [self.gripper]]))
         self.joint_commands.append(np.concatenate([q, [self.gripper]]))
 
@@ -154,14 +190,14 @@ class ScriptedExpert:
     def _pick(self, name: str, lift: float = 0.15) -> None:
         obj = self.env.object_positions()[name]
         self._grip(1.0, 1)
-        self._move(obj + [0, 0, APPROACH])
+        self._move(obj + [0, 0, APPROACH], travel=True)
         self._move(self._grasp_tcp(name))
         self._grip(0.0)
         self._move(obj + [0, 0, lift])
 
     def _place(self, xy: np.ndarray, release_z: float) -> None:
         above = np.array([xy[0], xy[1], release_z + 0.07])
-        self._move(above)
+        self._move(above, travel=True)
         self._move(np.array([xy[0], xy[1], release_z]))
         self._grip(1.0)
         self._move(np.array([xy[0], xy[1], release_z + 0.1]))
@@ -174,7 +210,7 @@ class ScriptedExpert:
         start = obj - direction * (radius + PUSH_STANDOFF) + [0, 0, height]
         if abs(direction[0]) > 0.5:
             start[1] += PUSH_LATERAL[self.env.robot.robot]
-        self._move(start + [0, 0, APPROACH - height])
+        self._move(start + [0, 0, APPROACH - height], travel=True)
         self._move(start)
         self._move(start + direction * PUSH_DISTANCE)
         self._move(start + direction * PUSH_DISTANCE + [0, 0, APPROACH - height])

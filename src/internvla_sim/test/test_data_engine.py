@@ -126,3 +126,43 @@ def test_cli_help():
         [sys.executable, "-m", "internvla_sim.data_engine", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "--episodes" in out.stdout and "--workers" in out.stdout
+
+
+def test_perturbed_expert_records_the_correction_from_the_target_actually_sent():
+    """DART-style data: the arm is sent the expert's target plus a drifting offset, and the recorded action
+    is the delta from the target actually sent to the one the expert wanted (a correction), so that a
+    policy executing it from its own last command goes where the expert would."""
+    from internvla_sim.expert import ScriptedExpert
+
+    seed = 3
+    task = tf.named_task("pick_green", "franka", seed)
+    env = SimEnv(task, seed, 0.1, SIZE[0], SIZE[1], False, "franka")
+    sent = []
+    apply = env.apply_joint_targets
+
+    def record(q=None, gripper_opening=None):
+        sent.append(np.array(q, dtype=np.float64))
+        apply(q, gripper_opening)
+
+    env.apply_joint_targets = record
+    start = env.arm_positions().copy()
+    expert = ScriptedExpert(env, frame="tool", perturb=0.02, rng=np.random.default_rng(seed))
+    result = expert.run()
+    env.close()
+    assert result.success
+    ik = IKSolver.from_description(robot_description("panda"))
+    previous, shifts = ik.fk(start), []
+    for t, action in enumerate(result.actions):
+        wanted = ik.fk(result.joint_commands[t][:7])
+        np.testing.assert_allclose(action[:6], delta_between(previous, wanted, "tool"), atol=2e-5)
+        previous = ik.fk(sent[t])
+        shifts.append((np.linalg.norm(previous[:3, 3] - wanted[:3, 3]), action[6]))
+    shifts = np.array(shifts)
+    assert shifts[:, 0].max() > 0.01  # the arm was really sent off the expert's path
+    assert shifts[shifts[:, 1] < 0.5, 0].max() < 1e-4  # never while the gripper is closed (grasp, lift)
+
+
+def test_no_perturbation_is_the_plain_expert():
+    a = generate_episode("franka", 5, SIZE, templates=["pick_green"])
+    b = generate_episode("franka", 5, SIZE, templates=["pick_green"], perturb=0.0)
+    assert np.array_equal(a.action_ee_delta, b.action_ee_delta) and a.metadata["perturb"] == 0.0
