@@ -1,41 +1,55 @@
 #!/usr/bin/env bash
-# Train the Franka pick_green model from nothing: data generation -> LeRobot v3.0 dataset -> stage 1
-# (grounding) -> stage 2 (actions, frozen VLM, cached features) -> closed-loop evaluation on held-out
-# seeds -> export (when it succeeds on at least EXPORT_MIN_RATE of them) to
-# src/internvla_bringup/models/m1_tiny_franka_pick_green, which `make demo` then runs
-# (its model_card.json carries the evaluation). Every step is resumable: rerun the script after an
-# interruption and finished steps are skipped (the engine skips written episodes, the trainer continues
-# with --resume). The levers are the ones whose probe moved most (TRAINING.md, "Second round"): stage 1
-# with the spatial QA; stage 2 on cached features with small query tokens, the standardised condition and
-# the box read from every condition token. No run of it has solved the task on 2 CPU cores yet: 16,000
-# stage-2 steps gave 0/10 (TRAINING.md, "Where training stands").
+# Train the Franka pick_green model from nothing: data generation -> LeRobot v3.0 dataset -> stage 0
+# (DINO sees the target and the gripper) -> [stage 1 (grounding), with STAGE1=1] -> stage 2 (actions, frozen
+# VLM and DINO, cached features) -> closed-loop evaluation on held-out seeds -> export (when it succeeds on
+# at least EXPORT_MIN_RATE of them) to src/internvla_bringup/models/m1_tiny_franka_pick_green, which
+# `make demo` then runs (its model_card.json carries the evaluation). Every step is resumable: rerun the
+# script after an interruption and finished steps are skipped (the engine skips written episodes, the
+# trainer continues with --resume). TRAINING.md, "Third round", has what each step measured.
 #
-#   bash scripts/train_pick_green.sh            # data + stage 1 ~45 min on 2 CPU cores; stage 2 0.14 s/step
-#   EPISODES=300 S1_STEPS=2000 S2_STEPS=40000 EVAL_EPISODES=200 bash scripts/train_pick_green.sh
-#   S2_STEPS=16000 AUX_WEIGHT=10 S2_RUN=pg_s2_aux10 bash scripts/train_pick_green.sh   # a stage-2 variant
+#   bash scripts/train_pick_green.sh      # ~15 min data, 6 min stage 0, ~10 min stage 2 on 2 idle CPU cores
+#   DART=1 bash scripts/train_pick_green.sh     # plus 300 perturbed (DART) episodes in the stage-2 data
+#   EVAL_EPISODES=200 WORKERS=2 bash scripts/train_pick_green.sh
+#   STAGE1=1 bash scripts/train_pick_green.sh   # with upstream's stage 1 before stage 0 (the ablation)
 #
-# Seeds: training layouts 0..EPISODES-1, model seed 0, evaluation seeds from 1,000,000 (disjoint).
+# Seeds: clean demonstrations 0..EPISODES-1, perturbed (DART=1) demonstrations EPISODES..2*EPISODES-1,
+# model seed 0, held-out probe episodes and evaluation seeds from 1,000,000 (disjoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-EPISODES=${EPISODES:-300}
+EPISODES=${EPISODES:-300}            # clean expert episodes (and as many perturbed ones with DART=1)
+DART=${DART:-0}                      # 1: add perturbed episodes (measured: no gain yet, TRAINING.md)
+PERTURB=${PERTURB:-0.02}             # std [m] of the perturbed episodes' drifting target offset
+S0_STEPS=${S0_STEPS:-2500}
 S1_STEPS=${S1_STEPS:-2000}
-S2_STEPS=${S2_STEPS:-40000}
-SAVE_EVERY=${SAVE_EVERY:-2000}
-AUX_WEIGHT=${AUX_WEIGHT:-1}          # --spatial-aux-weight: how hard the condition is pushed to carry the box
+S2_STEPS=${S2_STEPS:-6000}
+STAGE1=${STAGE1:-0}                  # 1: train upstream's stage 1 (grounding) first
+SAVE_EVERY=${SAVE_EVERY:-1000}
+AUX_WEIGHT=${AUX_WEIGHT:-10}         # --spatial-aux-weight: how hard the condition is pushed to carry the scene
 S2_RUN=${S2_RUN:-pg_s2}
 EXPORT_MIN_RATE=${EXPORT_MIN_RATE:-0.5}  # the held-out success rate a run needs to become models/'s model
 EVAL_EPISODES=${EVAL_EPISODES:-200}
 WORKERS=${WORKERS:-2}
-DATA=${DATA:-data/pick_green}
 RUNS=${RUNS:-runs}
 MODEL_OUT=${MODEL_OUT:-src/internvla_bringup/models/m1_tiny_franka_pick_green}
 
-python -m internvla_sim.data_engine --robot franka --templates pick_green --episodes "$EPISODES" \
-  --seed-start 0 --workers "$WORKERS" --out data/staging/pick_green
-[ -f "$DATA/meta/info.json" ] || python -m internvla_learning.write_dataset \
-  --staging data/staging/pick_green --out "$DATA" --format v3 --crf 18
+engine() { python -m internvla_sim.data_engine --robot franka --templates pick_green --workers "$WORKERS" "$@"; }
+engine --episodes "$EPISODES" --seed-start 0 --out data/staging/pick_green
+engine --episodes 20 --seed-start 1000000 --out data/staging/heldout_pg  # held-out frames for the probes
+DATA=data/pick_green
+if [ "$DART" = 1 ]; then
+  DATA=data/pick_green_mix
+  engine --episodes "$EPISODES" --seed-start "$EPISODES" --perturb "$PERTURB" --out data/staging/pick_green_dart
+fi
+if [ "$DART" = 1 ] && [ ! -f "$DATA/meta/info.json" ]; then
+  mix=data/staging/pick_green_mix
+  mkdir -p "$mix/episodes"
+  for f in data/staging/pick_green/episodes/*.npz data/staging/pick_green_dart/episodes/*.npz; do
+    ln -sf "$PWD/$f" "$mix/episodes/$(basename "$f")"
+  done
+  python -m internvla_learning.write_dataset --staging "$mix" --out "$DATA" --format v3 --crf 18
+fi
 
 train() {  # train OUT ARGS...: start, or continue a run that has saved state
   local out=$1; shift
@@ -46,12 +60,24 @@ train() {  # train OUT ARGS...: start, or continue a run that has saved state
     python -m internvla_learning.training.train --out "$out" "$@"
   fi
 }
-train "$RUNS/pg_s1" --data "$DATA" --stage 1 --tiny default --steps "$S1_STEPS" --batch-size 16 \
-  --lr-vlm 3e-4 --spatial-qa --save-every 500 --log-every 10 --seed 0
-train "$RUNS/$S2_RUN" --data "$DATA" --stage 2 --init "$RUNS/pg_s1" --freeze-vlm --frame-stride 2 \
+# stage 0 trains on the clean episodes (its labels do not need the perturbed ones)
+[ -f data/pick_green/meta/info.json ] || python -m internvla_learning.write_dataset \
+  --staging data/staging/pick_green --out data/pick_green --format v3 --crf 18
+if [ "$STAGE1" = 1 ]; then
+  train "$RUNS/pg_s1" --data data/pick_green --stage 1 --tiny default --steps "$S1_STEPS" --batch-size 16 \
+    --lr-vlm 3e-4 --spatial-qa --save-every 500 --log-every 10 --seed 0
+  S0_FROM=(--init "$RUNS/pg_s1"); S0_RUN=pg_s1_s0
+else
+  S0_FROM=(--tiny default); S0_RUN=pg_s0
+fi
+train "$RUNS/$S0_RUN" --data data/pick_green --stage 0 "${S0_FROM[@]}" --steps "$S0_STEPS" --batch-size 32 \
+  --lr-base 1e-3 --frame-stride 2 --save-every 500 --log-every 10 --seed 0
+python bench/probe_vision.py --run "$RUNS/$S0_RUN" --staging data/staging/heldout_pg
+train "$RUNS/$S2_RUN" --data "$DATA" --stage 2 --init "$RUNS/$S0_RUN" --freeze-vlm --frame-stride 2 \
   --qformer-attn-dropout 0 --query-token-std 0.02 --condition-norm --spatial-aux-weight "$AUX_WEIGHT" \
-  --spatial-aux-readout tokens --steps "$S2_STEPS" --batch-size 16 --lr-action 1e-3 --lr-base 1e-3 \
-  --save-every "$SAVE_EVERY" --log-every 50 --seed 0
+  --spatial-aux-readout tokens --spatial-aux-gripper --steps "$S2_STEPS" --batch-size 16 --lr-action 1e-3 \
+  --lr-base 1e-3 --save-every "$SAVE_EVERY" --log-every 50 --seed 0
+python bench/probe_condition.py --checkpoint "$RUNS/$S2_RUN" --staging data/staging/heldout_pg --episodes 20
 
 python bench/eval_sim.py --checkpoint "$RUNS/$S2_RUN" --tasks pick_green --episodes "$EVAL_EPISODES" \
   --workers "$WORKERS" --max-steps 120 --skip-grounding --out "eval/$S2_RUN"
@@ -63,7 +89,7 @@ rows = read_csv(sys.argv[1])
 print(sum(bool(r.success) for r in rows) / max(len(rows), 1))" "eval/$S2_RUN/results.csv")
 if python -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)" "$rate" "$EXPORT_MIN_RATE"; then
   python -m internvla_learning.export_model --run "$RUNS/$S2_RUN" --out "$MODEL_OUT" \
-    --summary "pick_green on the simulated Franka (tiny InternVLA-M1, two-stage recipe)" \
+    --summary "pick_green on the simulated Franka (tiny InternVLA-M1: stage 0 + stage 2, DART data)" \
     --eval "eval/$S2_RUN/results.csv"
 else
   echo "not exported: success rate $rate < EXPORT_MIN_RATE=$EXPORT_MIN_RATE (run in $RUNS/$S2_RUN, eval/$S2_RUN)"
