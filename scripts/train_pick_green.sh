@@ -27,7 +27,6 @@ S2_STEPS=${S2_STEPS:-6000}
 STAGE1=${STAGE1:-0}                  # 1: train upstream's stage 1 (grounding) first
 SAVE_EVERY=${SAVE_EVERY:-1000}
 AUX_WEIGHT=${AUX_WEIGHT:-10}         # --spatial-aux-weight: how hard the condition is pushed to carry the scene
-S2_RUN=${S2_RUN:-pg_s2}
 EXPORT_MIN_RATE=${EXPORT_MIN_RATE:-0.5}  # the held-out success rate a run needs to become models/'s model
 EVAL_EPISODES=${EVAL_EPISODES:-200}
 WORKERS=${WORKERS:-2}
@@ -37,18 +36,21 @@ MODEL_OUT=${MODEL_OUT:-src/internvla_bringup/models/m1_tiny_franka_pick_green}
 engine() { python -m internvla_sim.data_engine --robot franka --templates pick_green --workers "$WORKERS" "$@"; }
 engine --episodes "$EPISODES" --seed-start 0 --out data/staging/pick_green
 engine --episodes 20 --seed-start 1000000 --out data/staging/heldout_pg  # held-out frames for the probes
-DATA=data/pick_green
+# stage 0 (and stage 1) train on the clean episodes: their labels do not need the perturbed ones
+[ -f data/pick_green/meta/info.json ] || python -m internvla_learning.write_dataset \
+  --staging data/staging/pick_green --out data/pick_green --format v3 --crf 18
+DATA=data/pick_green  # stage 2's data
 if [ "$DART" = 1 ]; then
   DATA=data/pick_green_mix
   engine --episodes "$EPISODES" --seed-start "$EPISODES" --perturb "$PERTURB" --out data/staging/pick_green_dart
-fi
-if [ "$DART" = 1 ] && [ ! -f "$DATA/meta/info.json" ]; then
-  mix=data/staging/pick_green_mix
-  mkdir -p "$mix/episodes"
-  for f in data/staging/pick_green/episodes/*.npz data/staging/pick_green_dart/episodes/*.npz; do
-    ln -sf "$PWD/$f" "$mix/episodes/$(basename "$f")"
-  done
-  python -m internvla_learning.write_dataset --staging "$mix" --out "$DATA" --format v3 --crf 18
+  if [ ! -f "$DATA/meta/info.json" ]; then
+    mix=data/staging/pick_green_mix
+    mkdir -p "$mix/episodes"
+    for f in data/staging/pick_green/episodes/*.npz data/staging/pick_green_dart/episodes/*.npz; do
+      ln -sf "$PWD/$f" "$mix/episodes/$(basename "$f")"
+    done
+    python -m internvla_learning.write_dataset --staging "$mix" --out "$DATA" --format v3 --crf 18
+  fi
 fi
 
 train() {  # train OUT ARGS...: start, or continue a run that has saved state
@@ -60,9 +62,11 @@ train() {  # train OUT ARGS...: start, or continue a run that has saved state
     python -m internvla_learning.training.train --out "$out" "$@"
   fi
 }
-# stage 0 trains on the clean episodes (its labels do not need the perturbed ones)
-[ -f data/pick_green/meta/info.json ] || python -m internvla_learning.write_dataset \
-  --staging data/staging/pick_green --out data/pick_green --format v3 --crf 18
+# the stage-2 run is named after its recipe: a variant must not resume, or skip as finished, another's run
+recipe=pg_s2
+if [ "$STAGE1" = 1 ]; then recipe+=_s1; fi
+if [ "$DART" = 1 ]; then recipe+=_dart; fi
+S2_RUN=${S2_RUN:-$recipe}
 if [ "$STAGE1" = 1 ]; then
   train "$RUNS/pg_s1" --data data/pick_green --stage 1 --tiny default --steps "$S1_STEPS" --batch-size 16 \
     --lr-vlm 3e-4 --spatial-qa --save-every 500 --log-every 10 --seed 0
@@ -89,7 +93,7 @@ rows = read_csv(sys.argv[1])
 print(sum(bool(r.success) for r in rows) / max(len(rows), 1))" "eval/$S2_RUN/results.csv")
 if python -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)" "$rate" "$EXPORT_MIN_RATE"; then
   python -m internvla_learning.export_model --run "$RUNS/$S2_RUN" --out "$MODEL_OUT" \
-    --summary "pick_green on the simulated Franka (tiny InternVLA-M1: stage 0 + stage 2, DART data)" \
+    --summary "pick_green on the simulated Franka (tiny InternVLA-M1, $S2_RUN: stage 0 + stage 2, DART=$DART)" \
     --eval "eval/$S2_RUN/results.csv"
 else
   echo "not exported: success rate $rate < EXPORT_MIN_RATE=$EXPORT_MIN_RATE (run in $RUNS/$S2_RUN, eval/$S2_RUN)"
