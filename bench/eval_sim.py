@@ -71,13 +71,16 @@ def run_episode(
     skip_grounding: bool = False,
     spatial_prompt: bool = True,
     image_size: tuple[int, int] = (224, 224),
+    wrist: bool = False,
     domain_id: int | None = None,
     index: int = 0,
     device: str = "",
     timeout: float = 900.0,
 ):
     """One evaluation episode through the node graph; returns its ``EpisodeResult`` (``error`` set when it
-    could not run: a node failed to start, the goal was refused, ...)."""
+    could not run: a node failed to start, the goal was refused, ...). ``wrist``: the sim renders its
+    wrist camera and the policy sends it as the second view (a model trained with ``--cameras
+    third_person wrist``)."""
     import rclpy
     from internvla_learning.evaluation import EpisodeResult
     from rclpy.action import ActionClient
@@ -103,9 +106,12 @@ def run_episode(
     composition = runner = None
     try:
         width, height = image_size
-        sim_params = {"width": width, "height": height, "publish_depth": not skip_grounding}
+        sim_params = {
+            "width": width, "height": height, "publish_depth": not skip_grounding, "render_wrist": wrist,
+        }  # fmt: skip
         skip = ("grounding_node",) if skip_grounding else ()
-        overrides = {"sim": sim_params, "policy_node": {"spatial_prompt": spatial_prompt}}
+        policy_params = {"spatial_prompt": spatial_prompt, "wrist_view": wrist}
+        overrides = {"sim": sim_params, "policy_node": policy_params}
         composition = Composition.create(graph, context, overrides, skip=skip)
         runner = Node("eval_sim", namespace=graph.namespace, context=context)
         monitor = _monitor_class()(runner)
@@ -203,6 +209,18 @@ def _sim_task(task: str) -> str:
     return task
 
 
+def checkpoint_views(checkpoint: str) -> list[str]:
+    """The camera views a checkpoint (run dir or .pt) was trained on; [] when it does not say."""
+    if not checkpoint:
+        return []
+    from internvla_core.model.config import load_run_config
+    from internvla_core.model.policy import resolve_checkpoint, run_dir_of
+    from internvla_core.policy_setup import trained_views
+
+    config = load_run_config(run_dir_of(resolve_checkpoint(checkpoint)))
+    return trained_views(config.raw) or []
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from internvla_sim.tasks import TASKS  # the one task registry
 
@@ -229,6 +247,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the policy gets the bare instruction (a model trained with internvla-train --no-spatial-prompt)",
     )
     p.add_argument("--image-size", type=int, nargs="+", default=[224], help="sim camera W [H] (pixels)")
+    p.add_argument(
+        "--wrist",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="render the sim's wrist camera and send it as the second view (auto: when the checkpoint "
+        "was trained on a 'wrist' camera)",
+    )
     p.add_argument("--device", default="", help="torch device of the policy (default: the YAML's cpu)")
     p.add_argument("--timeout", type=float, default=900.0, help="wall seconds per episode's goal")
     p.add_argument("--out", default="eval_out", help="directory for results.csv / results.md / success.png")
@@ -251,14 +276,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eval_sim: --checkpoint {args.checkpoint} does not exist", file=sys.stderr)
         return 2
     size = tuple(args.image_size * 2 if len(args.image_size) == 1 else args.image_size[:2])
+    wrist = args.wrist == "on" or (args.wrist == "auto" and "wrist" in checkpoint_views(args.checkpoint))
     options = dict(checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else "",
                    max_steps=args.max_steps, skip_grounding=args.skip_grounding, image_size=size,
-                   spatial_prompt=args.spatial_prompt,
+                   spatial_prompt=args.spatial_prompt, wrist=wrist,
                    device=args.device, timeout=args.timeout)  # fmt: skip
     jobs = [(i, args.robot, task, seed, options) for i, task, seed in episode_plan(args.tasks, seeds)]
     print(
         f"eval_sim: {len(jobs)} episodes ({args.robot}, {', '.join(args.tasks)}), seeds {seeds.start}.."
-        f"{seeds.stop - 1}, {args.workers} worker(s), checkpoint {args.checkpoint or 'tiny untrained'}",
+        f"{seeds.stop - 1}, {args.workers} worker(s), checkpoint {args.checkpoint or 'tiny untrained'}"
+        f"{', wrist camera on' if wrist else ''}",
         flush=True,
     )
     lock = threading.Lock()

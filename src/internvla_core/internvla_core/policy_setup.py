@@ -24,6 +24,32 @@ def policy_views(embodiment_views: Sequence[str], wrist_view: bool) -> list[str]
     return views
 
 
+def trained_views(config: Mapping[str, Any]) -> list[str] | None:
+    """The camera views a run was trained on, in order (``datasets.vla_data.cameras``, written by
+    internvla-train); None when the config does not say (upstream's released runs)."""
+    vla = (config.get("datasets") or {}).get("vla_data") or {}
+    cameras = vla.get("cameras")
+    return [str(c) for c in cameras] if cameras else None
+
+
+def check_views_fit_model(views: Sequence[str], trained: Sequence[str] | None) -> None:
+    """A model trained on N views must get N: with one view missing it still answers, with actions
+    for a scene it has never seen (nothing fails, the arm just moves wrongly). Raises ValueError."""
+    if trained is None or len(trained) == len(views):
+        return
+    hint = (
+        "set wrist_view: true"
+        if WRIST_VIEW in trained and WRIST_VIEW not in views
+        else "set wrist_view: false"
+        if WRIST_VIEW in views and WRIST_VIEW not in trained
+        else "use a model trained on this embodiment's views"
+    )
+    raise ValueError(
+        f"the model was trained on {len(trained)} view(s) {list(trained)}, the node would send "
+        f"{len(views)} {list(views)}: {hint}"
+    )
+
+
 def image_topics(views: Sequence[str], topics: Mapping[str, str], embodiment: str) -> dict[str, str]:
     """The image topic of every view; a view without a topic parameter is a configuration error."""
     missing = [view for view in views if view not in topics]

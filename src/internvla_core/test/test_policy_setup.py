@@ -7,11 +7,13 @@ from types import SimpleNamespace
 import pytest
 
 from internvla_core.policy_setup import (
+    check_views_fit_model,
     image_topics,
     load_policy_model,
     make_rtc,
     policy_views,
     torch_thread_count,
+    trained_views,
 )
 
 TOPICS = {"third_person": "camera/image_raw", "wrist": "wrist_camera/image_raw"}
@@ -27,6 +29,23 @@ def test_a_view_without_an_image_topic_fails_naming_the_known_ones():
     assert image_topics(["third_person"], TOPICS, "widowx_bridge") == {"third_person": "camera/image_raw"}
     with pytest.raises(ValueError, match=r"uses view 'left', which has no image topic parameter \(known"):
         image_topics(["third_person", "left"], TOPICS, "aloha")
+
+
+def test_a_two_view_model_refuses_one_view_and_says_to_turn_the_wrist_camera_on():
+    config = {"datasets": {"vla_data": {"cameras": ["third_person", "wrist"]}}}
+    trained = trained_views(config)
+    assert trained == ["third_person", "wrist"]
+    check_views_fit_model(["third_person", "wrist"], trained)
+    with pytest.raises(ValueError, match=r"trained on 2 view\(s\).*set wrist_view: true"):
+        check_views_fit_model(["third_person"], trained)
+    with pytest.raises(ValueError, match=r"set wrist_view: false"):
+        check_views_fit_model(["third_person", "wrist"], ["third_person"])
+
+
+def test_a_config_that_names_no_cameras_is_not_checked():
+    assert trained_views({"datasets": {"vla_data": {"obs": ["image_0"]}}}) is None
+    assert trained_views({}) is None
+    check_views_fit_model(["third_person", "wrist"], None)
 
 
 def test_torch_threads_leave_a_core_on_cpu_and_keep_the_default_on_gpu():

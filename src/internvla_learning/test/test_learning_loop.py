@@ -104,3 +104,33 @@ def test_engine_dataset_train_stages_and_one_evaluation_episode(tmp_path):
         result.sim_steps,
         result.loaded_checkpoint,
     )
+
+
+def test_a_two_view_run_is_evaluated_with_the_wrist_camera_and_refused_without_it(tmp_path):
+    from internvla_learning.evaluation import domain_for
+    from internvla_learning.training.train import TrainConfig, train
+    from internvla_learning.write_dataset import write_dataset
+
+    from internvla_sim.data_engine import generate
+
+    stats = generate(tmp_path / "staging", "franka", 1, 0, 1, (64, 64), wrist=True, templates=["pick_green"],
+                     progress=False)  # fmt: skip
+    assert stats["written"] == 1, stats
+    data = write_dataset(tmp_path / "staging", tmp_path / "ds", "v3", progress=False)["v3"]
+    run = tmp_path / "s2"
+    train(TrainConfig(out=str(run), data=str(data), stage=2, tiny="toy", steps=2, batch_size=2, save_every=100,
+                      progress=False, seed=0, cameras=["third_person", "wrist"]))  # fmt: skip
+
+    eval_sim = _eval_sim()
+    assert eval_sim.checkpoint_views(str(run)) == ["third_person", "wrist"]
+    assert eval_sim.parse_args(["--checkpoint", str(run)]).wrist == "auto"
+    common = dict(checkpoint=str(run), max_steps=2, skip_grounding=True, image_size=(64, 64), timeout=120.0)
+    domain = domain_for(0, os.getpid() % 50, 1)
+    with_wrist = eval_sim.run_episode(
+        "franka", "pick_green", 1_000_000, wrist=True, domain_id=domain, **common
+    )
+    assert with_wrist.error == "" and with_wrist.goal_result == "finished", with_wrist.error
+    assert with_wrist.policy_chunks >= 1
+    # one view for a two-view model: policy_node refuses to configure instead of acting on half a scene
+    without = eval_sim.run_episode("franka", "pick_green", 1_000_000, wrist=False, domain_id=domain, **common)
+    assert without.policy_chunks == 0 and "policy_node: configure failed" in without.error, without.error

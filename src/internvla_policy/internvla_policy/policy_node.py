@@ -37,7 +37,14 @@ from internvla_core.goal_loop import (
     grounding_summary,
 )
 from internvla_core.observation import EE_POSE, JOINT_STATE, ObservationStore
-from internvla_core.policy_setup import image_topics, load_policy_model, make_rtc, policy_views
+from internvla_core.policy_setup import (
+    check_views_fit_model,
+    image_topics,
+    load_policy_model,
+    make_rtc,
+    policy_views,
+    trained_views,
+)
 from internvla_msgs.action import ExecuteInstruction
 from internvla_msgs.msg import ActionChunk, Grounding, StageLatency
 from internvla_ros_common import qos
@@ -86,6 +93,8 @@ class PolicyNode(ManagedNode):
         self.topics = image_topics(self.views, params.image_topics.as_dict(), self.embodiment.name)
         log = self.get_logger()
         self.model = load_policy_model(params, log.warning, log.info)
+        if self.model.policy is not None:  # a remote server's views are its own business
+            check_views_fit_model(self.views, trained_views(self.model.policy.model.config.raw))
         keys = self.model.backend.unnorm_keys
         self.unnorm_key = params.unnorm_key or self.embodiment.resolve_unnorm_key(keys)
         self.rtc = make_rtc(params, self.embodiment.control_period)
