@@ -72,6 +72,7 @@ def run_episode(
     spatial_prompt: bool = True,
     image_size: tuple[int, int] = (224, 224),
     wrist: bool = False,
+    cfg_scale: float | None = None,
     domain_id: int | None = None,
     index: int = 0,
     device: str = "",
@@ -80,7 +81,8 @@ def run_episode(
     """One evaluation episode through the node graph; returns its ``EpisodeResult`` (``error`` set when it
     could not run: a node failed to start, the goal was refused, ...). ``wrist``: the sim renders its
     wrist camera and the policy sends it as the second view (a model trained with ``--cameras
-    third_person wrist``)."""
+    third_person wrist``). ``cfg_scale``: policy_node's classifier-free guidance scale (None: its
+    default)."""
     import rclpy
     from internvla_learning.evaluation import EpisodeResult
     from rclpy.action import ActionClient
@@ -111,6 +113,8 @@ def run_episode(
         }  # fmt: skip
         skip = ("grounding_node",) if skip_grounding else ()
         policy_params = {"spatial_prompt": spatial_prompt, "wrist_view": wrist}
+        if cfg_scale is not None:
+            policy_params["cfg_scale"] = cfg_scale
         overrides = {"sim": sim_params, "policy_node": policy_params}
         composition = Composition.create(graph, context, overrides, skip=skip)
         runner = Node("eval_sim", namespace=graph.namespace, context=context)
@@ -254,6 +258,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="render the sim's wrist camera and send it as the second view (auto: when the checkpoint "
         "was trained on a 'wrist' camera)",
     )
+    p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: policy_node's)")
     p.add_argument("--device", default="", help="torch device of the policy (default: the YAML's cpu)")
     p.add_argument("--timeout", type=float, default=900.0, help="wall seconds per episode's goal")
     p.add_argument("--out", default="eval_out", help="directory for results.csv / results.md / success.png")
@@ -279,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     wrist = args.wrist == "on" or (args.wrist == "auto" and "wrist" in checkpoint_views(args.checkpoint))
     options = dict(checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else "",
                    max_steps=args.max_steps, skip_grounding=args.skip_grounding, image_size=size,
-                   spatial_prompt=args.spatial_prompt, wrist=wrist,
+                   spatial_prompt=args.spatial_prompt, wrist=wrist, cfg_scale=args.cfg_scale,
                    device=args.device, timeout=args.timeout)  # fmt: skip
     jobs = [(i, args.robot, task, seed, options) for i, task, seed in episode_plan(args.tasks, seeds)]
     print(
