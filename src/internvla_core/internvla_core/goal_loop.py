@@ -248,6 +248,14 @@ class GoalLoop:
             observation = self.store.assemble(list(s.views), self.ports.now(), s.max_observation_age)
             if isinstance(observation, NotReady):
                 self._refuse(observation.reason)
+                if observation.missing and primary not in observation.missing:
+                    # another camera's first image may still be on its way: wait for it and assemble
+                    # this primary image again (a lock-step simulator sends no newer one until it is
+                    # commanded, so waiting for the next primary image would stall it)
+                    self.store.wait_for_newer(
+                        observation.missing[0], None, s.poll_interval, keep_waiting=lambda: not self._ending()
+                    )
+                    continue
                 last_stamp = self.store.latest(primary).stamp  # wait for the next image, not this one
                 continue
             self.health.observation_problem = ""

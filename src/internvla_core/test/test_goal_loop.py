@@ -192,7 +192,7 @@ def test_stale_images_are_refused_with_the_reason_and_never_inferred():
         end = loop.run()
     assert end.reason == "timeout" and backend.calls == [] and out.chunks == []
     assert "stale view 'third_person' by" in loop.health.observation_problem
-    assert out.refused and out.refused[0] == loop.health.observation_problem
+    assert out.refused and out.refused[-1] == loop.health.observation_problem  # the age changes per refusal
 
 
 def test_a_missing_second_view_is_never_replaced_by_one_view():
@@ -202,6 +202,20 @@ def test_a_missing_second_view_is_never_replaced_by_one_view():
         end = loop.run()
     assert end.reason == "timeout" and backend.calls == []
     assert "missing view 'wrist'" in loop.health.observation_problem
+
+
+def test_a_second_view_arriving_after_the_primary_is_used_with_that_primary_image():
+    # a lock-step simulator publishes one instant (third_person, then wrist) and waits for a command: no
+    # newer primary image comes until the policy answers, so the loop must not wait for one
+    store, backend, out = ObservationStore(), Backend(), Recorder()
+    loop = GoalLoop(settings(views=("third_person", "wrist"), max_steps=1), store, backend, out.ports)
+    store.put("third_person", IMAGE, time.monotonic())
+    thread, ends = run_in_thread(loop)
+    assert _wait(lambda: "missing view 'wrist'" in loop.health.observation_problem)
+    store.put("wrist", IMAGE, time.monotonic())
+    thread.join(5)
+    assert ends and ends[0].reason == "finished" and len(backend.calls) == 1
+    assert loop.health.observation_problem == ""
 
 
 def test_a_used_observation_clears_the_reported_problem():
