@@ -73,6 +73,7 @@ def run_episode(
     image_size: tuple[int, int] = (224, 224),
     wrist: bool = False,
     cfg_scale: float | None = None,
+    trace: bool = False,
     domain_id: int | None = None,
     index: int = 0,
     device: str = "",
@@ -82,7 +83,7 @@ def run_episode(
     could not run: a node failed to start, the goal was refused, ...). ``wrist``: the sim renders its
     wrist camera and the policy sends it as the second view (a model trained with ``--cameras
     third_person wrist``). ``cfg_scale``: policy_node's classifier-free guidance scale (None: its
-    default)."""
+    default). ``trace``: record TCP - target at every sim step into ``result.trace``."""
     import rclpy
     from internvla_learning.evaluation import EpisodeResult
     from rclpy.action import ActionClient
@@ -134,7 +135,12 @@ def run_episode(
             instruction_pub.publish(String(data=result.instruction))
         args = SimpleNamespace(steps=max_steps, timeout=timeout, checkpoint=checkpoint, task=task, seed=seed)
         result.start_tcp_to_target_m = _graded_progress(sim.env)[0]
-        summary = run_goal(composition, client, monitor, args, result.instruction)
+        tracer = StepTracer(sim) if trace else None
+        try:
+            summary = run_goal(composition, client, monitor, args, result.instruction)
+        finally:
+            if tracer is not None:
+                result.trace = tracer.stop()
         result.success = bool(sim.env.success())  # the sim's own check, after the last command
         result.final_tcp_to_target_m, result.target_rise_m = _graded_progress(sim.env)
         result.sim_steps = int(sim.steps)
@@ -154,6 +160,42 @@ def run_episode(
         rclpy.try_shutdown(context=context)
     result.wall_s = round(time.perf_counter() - start, 3)
     return result
+
+
+class StepTracer:
+    """Samples TCP - target (robot base frame) once per sim step, from a thread beside the sim's: the
+    sim node offers no per-step hook, and a diagnostic must not change how the episode runs. A sample is
+    read while the sim may be stepping, so a value can mix two adjacent steps (millimetres)."""
+
+    def __init__(self, sim, poll_s: float = 0.002) -> None:
+        self.sim, self.poll_s = sim, poll_s
+        self.samples: list[tuple[int, float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="step_tracer")
+        self._thread.start()
+
+    def _run(self) -> None:
+        last = -1
+        while not self._stop.is_set():
+            step = int(self.sim.steps)
+            if step != last:
+                last = step
+                self._sample(step)
+            self._stop.wait(self.poll_s)
+
+    def _sample(self, step: int) -> None:
+        env = self.sim.env
+        offset = env.tcp_position() - env.object_positions()[env.task.target]
+        self.samples.append((step, *(float(v) for v in offset)))
+
+    def stop(self) -> list[tuple[int, float, float, float]]:
+        self._stop.set()
+        self._thread.join(2.0)
+        step = int(self.sim.steps)
+        if self.samples and self.samples[-1][0] == step:
+            self.samples.pop()
+        self._sample(step)  # the state the episode ended in
+        return self.samples
 
 
 # ------------------------------------------------------------------------------------------ worker pool
@@ -258,6 +300,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="render the sim's wrist camera and send it as the second view (auto: when the checkpoint "
         "was trained on a 'wrist' camera)",
     )
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="record TCP - target at every sim step: traces.csv and traces.png beside results.csv",
+    )
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: policy_node's)")
     p.add_argument("--device", default="", help="torch device of the policy (default: the YAML's cpu)")
     p.add_argument("--timeout", type=float, default=900.0, help="wall seconds per episode's goal")
@@ -284,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     wrist = args.wrist == "on" or (args.wrist == "auto" and "wrist" in checkpoint_views(args.checkpoint))
     options = dict(checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else "",
                    max_steps=args.max_steps, skip_grounding=args.skip_grounding, image_size=size,
-                   spatial_prompt=args.spatial_prompt, wrist=wrist, cfg_scale=args.cfg_scale,
+                   spatial_prompt=args.spatial_prompt, wrist=wrist, cfg_scale=args.cfg_scale, trace=args.trace,
                    device=args.device, timeout=args.timeout)  # fmt: skip
     jobs = [(i, args.robot, task, seed, options) for i, task, seed in episode_plan(args.tasks, seeds)]
     print(

@@ -106,9 +106,13 @@ class EpisodeResult:
     final_tcp_to_target_m: float | None = None  # ... and when the episode ends
     target_rise_m: float | None = None  # target's height now minus at the start (a lift shows as > 0)
     latency: dict[str, list[float]] = field(default_factory=dict)  # stage -> seconds per chunk (not in CSV)
+    # (sim step, TCP - target x, y, z [m] in the robot base frame) as the episode ran; eval_sim --trace
+    # (not in results.csv: write_traces writes traces.csv)
+    trace: list[tuple[int, float, float, float]] = field(default_factory=list)
 
 
-CSV_FIELDS = [f.name for f in fields(EpisodeResult) if f.name != "latency"]
+NOT_IN_CSV = ("latency", "trace")
+CSV_FIELDS = [f.name for f in fields(EpisodeResult) if f.name not in NOT_IN_CSV]
 
 
 @dataclass
@@ -209,7 +213,8 @@ def write_csv(results: Sequence[EpisodeResult], path: str | Path) -> Path:
         writer.writeheader()
         for r in results:
             row = asdict(r)
-            row.pop("latency")
+            for name in NOT_IN_CSV:
+                row.pop(name)
             writer.writerow(row)
     return path
 
@@ -302,6 +307,47 @@ def plot_success(results: Sequence[EpisodeResult], path: str | Path) -> Path:
     return Path(path)
 
 
+TRACE_FIELDS = ["seed", "task", "success", "step", "dx_m", "dy_m", "dz_m"]
+
+
+def write_traces(results: Sequence[EpisodeResult], path: str | Path) -> Path:
+    """One row per traced step: seed, task, success, sim step, TCP minus target (x, y, z) [m]."""
+    path = Path(path)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(TRACE_FIELDS)
+        for r in results:
+            for step, dx, dy, dz in r.trace:
+                writer.writerow([r.seed, r.task, r.success, step, f"{dx:.5f}", f"{dy:.5f}", f"{dz:.5f}"])
+    return path
+
+
+def plot_traces(results: Sequence[EpisodeResult], path: str | Path) -> Path:
+    """Per episode, the TCP's horizontal and vertical distance to the target over the sim steps: where a
+    failing policy stops short (sideways or above the target), and when."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (side, height) = plt.subplots(1, 2, figsize=(10, 3.6), sharex=True)
+    for r in results:
+        if not r.trace:
+            continue
+        t = np.array(r.trace, dtype=float)
+        style = dict(color="tab:green" if r.success else "tab:red", alpha=0.6, lw=1)
+        side.plot(t[:, 0], 100 * np.hypot(t[:, 1], t[:, 2]), **style)
+        height.plot(t[:, 0], 100 * t[:, 3], **style)
+    side.set(xlabel="sim step", ylabel="TCP to target, horizontal [cm]", ylim=(0, None))
+    height.set(xlabel="sim step", ylabel="TCP above target [cm]")
+    height.axhline(0, color="grey", lw=0.8)
+    fig.suptitle("green: success, red: failure")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_reports(results: Sequence[EpisodeResult], out: str | Path, title: str = "Evaluation") -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -309,6 +355,14 @@ def write_reports(results: Sequence[EpisodeResult], out: str | Path, title: str 
         "csv": write_csv(results, out / "results.csv"),
         "md": write_markdown(results, out / "results.md", title),
         "plot": plot_success(results, out / "success.png"),
+        **(
+            {
+                "traces": write_traces(results, out / "traces.csv"),
+                "trace_plot": plot_traces(results, out / "traces.png"),
+            }
+            if any(r.trace for r in results)
+            else {}
+        ),
     }
 
 

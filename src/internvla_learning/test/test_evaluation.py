@@ -114,6 +114,23 @@ def test_report_ends_with_the_success_line_and_files_round_trip(tmp_path):
     assert "Seeds 1000000..1000004 (5 episodes)" in md
 
 
+def test_traced_episodes_add_a_trace_table_and_plot_and_stay_out_of_results_csv(tmp_path):
+    results = _results()
+    results[0].trace = [(0, 0.1, -0.05, 0.3), (1, 0.09, -0.04, 0.28)]
+    results[2].trace = [(0, 0.2, 0.0, 0.35)]
+    paths = write_reports(results, tmp_path / "out", "t")
+    assert {"traces", "trace_plot"} <= set(paths) and paths["trace_plot"].stat().st_size > 1000
+    with open(paths["traces"]) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["seed"], r["step"], r["dz_m"]) for r in rows] == [
+        (str(results[0].seed), "0", "0.30000"),
+        (str(results[0].seed), "1", "0.28000"),
+        (str(results[2].seed), "0", "0.35000"),
+    ]
+    with open(paths["csv"]) as f:
+        assert "trace" not in next(csv.DictReader(f))
+
+
 def test_graded_progress_medians_the_measured_episodes_and_counts_lifts(tmp_path):
     results = _results()
     for r in results[:3]:

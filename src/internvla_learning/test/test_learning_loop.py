@@ -127,10 +127,15 @@ def test_a_two_view_run_is_evaluated_with_the_wrist_camera_and_refused_without_i
     common = dict(checkpoint=str(run), max_steps=2, skip_grounding=True, image_size=(64, 64), timeout=120.0)
     domain = domain_for(0, os.getpid() % 50, 1)
     with_wrist = eval_sim.run_episode(
-        "franka", "pick_green", 1_000_000, wrist=True, domain_id=domain, **common
+        "franka", "pick_green", 1_000_000, wrist=True, trace=True, domain_id=domain, **common
     )
     assert with_wrist.error == "" and with_wrist.goal_result == "finished", with_wrist.error
     assert with_wrist.policy_chunks >= 1
+    # --trace: TCP - target per sim step, from the start to where the episode ended
+    steps = [row[0] for row in with_wrist.trace]
+    assert steps[0] == 0 and steps[-1] == with_wrist.sim_steps and steps == sorted(set(steps))
+    start = np.linalg.norm(with_wrist.trace[0][1:])
+    assert start == pytest.approx(with_wrist.start_tcp_to_target_m, abs=1e-3)
     # one view for a two-view model: policy_node refuses to configure instead of acting on half a scene
     without = eval_sim.run_episode("franka", "pick_green", 1_000_000, wrist=False, domain_id=domain, **common)
     assert without.policy_chunks == 0 and "policy_node: configure failed" in without.error, without.error
