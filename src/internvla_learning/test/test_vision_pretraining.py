@@ -146,6 +146,20 @@ def test_stage0_trains_only_dino_its_loss_falls_it_resumes_exactly_and_inits_sta
     assert torch.equal(s2_init["dino_encoder.body.pos_embed"], trained["dino_encoder.body.pos_embed"])
 
 
+def test_stage0_teaches_the_gripper_state_only_when_asked(dataset, tmp_path):
+    dino = {}
+    for asked in (False, True):
+        run = tmp_path / f"s0_{asked}"
+        final = train(
+            _cfg(dataset, run, stage=0, tiny="toy", steps=2, save_every=2, vision_gripper_state=asked)
+        )
+        state = torch.load(run / "train_state" / "steps_2.pt", weights_only=False)
+        # probe_vision scores the gripper state only where the run saved its standardisation
+        assert ("gripper_state_norm" in state) is asked
+        dino[asked] = torch.load(final, weights_only=True)["dino_encoder.body.pos_embed"]
+    assert not torch.equal(dino[False], dino[True])  # the same seed and batches: only the loss differs
+
+
 def test_stage0_refuses_what_it_cannot_train(dataset, tmp_path):
     with pytest.raises(TrainingError, match="nothing to train in stage 0"):
         train(_cfg(dataset, tmp_path / "a", stage=0, tiny="toy", steps=1, freeze_vlm=True))

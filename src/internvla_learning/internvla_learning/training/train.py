@@ -89,6 +89,7 @@ class TrainConfig:
     condition_gain: float | None = None  # scale the DiT's condition embedding (z_embedder) at the start
     spatial_aux_readout: str = "linear"  # "linear": a learned head; "channels": mean token, channels 0-3
     spatial_aux_gripper: bool = False  # the auxiliary target also holds the gripper (point, height, opening)
+    vision_gripper_state: bool = False  # stage 0 also teaches the gripper's height and opening
     condition_norm: bool = False  # stage 2: the DiT sees its condition standardised (folded in at save)
     lora: bool = False
     save_every: int = 50
@@ -229,6 +230,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--spatial-aux-gripper",
         action="store_true",
         help="the spatial auxiliary target also holds the gripper: image point, height, opening (8 values)",
+    )
+    p.add_argument(
+        "--vision-gripper-state",
+        action="store_true",
+        help="stage 0 also teaches every DINO patch the gripper's height and opening (measured worse on "
+        "pick_green: the target is seen less sharply, TRAINING.md)",
     )
     p.add_argument("--lora", action="store_true", help="LoRA on the VLM (needs peft)")
     p.add_argument("--save-every", type=int, default=d.save_every)
@@ -677,7 +684,7 @@ class Trainer:
             data.gripper_points[frames],
             grid_w,
             grid_h,
-            gripper_state=self._gripper_states(frames),
+            gripper_state=self._gripper_states(frames) if self.cfg.vision_gripper_state else None,
         )
         loss, parts = dense_loss(self.vision_head(tokens.float()), targets)
         out = {"loss": loss, "vision_loss": loss.detach()}
@@ -849,7 +856,8 @@ class Trainer:
             train_state["spatial_head"] = self.spatial_head.state_dict()
         if self.vision_head is not None:
             train_state["vision_head"] = self.vision_head.state_dict()
-            train_state["gripper_state_norm"] = [v.tolist() for v in self.gripper_state_norm]
+            if self.cfg.vision_gripper_state:  # probe_vision scores the gripper state only when trained
+                train_state["gripper_state_norm"] = [v.tolist() for v in self.gripper_state_norm]
         if self.condition_norm is not None:  # the live (unfolded) weights and statistics: exact --resume
             train_state["condition_norm"] = self.condition_norm.state()
         tmp = self._state_path(step).with_suffix(".partial")
