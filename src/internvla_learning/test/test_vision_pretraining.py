@@ -142,6 +142,12 @@ def test_stage0_trains_only_dino_its_loss_falls_it_resumes_exactly_and_inits_sta
     kw2 = dict(stage=2, init=str(run), steps=2, freeze_vlm=True, spatial_aux_weight=1.0)
     train(_cfg(dataset, s2, spatial_aux_readout="tokens", spatial_aux_gripper=True, **kw2))
     assert [v for v in _losses(s2, "spatial_loss") if v is not None]
+    # the learned read-out has one output per auxiliary value: box 4, gripper point 2, height and opening 2
+    for extra, dims in (({}, 6), ({"spatial_aux_gripper_state": True}, 8)):
+        run_dims = tmp_path / f"s2_{dims}"
+        train(_cfg(dataset, run_dims, spatial_aux_gripper=True, **extra, **kw2))
+        state = torch.load(run_dims / "train_state" / "steps_2.pt", weights_only=False)
+        assert state["spatial_head"]["weight"].shape[0] == dims
     s2_init = torch.load(next((s2 / "checkpoints").glob("*.pt")), weights_only=True)
     assert torch.equal(s2_init["dino_encoder.body.pos_embed"], trained["dino_encoder.body.pos_embed"])
 
@@ -165,3 +171,6 @@ def test_stage0_refuses_what_it_cannot_train(dataset, tmp_path):
         train(_cfg(dataset, tmp_path / "a", stage=0, tiny="toy", steps=1, freeze_vlm=True))
     with pytest.raises(TrainingError, match="--spatial-aux-gripper goes with"):
         train(_cfg(dataset, tmp_path / "b", stage=2, tiny="toy", steps=1, spatial_aux_gripper=True))
+    with pytest.raises(TrainingError, match="--spatial-aux-gripper-state goes with --spatial-aux-gripper"):
+        train(_cfg(dataset, tmp_path / "c", stage=2, tiny="toy", steps=1, spatial_aux_weight=1.0,
+                   spatial_aux_gripper_state=True))  # fmt: skip

@@ -88,7 +88,8 @@ class TrainConfig:
     spatial_aux_weight: float = 0.0  # stage 2: weight of the condition -> target box auxiliary loss
     condition_gain: float | None = None  # scale the DiT's condition embedding (z_embedder) at the start
     spatial_aux_readout: str = "linear"  # "linear": a learned head; "channels": mean token, channels 0-3
-    spatial_aux_gripper: bool = False  # the auxiliary target also holds the gripper (point, height, opening)
+    spatial_aux_gripper: bool = False  # the auxiliary target also holds the gripper's image point
+    spatial_aux_gripper_state: bool = False  # ... and its height and opening
     vision_gripper_state: bool = False  # stage 0 also teaches the gripper's height and opening
     condition_norm: bool = False  # stage 2: the DiT sees its condition standardised (folded in at save)
     lora: bool = False
@@ -229,7 +230,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--spatial-aux-gripper",
         action="store_true",
-        help="the spatial auxiliary target also holds the gripper: image point, height, opening (8 values)",
+        help="the spatial auxiliary target also holds the gripper's image point (6 values)",
+    )
+    p.add_argument(
+        "--spatial-aux-gripper-state",
+        action="store_true",
+        help="with --spatial-aux-gripper: and the gripper's height and opening (8 values; measured worse, "
+        "TRAINING.md)",
     )
     p.add_argument(
         "--vision-gripper-state",
@@ -380,8 +387,8 @@ class ConditionNorm:
 def _channel_readout(cond, dims: int = 4):
     """The box as the condition carries it: channels 0-3 of its mean token (no parameters). A learned head
     can read a box that is a tiny change of a large condition; this read-out makes the box a change of the
-    condition's own size, which is what the DiT needs to see it. ``dims`` 8: channels 4-7 carry the
-    gripper's image point, height and opening (--spatial-aux-gripper)."""
+    condition's own size, which is what the DiT needs to see it. ``dims`` 6 / 8: channels 4-5 carry the
+    gripper's image point (--spatial-aux-gripper), 6-7 its height and opening (--spatial-aux-gripper-state)."""
     return cond.mean(dim=1)[:, :dims]
 
 
@@ -397,7 +404,7 @@ def _spatial_question(cot_prompt: str | None) -> str:
 
 def _token_channel_readout(cond, dims: int = 4):
     """The box in channels 0-3 of *every* condition token [B, Q, 4]: each token the DiT attends to then
-    carries the target's place, not only their average (``dims`` 8: and the gripper in 4-7)."""
+    carries the target's place, not only their average (``dims`` 6 / 8: and the gripper in 4-5 / 4-7)."""
     return cond[:, :, :dims]
 
 
@@ -468,6 +475,8 @@ class Trainer:
             )
         if cfg.spatial_aux_gripper and cfg.spatial_aux_weight <= 0:
             raise TrainingError("--spatial-aux-gripper goes with --spatial-aux-weight > 0")
+        if cfg.spatial_aux_gripper_state and not cfg.spatial_aux_gripper:
+            raise TrainingError("--spatial-aux-gripper-state goes with --spatial-aux-gripper")
         if cfg.condition_norm and cfg.stage != 2:
             raise TrainingError("--condition-norm applies to stage 2 only")
         if cfg.condition_gain is not None and not cfg.condition_gain > 0:
@@ -595,7 +604,7 @@ class Trainer:
                 f"--spatial-aux-weight needs the target's box per frame (annotation.target_box, "
                 f"annotation.target_visible) and {self.cfg.data} has none visible"
             )
-        dims = 8 if self.cfg.spatial_aux_gripper else 4
+        dims = 4 + 2 * self.cfg.spatial_aux_gripper + 2 * self.cfg.spatial_aux_gripper_state
         if self.cfg.spatial_aux_gripper and not bool(np.isfinite(self.data.gripper_points).all(axis=1).any()):
             raise TrainingError(
                 f"--spatial-aux-gripper needs the gripper's image point per frame (annotation.trace) and "
@@ -622,9 +631,11 @@ class Trainer:
         import torch
 
         boxes = torch.from_numpy(self.data.target_boxes[frames]).to(self.device)
-        if self.cfg.spatial_aux_gripper:  # (x1, y1, x2, y2, gripper x, y, height, opening)
-            gripper = np.concatenate([self.data.gripper_points[frames], self._gripper_states(frames)], axis=1)
-            boxes = torch.cat([boxes, torch.from_numpy(gripper).to(self.device)], 1)
+        if self.cfg.spatial_aux_gripper:  # (x1, y1, x2, y2, gripper x, y[, height, opening])
+            gripper = self.data.gripper_points[frames]
+            if self.cfg.spatial_aux_gripper_state:
+                gripper = np.concatenate([gripper, self._gripper_states(frames)], axis=1)
+            boxes = torch.cat([boxes, torch.from_numpy(gripper.astype(np.float32)).to(self.device)], 1)
         visible = torch.isfinite(boxes).all(dim=1)
         if not bool(visible.any()):
             return None
