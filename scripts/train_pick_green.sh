@@ -5,9 +5,9 @@
 # at least EXPORT_MIN_RATE of them) to src/internvla_bringup/models/m1_tiny_franka_pick_green, which
 # `make demo` then runs (its model_card.json carries the evaluation). Every step is resumable: rerun the
 # script after an interruption and finished steps are skipped (the engine skips written episodes, the
-# trainer continues with --resume). TRAINING.md, "Third round", has what each step measured.
+# trainer continues with --resume). TRAINING.md, "Third round" and "Fourth round", has what each step measured.
 #
-#   bash scripts/train_pick_green.sh      # ~15 min data, 6 min stage 0, ~10 min stage 2 on 2 idle CPU cores
+#   bash scripts/train_pick_green.sh      # ~25 min data, 6 min stage 0, ~20 min stage 2 on 2 idle CPU cores
 #   DART=1 bash scripts/train_pick_green.sh     # plus 300 perturbed (DART) episodes in the stage-2 data
 #   EVAL_EPISODES=200 WORKERS=2 bash scripts/train_pick_green.sh
 #   STAGE1=1 bash scripts/train_pick_green.sh   # with upstream's stage 1 before stage 0 (the ablation)
@@ -18,12 +18,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-EPISODES=${EPISODES:-300}            # clean expert episodes (and as many perturbed ones with DART=1)
+EPISODES=${EPISODES:-600}            # clean expert episodes (and as many perturbed ones with DART=1)
 DART=${DART:-0}                      # 1: add perturbed episodes (measured: no gain yet, TRAINING.md)
 PERTURB=${PERTURB:-0.02}             # std [m] of the perturbed episodes' drifting target offset
 S0_STEPS=${S0_STEPS:-2500}
 S1_STEPS=${S1_STEPS:-2000}
-S2_STEPS=${S2_STEPS:-6000}
+S2_STEPS=${S2_STEPS:-12000}
+CFG=${CFG:-3.0}                      # the evaluation's guidance scale (policy_node's default is 1.5)
 STAGE1=${STAGE1:-0}                  # 1: train upstream's stage 1 (grounding) first
 SAVE_EVERY=${SAVE_EVERY:-1000}
 AUX_WEIGHT=${AUX_WEIGHT:-10}         # --spatial-aux-weight: how hard the condition is pushed to carry the scene
@@ -84,7 +85,7 @@ train "$RUNS/$S2_RUN" --data "$DATA" --stage 2 --init "$RUNS/$S0_RUN" --freeze-v
 python bench/probe_condition.py --checkpoint "$RUNS/$S2_RUN" --staging data/staging/heldout_pg --episodes 20
 
 python bench/eval_sim.py --checkpoint "$RUNS/$S2_RUN" --tasks pick_green --episodes "$EVAL_EPISODES" \
-  --workers "$WORKERS" --max-steps 120 --skip-grounding --out "eval/$S2_RUN"
+  --workers "$WORKERS" --max-steps 120 --skip-grounding --cfg-scale "$CFG" --trace --out "eval/$S2_RUN"
 # Export only a model that does the task: the demo runs whatever lies in models/, so a failing run must
 # not replace the untrained model there (it would be presented as "the trained model").
 rate=$(python -c "import sys
