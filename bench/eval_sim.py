@@ -35,9 +35,13 @@ import numpy as np
 def _graded_progress(env) -> tuple[float, float]:
     """Distance from the gripper's TCP to the target's centre and the target's rise since the start [m]."""
     target = env.task.target
-    now = env.object_positions()[target]
-    distance = float(np.linalg.norm(np.asarray(env.tcp_position()) - now))
-    return distance, float(now[2] - env.start_positions[target][2])
+    rise = env.object_positions()[target][2] - env.start_positions[target][2]
+    return float(np.linalg.norm(_tcp_to_target(env))), float(rise)
+
+
+def _tcp_to_target(env) -> np.ndarray:
+    """The gripper's TCP minus the target's centre, robot base frame [m]."""
+    return np.asarray(env.tcp_position()) - env.object_positions()[env.task.target]
 
 
 def _monitor_class():
@@ -184,9 +188,7 @@ class StepTracer:
             self._stop.wait(self.poll_s)
 
     def _sample(self, step: int) -> None:
-        env = self.sim.env
-        offset = env.tcp_position() - env.object_positions()[env.task.target]
-        self.samples.append((step, *(float(v) for v in offset)))
+        self.samples.append((step, *(float(v) for v in _tcp_to_target(self.sim.env))))
 
     def stop(self) -> list[tuple[int, float, float, float]]:
         self._stop.set()

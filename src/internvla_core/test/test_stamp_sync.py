@@ -171,7 +171,8 @@ def test_nearest_set_pairs_a_foreign_image_with_a_recent_set_within_the_slop():
     swaps=st.lists(st.integers(0, 88), max_size=20),
 )
 def test_random_streams_give_sets_within_the_slop_in_stamp_order_each_message_used_once(jitter, lost, swaps):
-    s = sync(queue_size=5, slop=10 * MS)
+    queue_size = 5
+    s = sync(queue_size=queue_size, slop=10 * MS)
     arrivals = [(INPUTS[k % 3], (k // 3) * 100 * MS + jitter[k] * MS, k) for k in range(90) if k not in lost]
     for i in swaps:  # neighbours arrive out of order
         if i + 1 < len(arrivals):
@@ -190,7 +191,7 @@ def test_random_streams_give_sets_within_the_slop_in_stamp_order_each_message_us
     complete = [f for f in range(30) if not {3 * f, 3 * f + 1, 3 * f + 2} & lost]
     # In order, and no input silent for queue_size - 1 frames in a row: every complete frame but the last
     # pairs. A longer silence overflows the other inputs' queues first (the next test shows it).
-    if not swaps and len(complete) >= 2 and _longest_silence(lost) < 5 - 1:
+    if not swaps and len(complete) >= 2 and _longest_silence(lost) < queue_size - 1:
         assert {m.messages["image"] // 3 for m in sets} >= set(complete[:-1])
 
 
