@@ -77,6 +77,8 @@ def run_episode(
     image_size: tuple[int, int] = (224, 224),
     wrist: bool = False,
     cfg_scale: float | None = None,
+    noise_seed: int = -1,
+    ddim_steps: int | None = None,
     trace: bool = False,
     domain_id: int | None = None,
     index: int = 0,
@@ -87,7 +89,10 @@ def run_episode(
     could not run: a node failed to start, the goal was refused, ...). ``wrist``: the sim renders its
     wrist camera and the policy sends it as the second view (a model trained with ``--cameras
     third_person wrist``). ``cfg_scale``: policy_node's classifier-free guidance scale (None: its
-    default). ``trace``: record TCP - target at every sim step into ``result.trace``."""
+    default). ``noise_seed``: policy_node's diffusion noise seed (-1: random at every inference, so a
+    repeated evaluation differs; ``episode_noise_seed(seed)`` makes the episode repeatable). ``ddim_steps``:
+    DDIM steps per inference (None: policy_node's default). ``trace``: record TCP - target at every sim step
+    into ``result.trace``."""
     import rclpy
     from internvla_learning.evaluation import EpisodeResult
     from rclpy.action import ActionClient
@@ -120,6 +125,9 @@ def run_episode(
         policy_params = {"spatial_prompt": spatial_prompt, "wrist_view": wrist}
         if cfg_scale is not None:
             policy_params["cfg_scale"] = cfg_scale
+        if ddim_steps is not None:
+            policy_params["num_ddim_steps"] = ddim_steps
+        policy_params["seed"] = noise_seed
         overrides = {"sim": sim_params, "policy_node": policy_params}
         composition = Composition.create(graph, context, overrides, skip=skip)
         runner = Node("eval_sim", namespace=graph.namespace, context=context)
@@ -308,6 +316,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="record TCP - target at every sim step: traces.csv and traces.png beside results.csv",
     )
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: policy_node's)")
+    p.add_argument("--ddim-steps", type=int, help="DDIM steps per inference (default: policy_node's)")
+    p.add_argument(
+        "--noise",
+        choices=["episode", "random"],
+        default="episode",
+        help="diffusion noise: seeded from the episode's seed, so that a rerun repeats every episode "
+        "(default), or random at every inference (policy_node's seed -1)",
+    )
     p.add_argument("--device", default="", help="torch device of the policy (default: the YAML's cpu)")
     p.add_argument("--timeout", type=float, default=900.0, help="wall seconds per episode's goal")
     p.add_argument("--out", default="eval_out", help="directory for results.csv / results.md / success.png")
@@ -315,7 +331,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from internvla_learning.evaluation import check_seeds, episode_plan, report_lines, write_reports
+    from internvla_learning.evaluation import (
+        check_seeds,
+        episode_noise_seed,
+        episode_plan,
+        report_lines,
+        write_reports,
+    )
 
     args = parse_args(argv)
     try:
@@ -333,9 +355,19 @@ def main(argv: list[str] | None = None) -> int:
     wrist = args.wrist == "on" or (args.wrist == "auto" and "wrist" in checkpoint_views(args.checkpoint))
     options = dict(checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else "",
                    max_steps=args.max_steps, skip_grounding=args.skip_grounding, image_size=size,
-                   spatial_prompt=args.spatial_prompt, wrist=wrist, cfg_scale=args.cfg_scale, trace=args.trace,
+                   spatial_prompt=args.spatial_prompt, wrist=wrist, cfg_scale=args.cfg_scale,
+                   ddim_steps=args.ddim_steps, trace=args.trace,
                    device=args.device, timeout=args.timeout)  # fmt: skip
-    jobs = [(i, args.robot, task, seed, options) for i, task, seed in episode_plan(args.tasks, seeds)]
+    jobs = [
+        (
+            i,
+            args.robot,
+            task,
+            seed,
+            {**options, "noise_seed": episode_noise_seed(seed) if args.noise == "episode" else -1},
+        )
+        for i, task, seed in episode_plan(args.tasks, seeds)
+    ]
     print(
         f"eval_sim: {len(jobs)} episodes ({args.robot}, {', '.join(args.tasks)}), seeds {seeds.start}.."
         f"{seeds.stop - 1}, {args.workers} worker(s), checkpoint {args.checkpoint or 'tiny untrained'}"

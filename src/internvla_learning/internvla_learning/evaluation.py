@@ -81,6 +81,22 @@ def domain_for(worker: int, episode_number: int, workers: int, base: int = 120, 
     return base + worker + workers * (episode_number % per_worker)
 
 
+NOISE_SEED_STRIDE = 1000  # policy_node seeds chunk k of a goal with seed + k; a goal makes fewer chunks
+NOISE_SEED_LIMIT = 2_147_483_647  # policy_node's `seed` bound
+
+
+def episode_noise_seed(seed: int) -> int:
+    """policy_node ``seed`` for the evaluation episode on sim seed ``seed``: repeatable diffusion noise.
+
+    Why: with random noise (seed -1) the same checkpoint succeeds on different layouts in different
+    evaluations, so two evaluations differ by noise as well as by what is compared. policy_node draws chunk
+    ``k``'s noise from ``seed + k``; spacing episodes ``NOISE_SEED_STRIDE`` apart keeps neighbouring
+    episodes (up to that many chunks each) from sharing noise."""
+    if seed < 0:
+        raise ValueError(f"episode seed {seed} < 0")
+    return (seed * NOISE_SEED_STRIDE) % (NOISE_SEED_LIMIT - NOISE_SEED_STRIDE)
+
+
 @dataclass
 class EpisodeResult:
     """One evaluation episode; ``error`` is non-empty when it could not run (it then counts as failed)."""

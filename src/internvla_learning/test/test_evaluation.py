@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 from internvla_learning.evaluation import (
     CSV_FIELDS,
+    NOISE_SEED_LIMIT,
+    NOISE_SEED_STRIDE,
     EpisodeResult,
     GroundingScores,
     box_iou,
     check_seeds,
     domain_for,
+    episode_noise_seed,
     episode_plan,
     point_in_box,
     read_csv,
@@ -65,6 +68,18 @@ def test_domains_never_shared_between_workers_nor_consecutive_episodes(workers):
         assert not set(ids) & others
     with pytest.raises(ValueError):
         domain_for(0, 0, 100)
+
+
+def test_episode_noise_seeds_are_repeatable_and_neighbours_never_share_chunk_noise():
+    seeds = range(1_000_000, 1_000_400)
+    assert [episode_noise_seed(s) for s in seeds] == [episode_noise_seed(s) for s in seeds]
+    # chunk k of an episode draws seed + k; an episode makes at most NOISE_SEED_STRIDE chunks
+    ranges = sorted((episode_noise_seed(s), episode_noise_seed(s) + NOISE_SEED_STRIDE) for s in seeds)
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(ranges))
+    assert all(start >= 0 and end <= NOISE_SEED_LIMIT for start, end in ranges)  # policy_node's bounds
+    assert 0 <= episode_noise_seed(10**12) <= NOISE_SEED_LIMIT - NOISE_SEED_STRIDE
+    with pytest.raises(ValueError):
+        episode_noise_seed(-1)
 
 
 def _results():

@@ -146,6 +146,33 @@ def test_train_dino_trains_dino_from_the_frames_while_the_vlm_stays_cached(datas
     assert json.loads((run / "train_args.json").read_text())["train_dino"] is True
 
 
+def test_action_expert_resizes_only_the_expert_and_the_run_loads_at_its_new_size(dataset, stage1, tmp_path):
+    from internvla_learning.training.train import TrainingError
+
+    from internvla_core.model.policy import load_policy
+
+    run = tmp_path / "wide"
+    kw = dict(stage=2, init=str(stage1), steps=4, save_every=2, freeze_vlm=True, action_expert=(32, 3, 4))
+    final = train(_cfg(dataset, run, **kw))
+    before = torch.load(next((stage1 / "checkpoints").glob("steps_30_*")), weights_only=True)
+    after = torch.load(final, weights_only=True)
+    dino_and_vlm = [k for k in before if k.startswith(("dino_encoder.", "qwen_vl_interface."))]
+    assert dino_and_vlm and all(torch.equal(before[k], after[k]) for k in dino_and_vlm)  # the stage-1 run's
+    blocks = {k.split(".")[3] for k in after if k.startswith("action_model.net.blocks.")}
+    assert blocks == {"0", "1", "2"}
+    assert after["action_model.net.final_layer.linear.weight"].shape[1] == 32
+    raw = json.loads((run / "config.json").read_text())["framework"]
+    assert (raw["action_model"]["token_size"], raw["action_model"]["depth"]) == (32, 3)
+    assert raw["layer_qformer"]["ouptput_dim"] == 32
+    policy = load_policy(str(run))  # the resized run loads as any other
+    assert policy.model.action_model.net.final_layer.linear.in_features == 32
+    resumed = _interrupted_then_resumed(dataset, tmp_path / "cut", kw, at_step=3)  # resume keeps the size
+    assert not [k for k in after if not torch.equal(after[k], resumed[k])]
+    for bad in [dict(action_expert=(30, 2, 4)), dict(action_expert=(32, 2, 4), stage=1, freeze_vlm=False)]:
+        with pytest.raises(TrainingError, match="--action-expert"):
+            train(_cfg(dataset, tmp_path / f"bad{len(str(bad))}", **{**kw, **bad}))
+
+
 def test_train_dino_needs_frozen_vlm_features(dataset, stage1, tmp_path):
     from internvla_learning.training.train import TrainingError
 

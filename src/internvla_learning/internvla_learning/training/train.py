@@ -31,7 +31,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,9 @@ class TrainConfig:
     spatial_aux_gripper_state: bool = False  # ... and its height and opening
     vision_gripper_state: bool = False  # stage 0 also teaches the gripper's height and opening
     condition_norm: bool = False  # stage 2: the DiT sees its condition standardised (folded in at save)
+    action_expert: tuple[int, int, int] | None = (
+        None  # stage 2 from --init: a fresh QFormer output + DiT (W, D, H)
+    )
     lora: bool = False
     save_every: int = 50
     log_every: int = 1
@@ -210,6 +213,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "token and channel, std per channel), so what changes between scenes is not drowned by what never "
         "changes; each checkpoint folds the statistics into z_embedder and the condition positions of "
         "positional_embedding, so its keys, and inference, are upstream's (TRAINING.md)",
+    )
+    p.add_argument(
+        "--action-expert",
+        type=int,
+        nargs=3,
+        metavar=("WIDTH", "DEPTH", "HEADS"),
+        help="stage 2 from --init: replace the action expert by a freshly initialised one of this size (the "
+        "DiT's token width, depth and heads; the QFormer's output width follows the DiT's), keeping every "
+        "other weight of the --init run. The tiny default's DiT is (64, 2, 4)",
     )
     p.add_argument(
         "--spatial-aux-weight",
@@ -429,6 +441,42 @@ def load_model(path: str | Path):
     return model, config, Path(vlm_dir)
 
 
+def resize_action_expert(model, config, vlm_dir: Path, dims: Sequence[int], seed: int):
+    """(model, config) with a freshly initialised action expert of ``dims`` = (DiT width, depth, heads).
+
+    Why: the tiny default's DiT (64 wide, 2 layers, ~0.1M parameters) turns a condition that locates the
+    block to a few pixels into approach paths that scatter 2-3 cm around it (TRAINING.md); a wider, deeper
+    expert is the capacity lever, and it should start from the run whose DINO already learned where the block
+    is. The QFormer's output width must equal the DiT's, so the QFormer's output layers are new as well when
+    the width changes; every weight whose name and shape match is kept (VLM, DINO, the QFormer's input side).
+    The DiT's final layer starts at zero, as upstream initialises it. The returned config is what the run
+    dir saves, so every loader rebuilds the resized model."""
+    import torch
+
+    from internvla_core.model.config import M1Config
+    from internvla_core.model.framework import InternVLAM1
+
+    width, depth, heads = (int(d) for d in dims)
+    raw = json.loads(json.dumps(config.raw))
+    framework = raw["framework"]
+    framework["action_model"].update(token_size=width, depth=depth, num_heads=heads, action_hidden_dim=width)
+    framework["layer_qformer"].pop("output_dim", None)
+    framework["layer_qformer"]["ouptput_dim"] = width  # upstream's spelling, which the loader reads first
+    new_config = M1Config.from_dict(raw, config.run_dir)
+    torch.manual_seed(seed + 104729)
+    new_model = InternVLAM1(new_config, vlm_dir, init_weights=True)
+    kept = new_model.state_dict()
+    for name, tensor in model.state_dict().items():
+        if name in kept and kept[name].shape == tensor.shape and not name.startswith("action_model."):
+            kept[name] = tensor
+    new_model.load_state_dict(kept)
+    final = new_model.action_model.net.final_layer.linear
+    with torch.no_grad():
+        final.weight.zero_()
+        final.bias.zero_()
+    return new_model, new_config
+
+
 # -------------------------------------------------------------------------------------------- the trainer
 
 
@@ -483,6 +531,17 @@ class Trainer:
             raise TrainingError(f"--condition-gain must be positive, got {cfg.condition_gain}")
         if cfg.query_token_std is not None and not cfg.query_token_std > 0:
             raise TrainingError(f"--query-token-std must be positive, got {cfg.query_token_std}")
+        if cfg.action_expert is not None:
+            width, depth, heads = cfg.action_expert
+            if cfg.stage != 2 or not cfg.init:
+                raise TrainingError(
+                    "--action-expert applies to stage 2 with --init (a new expert on a trained run)"
+                )
+            if min(width, depth, heads) < 1 or width % heads:
+                raise TrainingError(
+                    f"--action-expert {width} {depth} {heads}: sizes must be positive and the width a multiple "
+                    "of the heads"
+                )
 
     def setup(self) -> None:
         import torch
@@ -556,6 +615,10 @@ class Trainer:
             build_tiny_checkpoint(init_dir, spec=spec, statistics=self.data.statistics)
             model_src = init_dir
         self.model, self.config, vlm_dir = load_model(model_src)
+        if cfg.action_expert is not None and not self.resume:
+            self.model, self.config = resize_action_expert(
+                self.model, self.config, vlm_dir, cfg.action_expert, cfg.seed
+            )
         if not self.resume:
             self._write_run_files(vlm_dir)
         self.model.to(self.device)
