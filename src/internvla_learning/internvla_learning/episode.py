@@ -53,6 +53,21 @@ class GroundingLabels:
 
 
 @dataclass
+class ViewLabels:
+    """Per-frame labels of a camera other than the annotation camera (e.g. the wrist camera), in that
+    camera's source pixels: what stage 0 needs to teach the vision encoder that view too.
+
+    ``target_box`` / ``target_visible`` as in :class:`GroundingLabels`; ``gripper_point`` is the TCP's
+    projection (NaN when behind the camera; it may lie outside the image)."""
+
+    target_box: np.ndarray  # [T, 4] float32
+    target_visible: np.ndarray  # [T] float32, 0..1
+    gripper_point: np.ndarray  # [T, 2] float32
+
+    FIELDS = ("target_box", "target_visible", "gripper_point")
+
+
+@dataclass
 class Episode:
     robot: str  # "franka" | "widowx"
     embodiment: str  # internvla_core embodiment name, e.g. "franka_real", "widowx_bridge"
@@ -72,6 +87,9 @@ class Episode:
     grounding: GroundingLabels | None = None
     annotation_camera: str = "third_person"
     metadata: dict = field(default_factory=dict)  # free-form, JSON-serialisable (layout, objects, ...)
+    view_labels: dict[str, ViewLabels] = field(
+        default_factory=dict
+    )  # camera -> labels (not the annotation's)
 
     @property
     def length(self) -> int:
@@ -102,6 +120,16 @@ class Episode:
             raise ValueError("action_joint must hold one column per arm joint plus the gripper")
         if np.any(np.diff(self.timestamps) <= 0):
             raise ValueError("timestamps must increase strictly")
+        for camera, labels in self.view_labels.items():
+            if camera not in self.images or camera == self.annotation_camera:
+                raise ValueError(
+                    f"view_labels[{camera}]: not a recorded camera other than the annotation camera"
+                )
+            for name in ViewLabels.FIELDS:
+                if len(getattr(labels, name)) != n:
+                    raise ValueError(
+                        f"view_labels[{camera}].{name} has {len(getattr(labels, name))} rows, timestamps has {n}"
+                    )
         for key, stack in self.images.items():
             if stack.dtype != np.uint8 or stack.ndim != 4 or stack.shape[3] != 3:
                 raise ValueError(f"images[{key}] must be uint8 [T, H, W, 3], got {stack.dtype} {stack.shape}")
@@ -152,6 +180,9 @@ def save_episode(episode: Episode, path) -> None:
             "point_answer": g.point_answer,
             "trace_answer": g.trace_answer,
         }
+    for camera, labels in episode.view_labels.items():
+        for name in ViewLabels.FIELDS:
+            arrays[f"view__{camera}__{name}"] = getattr(labels, name)
     arrays["header_json"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     tmp = path.with_name(path.name + ".partial")
     with open(tmp, "wb") as stream:
@@ -174,6 +205,11 @@ def load_episode(path) -> Episode:
             grounding = GroundingLabels(
                 **{k.split("__", 1)[1]: data[k] for k in data.files if k.startswith("grounding__")}, **answers
             )
+        views: dict[str, dict[str, np.ndarray]] = {}
+        for key in data.files:
+            if key.startswith("view__"):
+                _, camera, name = key.split("__", 2)
+                views.setdefault(camera, {})[name] = data[key]
         return Episode(
             robot=header["robot"],
             embodiment=header["embodiment"],
@@ -193,4 +229,5 @@ def load_episode(path) -> Episode:
             grounding=grounding,
             annotation_camera=header["annotation_camera"],
             metadata=header["metadata"],
+            view_labels={camera: ViewLabels(**fields) for camera, fields in views.items()},
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from .episode import Episode, GroundingLabels
+from .episode import Episode, GroundingLabels, ViewLabels
 from .lerobot_v3 import (
     ACTION,
     ACTION_JOINTS,
@@ -28,7 +28,9 @@ from .lerobot_v3 import (
     STATE,
     STATE_JOINTS,
     TRACE,
+    VIEW_VECTORS,
     decode_missing,
+    view_feature,
 )
 from .video import decode_segment
 
@@ -119,6 +121,15 @@ class LeRobotV3Reader:
             for key, field in GROUNDING_STRINGS.items():
                 values[field] = rows.column(key).to_pylist()
             grounding = GroundingLabels(**values)
+        view_labels = {}
+        for cam in sorted(k[len(IMAGE_PREFIX) :] for k in self.features if k.startswith(IMAGE_PREFIX)):
+            if view_feature(cam, "target_box") not in self.features:
+                continue
+            values = {}
+            for field, names in VIEW_VECTORS.items():
+                v = _column(rows, view_feature(cam, field), len(names))
+                values[field] = v.reshape(n) if len(names) == 1 else decode_missing(v, len(names))
+            view_labels[cam] = ViewLabels(**values)
         frame_index = _column(rows, "frame_index").astype(np.int64)
         return Episode(
             robot=prov.get("robot", self.info.get("robot_type") or ""),
@@ -139,6 +150,7 @@ class LeRobotV3Reader:
             grounding=grounding,
             annotation_camera=prov.get("annotation_camera", "third_person"),
             metadata=json.loads(prov["metadata"]) if "metadata" in prov else {},
+            view_labels=view_labels,
         )
 
 

@@ -31,6 +31,9 @@ Features (float32 unless noted):
   (object out of view, no container, nothing placed) is stored as ``-1.0`` (:data:`MISSING`) with the
   ``*_visible`` column 0; NaN would fail lerobot-doctor's NaN check. The reader turns a box, point or
   trace point that is entirely -1 back into NaN.
+- Labels of the other cameras (``Episode.view_labels``, e.g. the wrist camera's, when the first episode has
+  them): ``annotation.<cam>.target_box`` [4], ``annotation.<cam>.target_visible`` [1] and
+  ``annotation.<cam>.gripper_point`` [2] (the TCP's image point), missing values stored as above.
 - ``timestamp`` (= frame_index / fps, the frame's time in its video segment), ``frame_index``,
   ``episode_index``, ``index``, ``task_index`` (int64).
 
@@ -100,6 +103,18 @@ GROUNDING_STRINGS = {
     "annotation.trace_answer": "trace_answer",
 }
 TRACE = "annotation.trace"
+VIEW_VECTORS = {
+    "target_box": ["x1", "y1", "x2", "y2"],
+    "target_visible": ["visible"],
+    "gripper_point": ["x", "y"],
+}
+
+
+def view_feature(camera: str, field: str) -> str:
+    """The column of ``Episode.view_labels[camera].<field>``."""
+    return f"annotation.{camera}.{field}"
+
+
 INDEX_COLUMNS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 
 
@@ -169,6 +184,7 @@ class EpisodeFeatures:
             raise ValueError("at least one camera is needed")
         self.joint_names = tuple(joint_names)
         self.trace_points = trace_points  # None: decided by the first episode
+        self.view_cameras: tuple[str, ...] | None = None  # cameras with view labels: the first episode's
         self.embodiment: str | None = None
         self.reference_frame: str | None = None
 
@@ -203,6 +219,9 @@ class EpisodeFeatures:
                             "names": [f"{a}{i}" for i in range(k) for a in ("x", "y")]}  # fmt: skip
             for key in GROUNDING_STRINGS:
                 feats[key] = {"dtype": "string", "shape": [1], "names": None}
+        for cam in self.view_cameras or ():
+            for field, names in VIEW_VECTORS.items():
+                feats[view_feature(cam, field)] = {"dtype": "float32", "shape": [len(names)], "names": names}
         feats["timestamp"] = {"dtype": "float32", "shape": [1], "names": None}
         for key in INDEX_COLUMNS[1:]:
             feats[key] = {"dtype": "int64", "shape": [1], "names": None}
@@ -258,6 +277,8 @@ class EpisodeFeatures:
             )
         if self.trace_points is None:
             self.trace_points = int(episode.grounding.trace.shape[1]) if episode.grounding is not None else 0
+        if self.view_cameras is None:
+            self.view_cameras = tuple(sorted(c for c in episode.view_labels if c in self.cameras))
         g = episode.grounding
         if g is not None and not self.grounding:
             raise ValueError(
@@ -305,6 +326,17 @@ class EpisodeFeatures:
                         f"episode seed={episode.seed}: grounding {field} has {len(values)} entries, {n} frames"
                     )
                 cols[key] = values
+        for cam in self.view_cameras or ():
+            labels = episode.view_labels.get(cam)
+            for field, names in VIEW_VECTORS.items():
+                if labels is None:
+                    value = np.full(
+                        (n, len(names)), 0.0 if field == "target_visible" else MISSING, np.float32
+                    )
+                else:
+                    value = np.asarray(getattr(labels, field), dtype=np.float32).reshape(n, len(names))
+                    value = np.nan_to_num(value) if field == "target_visible" else encode_missing(value)
+                cols[view_feature(cam, field)] = value.astype(np.float32)
         cols["timestamp"] = (frame_index / self.fps).astype(np.float32)
         cols["frame_index"] = frame_index
         cols["episode_index"] = np.full(n, episode_index, np.int64)

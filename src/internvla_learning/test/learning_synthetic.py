@@ -4,7 +4,7 @@ random-walk states/actions, a gripper that closes half way, and grounding labels
 from __future__ import annotations
 
 import numpy as np
-from internvla_learning.episode import Episode, GroundingLabels
+from internvla_learning.episode import Episode, GroundingLabels, ViewLabels
 
 JOINTS = tuple(f"panda_joint{i}" for i in range(1, 8))
 COLOURS = [(230, 40, 40), (40, 200, 60), (40, 80, 230), (230, 200, 40)]
@@ -61,5 +61,16 @@ def make_episode(seed: int, length: int = 20, size: int = 64, fps: float = 10.0,
         timestamps=t / fps, images=images, joint_names=JOINTS, state_joint=state_joint,
         state_ee=state_ee.astype(np.float32), action_ee_delta=delta.astype(np.float32),
         action_joint=action_joint.astype(np.float32), success=bool(seed % 3), grounding=labels,
-        metadata={"objects": ["cube"], "seed": seed},
+        metadata={"objects": ["cube"], "seed": seed}, view_labels=_wrist_labels(length, seed) if grounding and "wrist" in cameras else {},
     )  # fmt: skip
+
+
+def _wrist_labels(length: int, seed: int) -> dict:
+    """The wrist camera's view labels (what the data engine records with --wrist): a box that grows as the
+    arm descends, out of view in the first frames, and the TCP's fixed image point."""
+    t = np.arange(length, dtype=np.float32)
+    box = np.stack([20 - t / 2, 20 - t / 2, 30 + t / 2, 30 + t / 2], 1) + seed
+    visible = np.ones(length, np.float32)
+    box[:2], visible[:2] = np.nan, 0.0
+    point = np.tile(np.float32([32.0, 8.0]), (length, 1))
+    return {"wrist": ViewLabels(box.astype(np.float32), visible, point)}

@@ -174,3 +174,56 @@ def test_stage0_refuses_what_it_cannot_train(dataset, tmp_path):
     with pytest.raises(TrainingError, match="--spatial-aux-gripper-state goes with --spatial-aux-gripper"):
         train(_cfg(dataset, tmp_path / "c", stage=2, tiny="toy", steps=1, spatial_aux_weight=1.0,
                    spatial_aux_gripper_state=True))  # fmt: skip
+
+
+def _with_wrist_labels(ep):
+    """The synthetic episode with wrist-camera view labels: a box that moves the other way, a fixed TCP."""
+    from internvla_learning.episode import ViewLabels
+
+    n = ep.length
+    t = np.arange(n, dtype=np.float32)
+    box = np.stack([40 - t, 30 + 0 * t, 52 - t, 42 + 0 * t], 1).astype(np.float32)
+    box[-3:] = np.nan  # out of view at the end
+    visible = np.where(np.isfinite(box).all(axis=1), 1.0, 0.0).astype(np.float32)
+    ep.view_labels = {"wrist": ViewLabels(box, visible, np.tile(np.float32([32, 10]), (n, 1)))}
+    return ep
+
+
+def test_wrist_view_labels_survive_the_v3_dataset_and_stage0_teaches_both_views(tmp_path):
+    root = tmp_path / "two_view"
+    cams = {"third_person": (64, 64), "wrist": (64, 64)}
+    episodes = [_with_wrist_labels(make_episode(s, length=20, size=64)) for s in range(2)]
+    with LeRobotV3Writer(root, 10, "franka", cams, JOINTS) as writer:
+        for ep in episodes:
+            writer.add_episode(ep)
+    from internvla_learning.lerobot_read import read_lerobot_v3
+
+    back = list(read_lerobot_v3(root))
+    for ep, read in zip(episodes, back, strict=True):
+        for name in ("target_box", "target_visible", "gripper_point"):
+            np.testing.assert_array_equal(
+                getattr(read.view_labels["wrist"], name), getattr(ep.view_labels["wrist"], name)
+            )
+
+    data = load_training_data(
+        root, horizon=4, action_dim=7, image_size=(64, 64), cameras=("third_person", "wrist"), grounding=False
+    )
+    wrist = data.view_target_boxes["wrist"]
+    np.testing.assert_allclose(wrist[0], np.float32([40, 30, 52, 42]) / 64)  # normalised by the wrist image
+    assert np.isnan(wrist[17:20]).all() and np.array_equal(
+        data.target_boxes, data.view_target_boxes["third_person"], equal_nan=True
+    )
+    np.testing.assert_allclose(data.view_gripper_points["wrist"], np.tile([0.5, 10 / 64], (len(data), 1)))
+
+    run = tmp_path / "s0"
+    train(_cfg(root, run, stage=0, tiny="toy", steps=2, cameras=["third_person", "wrist"], lr_base=1e-3))
+    from internvla_learning.training.train import Trainer
+
+    trainer = Trainer(
+        _cfg(root, run, stage=0, tiny="toy", steps=2, cameras=["third_person", "wrist"]), resume=True
+    )
+    trainer.setup()
+    assert [c for _, c in trainer.vision_views] == ["third_person", "wrist"]
+    one = Trainer(_cfg(root, tmp_path / "s0_one", stage=0, tiny="toy", steps=2))
+    one.setup()
+    assert [c for _, c in one.vision_views] == ["third_person"]  # a one-camera run teaches that camera

@@ -69,3 +69,26 @@ def test_bad_episode_is_named_with_its_seed_and_nothing_is_left(staging, tmp_pat
 def test_empty_staging_is_an_error(tmp_path):
     proc = run_cli("--staging", str(tmp_path), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "no staged episodes" in proc.stderr
+
+
+def test_view_labels_round_trip_through_the_staging_file(tmp_path):
+    from internvla_learning.episode import ViewLabels, load_episode, save_episode
+    from learning_synthetic import make_episode
+
+    ep = make_episode(0, length=6, size=16, cameras=("third_person", "wrist"))
+    n = ep.length
+    ep.view_labels = {
+        "wrist": ViewLabels(
+            target_box=np.tile(np.array([1, 2, 9, 10], np.float32), (n, 1)),
+            target_visible=np.linspace(0, 1, n).astype(np.float32),
+            gripper_point=np.full((n, 2), np.nan, np.float32),
+        )
+    }
+    ep.validate()
+    save_episode(ep, tmp_path / "e.npz")
+    back = load_episode(tmp_path / "e.npz").view_labels["wrist"]
+    for name in ViewLabels.FIELDS:
+        np.testing.assert_array_equal(getattr(back, name), getattr(ep.view_labels["wrist"], name))
+    ep.view_labels = {"third_person": ep.view_labels["wrist"]}  # the annotation camera has its own labels
+    with pytest.raises(ValueError, match="view_labels"):
+        ep.validate()

@@ -4,7 +4,8 @@
 robot's deployment rate (Franka ``franka_real`` 10 Hz, tool frame; WidowX ``widowx_bridge`` 5 Hz, base
 frame) and returns an ``internvla_learning.episode.Episode``: per frame the third-person image (and the
 wrist image) and the measured state BEFORE the frame's command, the commanded actions (see
-:mod:`internvla_sim.expert`) and the grounding ground truth (:mod:`internvla_sim.ground_truth`). Failed
+:mod:`internvla_sim.expert`) and the grounding ground truth (:mod:`internvla_sim.ground_truth`; with the
+wrist camera also its own target box and TCP point per frame, ``Episode.view_labels``). Failed
 or infeasible draws come back as :class:`FailedEpisode` with a reason and are never written.
 
 ``generate(out_dir, robot, episodes, seed_start, workers)`` runs seeds [seed_start, seed_start +
@@ -78,7 +79,7 @@ def generate_episode(
 
     from .env import SimEnv
     from .expert import ScriptedExpert
-    from .ground_truth import GroundTruthRecorder
+    from .ground_truth import GroundTruthRecorder, ViewRecorder
     from .task_family import InfeasibleTaskError, named_task, sample_task
     from .tasks import TASKS
 
@@ -105,6 +106,8 @@ def generate_episode(
         images: dict[str, list[np.ndarray]] = {c: [] for c in cameras}
         times, state_joint, state_ee = [], [], []
         truth = GroundTruthRecorder(env) if grounding else None
+        # the other cameras (the wrist's) get the labels that teach the vision encoder that view as well
+        views = {c: ViewRecorder(env, c) for c in cameras if c != truth.camera} if truth is not None else {}
 
         def observe(env) -> None:
             times.append(env.time)
@@ -114,6 +117,8 @@ def generate_episode(
             state_ee.append(_state_ee(env))
             if truth is not None:
                 truth.observe()
+            for view in views.values():
+                view.observe()
 
         expert = ScriptedExpert(
             env,
@@ -154,6 +159,7 @@ def generate_episode(
             action_joint=np.array(result.joint_commands, dtype=np.float32),
             success=True,
             grounding=truth.labels() if truth is not None else None,
+            view_labels={c: view.labels() for c, view in views.items()},
             metadata=metadata,
         )
         episode.validate()

@@ -14,6 +14,10 @@ What each frame gets (``internvla_learning.episode.GroundingLabels``):
   to :data:`TRACE_POINTS` points equally spaced along its length in the image;
 - the answers in the JSON format ``internvla_core.grounding`` parses (model input size = image size).
 
+Other cameras (the wrist camera, which moves with the hand) get :class:`ViewRecorder`'s smaller set
+(``internvla_learning.episode.ViewLabels``): the target's occlusion-aware box and visibility, as above,
+and the TCP's image point, each projected with that frame's camera pose.
+
 Pixel convention: continuous coordinates, origin at the image's top-left corner, pixel (i, j) covering
 [i, i+1) x [j, j+1) (the convention of Qwen2.5-VL answers: a box scales with the image). ``SimEnv``'s
 intrinsics put pixel centres at integers, so projected points are shifted by +0.5 here.
@@ -214,4 +218,48 @@ class GroundTruthRecorder:
             box_answer=[format_grounding_answer("box", b, words, size, size) for b in target_box],
             point_answer=[format_grounding_answer("point", p, words, size, size) for p in grasp],
             trace_answer=[format_grounding_answer("trace", tr, task.instruction, size, size) for tr in trace],
+        )
+
+
+@dataclass
+class ViewRecorder:
+    """Per-frame labels of a camera other than the annotation camera, e.g. the wrist camera.
+
+    Why: a policy that sees the wrist view as well can only use it once its vision encoder has learned
+    where the target is in that view (stage 0 trains on these labels). A wrist camera moves every frame,
+    so each frame is projected with that frame's camera pose, at :meth:`observe` time."""
+
+    env: object  # SimEnv
+    camera: str
+    target_box: list = field(default_factory=list)
+    target_visible: list = field(default_factory=list)
+    gripper_point: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        env = self.env
+        self.k = env.camera_intrinsics(self.camera)
+        self.target = env.task.target
+        self.geoms = env.body_geoms(self.target)
+
+    def observe(self, segmentation: np.ndarray | None = None) -> None:
+        env = self.env
+        if segmentation is None:
+            segmentation = env.render(self.camera, segmentation=True)
+        pose = env.camera_pose(self.camera)
+        world_to_base = env.world_to_base()
+        points = np.concatenate([geom_surface_points(env.model, env.data, g) for g in self.geoms])
+        points = points @ world_to_base[:3, :3].T + world_to_base[:3, 3]
+        box, visible = visible_box(segmentation, self.geoms, convex_hull(project(points, self.k, pose)))
+        self.target_box.append(box)
+        self.target_visible.append(visible)
+        self.gripper_point.append(project(np.asarray(env.tcp_position())[None], self.k, pose)[0])
+
+    def labels(self):
+        """The episode's ``ViewLabels`` for this camera."""
+        from internvla_learning.episode import ViewLabels
+
+        return ViewLabels(
+            target_box=np.array(self.target_box, dtype=np.float32),
+            target_visible=np.array(self.target_visible, dtype=np.float32),
+            gripper_point=np.array(self.gripper_point, dtype=np.float32),
         )

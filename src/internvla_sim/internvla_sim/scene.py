@@ -169,7 +169,17 @@ def _franka_spec():
     gripper = next(a for a in spec.actuators if a.name == "actuator8")
     gripper.gainprm[0] *= 8
     gripper.biasprm[1] *= 8
-    return spec, next(b for b in spec.bodies if b.name == "hand"), (0.06, 0.0, 0.03), (0, -1, 0, 1, 0, 0)
+    return spec, next(b for b in spec.bodies if b.name == "hand"), FRANKA_WRIST_POS, FRANKA_WRIST_XYAXES
+
+
+# The Franka wrist camera, in the hand frame (z along the fingers, towards the fingertips; the TCP at
+# z = 0.1034): 6 cm beside the flange, looking down the fingers and tilted 19 degrees towards their axis,
+# at the point 20 cm out, so that the fingertips sit at the top of the image and an object between them at
+# its centre, as a hand-mounted camera (DROID's, for one) sees a grasp. A MuJoCo camera looks along -z of
+# its frame, z = x cross y. Until 2026-12-06 the axes were (0, -1, 0, 1, 0, 0): that camera looked back up the
+# arm and never saw the table, and every wrist-view dataset recorded before then shows the hand's underside.
+FRANKA_WRIST_POS = (0.06, 0.0, 0.03)
+FRANKA_WRIST_XYAXES = (0.0, -1.0, 0.0, -0.17, 0.0, -0.06)
 
 
 # Position-servo gains of the WidowX (kp [N m/rad or N/m], joint damping, force limit): stiff enough

@@ -126,3 +126,22 @@ def test_resample_path_spaces_points_evenly_along_the_polyline():
     out = resample_path(path, 5)
     assert np.allclose(out, [[0, 0], [5, 0], [10, 0], [10, 5], [10, 10]])
     assert np.allclose(resample_path(path[:1], 3), [[0, 0]] * 3)
+
+
+def test_the_franka_wrist_camera_sees_the_table_and_holds_the_grasped_block_between_the_fingers():
+    """The wrist view's labels (data engine, Episode.view_labels) and the camera they come from: at the
+    start it looks down on the table with the target in view; at the grasp (the expert's first closing
+    command) the TCP, which projects between the fingertips at the top of the image, lies on the target,
+    centred left to right."""
+    from internvla_sim.data_engine import generate_episode
+
+    ep = generate_episode("franka", 3, (96, 96), True, ["pick_green"])
+    view = ep.view_labels["wrist"]
+    assert set(ep.view_labels) == {"wrist"} and len(view.target_box) == ep.length
+    assert view.target_visible[0] > 0.9  # the block is seen from the home pose (the old camera saw the sky)
+    grasp = int(np.argmax(ep.action_ee_delta[:, 6] < 0.5))  # gripper: 1 open, 0 close
+    x1, y1, x2, y2 = view.target_box[grasp]
+    u, v = view.gripper_point[grasp]
+    assert view.target_visible[grasp] > 0.5 and x1 < u < x2 and y1 < v < y2, (view.target_box[grasp], u, v)
+    assert abs(u - 48) < 2 and v < 48  # the TCP: on the camera's centre line, in the upper half
+    assert abs(0.5 * (x1 + x2) - 48) < 6  # the block is between the fingers

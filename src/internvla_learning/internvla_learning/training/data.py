@@ -76,6 +76,10 @@ class TrainingData:
     # float32 [N, 2] the gripper's measured height (state_ee z, base frame [m]) and opening (state_ee gripper):
     # what the third-person image shows of the phase (above the block or at it, open or holding)
     gripper_states: np.ndarray | None = None
+    # camera -> float32 [N, 4] / [N, 2]: the same two labels for every training camera (the annotation
+    # camera's from its grounding, the others' from Episode.view_labels; all NaN where the dataset has none)
+    view_target_boxes: dict[str, np.ndarray] = field(default_factory=dict)
+    view_gripper_points: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.instructions)
@@ -241,25 +245,18 @@ def load_training_data(
     annotation_camera = (
         episodes[0].annotation_camera if episodes[0].annotation_camera in cameras else cameras[0]
     )
-    instructions, vlm, dino, chunks, ep_index, qa, boxes, grippers, states = (
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-        [],
-    )
+    instructions, vlm, dino, chunks, ep_index, qa, states = [], [], [], [], [], [], []
+    view_boxes: dict[str, list[np.ndarray]] = {}
+    view_grippers: dict[str, list[np.ndarray]] = {}
     for e_i, ep in enumerate(episodes):
         n = ep.length
         norm = normalize_chunk_actions(ep.action_ee_delta, block)
         starts = range(0, n, frame_stride)
         chunks.append(norm[chunk_indices(n, horizon)][::frame_stride])
         ep_index.append(np.full(len(starts), e_i))
-        boxes.append(_normalised_target_boxes(ep, annotation_camera)[::frame_stride])
-        grippers.append(_normalised_gripper_points(ep, annotation_camera)[::frame_stride])
+        for c in cameras:
+            view_boxes.setdefault(c, []).append(_normalised_target_boxes(ep, c)[::frame_stride])
+            view_grippers.setdefault(c, []).append(_normalised_gripper_points(ep, c)[::frame_stride])
         states.append(np.asarray(ep.state_ee, dtype=np.float32)[:, [2, 6]][::frame_stride])
         for t in starts:
             views = [vlm_view(ep.images[c][t], image_size) for c in cameras]
@@ -302,8 +299,10 @@ def load_training_data(
         chunks=np.concatenate(chunks).astype(np.float32),
         episode_index=np.concatenate(ep_index),
         qa=qa,
-        target_boxes=np.concatenate(boxes).astype(np.float32),
-        gripper_points=np.concatenate(grippers).astype(np.float32),
+        target_boxes=np.concatenate(view_boxes[annotation_camera]).astype(np.float32),
+        gripper_points=np.concatenate(view_grippers[annotation_camera]).astype(np.float32),
+        view_target_boxes={c: np.concatenate(v).astype(np.float32) for c, v in view_boxes.items()},
+        view_gripper_points={c: np.concatenate(v).astype(np.float32) for c, v in view_grippers.items()},
         gripper_states=np.concatenate(states).astype(np.float32),
     )
 
@@ -311,8 +310,8 @@ def load_training_data(
 def _normalised_target_boxes(ep, camera: str) -> np.ndarray:
     """[T, 4] the target's box per frame in [0, 1] of ``camera``'s image; NaN rows where it is not visible."""
     out = np.full((ep.length, 4), np.nan, dtype=np.float32)
-    g = ep.grounding
-    if g is None or ep.annotation_camera != camera:
+    g = ep.grounding if ep.annotation_camera == camera else ep.view_labels.get(camera)
+    if g is None:
         return out
     h, w = ep.images[camera].shape[1:3]
     visible = np.nan_to_num(np.asarray(g.target_visible, dtype=np.float32)) >= 0.5
@@ -324,12 +323,20 @@ def _normalised_target_boxes(ep, camera: str) -> np.ndarray:
 
 def _normalised_gripper_points(ep, camera: str) -> np.ndarray:
     """[T, 2] the TCP's image point per frame in [0, 1] of ``camera``'s image (the grounding trace starts
-    at the TCP's projection at that frame); NaN rows where the dataset has no trace."""
+    at the TCP's projection at that frame; another camera's view labels hold it); NaN rows where unknown."""
     out = np.full((ep.length, 2), np.nan, dtype=np.float32)
-    g = ep.grounding
-    if g is None or ep.annotation_camera != camera or g.trace is None or len(g.trace) != ep.length:
-        return out
     h, w = ep.images[camera].shape[1:3]
+    if ep.annotation_camera != camera:
+        view = ep.view_labels.get(camera)
+        if view is None:
+            return out
+        first = np.asarray(view.gripper_point, dtype=np.float32) / np.array([w, h], dtype=np.float32)
+        ok = np.isfinite(first).all(axis=1)
+        out[ok] = first[ok]
+        return out
+    g = ep.grounding
+    if g is None or g.trace is None or len(g.trace) != ep.length:
+        return out
     first = np.asarray(g.trace, dtype=np.float32)[:, 0, :] / np.array([w, h], dtype=np.float32)
     ok = np.isfinite(first).all(axis=1)
     out[ok] = first[ok]

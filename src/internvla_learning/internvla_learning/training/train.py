@@ -724,10 +724,16 @@ class Trainer:
                 f"stage 0 learns where the target is from annotation.target_box / target_visible, and "
                 f"{self.cfg.data} has no visible target box; record grounding labels (the data engine does)"
             )
-        cam = data.cameras.index(data.annotation_camera)
+        # every training camera with labels: the annotation camera's grounding, the others' view labels
+        # (the wrist camera's, recorded by the data engine), so that the shared DINO learns each view
+        labelled = [
+            c for c in data.cameras
+            if c in data.view_target_boxes and bool(np.isfinite(data.view_target_boxes[c]).all(axis=1).any())
+        ]  # fmt: skip
         height, width = data.dino_views.shape[2:4]
         patch = self.model.dino_encoder.body.patch_size
-        self.vision_view, self.vision_grid = cam, (width // patch, height // patch)
+        self.vision_views = [(data.cameras.index(c), c) for c in labelled]
+        self.vision_grid = (width // patch, height // patch)
         gen = torch.Generator().manual_seed(self.cfg.seed + 15485863)
         head = torch.nn.Linear(self.model.dino_encoder.num_channels, OUTPUTS)
         with torch.no_grad():
@@ -742,27 +748,36 @@ class Trainer:
         return ((self.data.gripper_states[frames] - mean) / std).astype(np.float32)
 
     def _vision_loss(self, step: int) -> dict[str, Any]:
-        """Stage 0: the dense-map loss of DINO's patch tokens of the annotation camera."""
+        """Stage 0: the dense-map loss of DINO's patch tokens, averaged over the labelled views (the
+        annotation camera, and the wrist camera when the dataset has its view labels and --cameras names
+        it); each part (mask, to_target, ...) is reported as its mean over the views."""
         import torch
 
         from .vision import dense_loss, dense_targets
 
         data, m = self.data, self.model
         frames = batch_indices(len(data), self.cfg.batch_size, step, self.cfg.seed)
-        views = torch.from_numpy(data.dino_views[frames, self.vision_view])
-        pixels = m.dino_encoder.preprocess_tensor(views).to(self.device)
-        tokens = m.dino_encoder(pixels)
         grid_w, grid_h = self.vision_grid
-        targets = dense_targets(
-            data.target_boxes[frames],
-            data.gripper_points[frames],
-            grid_w,
-            grid_h,
-            gripper_state=self._gripper_states(frames) if self.cfg.vision_gripper_state else None,
-        )
-        loss, parts = dense_loss(self.vision_head(tokens.float()), targets)
+        state = self._gripper_states(frames) if self.cfg.vision_gripper_state else None
+        total, sums = 0.0, {}
+        for index, camera in self.vision_views:
+            views = torch.from_numpy(data.dino_views[frames, index])
+            tokens = m.dino_encoder(m.dino_encoder.preprocess_tensor(views).to(self.device))
+            targets = dense_targets(
+                data.view_target_boxes[camera][frames],
+                data.view_gripper_points[camera][frames],
+                grid_w,
+                grid_h,
+                gripper_state=state,
+            )
+            loss, parts = dense_loss(self.vision_head(tokens.float()), targets)
+            total = total + loss
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v.detach()
+        n = len(self.vision_views)
+        loss = total / n
         out = {"loss": loss, "vision_loss": loss.detach()}
-        out.update({f"vision_{k}": v.detach() for k, v in parts.items()})
+        out.update({f"vision_{k}": v / n for k, v in sums.items()})
         return out
 
     def _redraw_query_tokens(self, std: float) -> None:
