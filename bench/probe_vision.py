@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="a --stage 0 run directory")
     p.add_argument("--staging", required=True, help="data engine staging dir of held-out episodes")
     p.add_argument("--episodes", type=int, default=20)
+    p.add_argument(
+        "--camera",
+        default="",
+        help="the view to score (default: the annotation camera); 'wrist' needs episodes recorded with "
+        "data_engine --wrist, whose view labels it is scored against",
+    )
     p.add_argument("--every", type=int, default=5, help="score every k-th frame")
     ns = p.parse_args(argv)
 
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     got_t, want_t, got_g, want_g, ious, got_m, got_s, want_s = [], [], [], [], [], [], [], []
     for path in files:
         ep = load_episode(path)
-        cam = ep.annotation_camera
+        cam = ns.camera or ep.annotation_camera
         boxes = _normalised_target_boxes(ep, cam)
         grippers = _normalised_gripper_points(ep, cam)
         states = np.asarray(ep.state_ee, dtype=np.float32)[:, [2, 6]]
