@@ -267,14 +267,9 @@ def _sim_task(task: str) -> str:
 
 def checkpoint_views(checkpoint: str) -> list[str]:
     """The camera views a checkpoint (run dir or .pt) was trained on; [] when it does not say."""
-    if not checkpoint:
-        return []
-    from internvla_core.model.config import load_run_config
-    from internvla_core.model.policy import resolve_checkpoint, run_dir_of
-    from internvla_core.policy_setup import trained_views
+    from internvla_core.policy_setup import local_checkpoint_views
 
-    config = load_run_config(run_dir_of(resolve_checkpoint(checkpoint)))
-    return trained_views(config.raw) or []
+    return local_checkpoint_views(checkpoint) or []
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from internvla_core.policy_setup import WRIST_VIEW, local_checkpoint_views
 from internvla_sim.tasks import TASKS
 
 from .calibration import StaticTransform, load_calibration
@@ -109,7 +110,9 @@ class Argument:
 ARGUMENTS: tuple[Argument, ...] = (
     Argument("namespace", "namespace of our nodes (drivers keep their own names: the remaps are absolute)"),
     Argument(
-        "checkpoint", "InternVLA-M1 checkpoint (.pt or run dir); empty = the untrained tiny factory model"
+        "checkpoint",
+        "InternVLA-M1 checkpoint (.pt or run dir); empty = the untrained tiny factory model. In simulation a "
+        "model trained on the wrist camera too gets it (the sim renders it, the policy sends it)",
     ),
     Argument("device", "torch device for grounding and policy (cpu, cuda, cuda:1); empty = the YAML's"),
     Argument(
@@ -249,6 +252,7 @@ def _our_nodes(
     sim_time: bool,
     dry_run: bool,
     executor_extra: Mapping[str, Any] | None = None,
+    policy_extra: Mapping[str, Any] | None = None,
     remap_camera: tuple[tuple[str, str], ...] = (),
     remap_state: tuple[tuple[str, str], ...] = (),
     remap_commands: tuple[tuple[str, str], ...] = (),
@@ -271,7 +275,7 @@ def _our_nodes(
             "policy_node",
             "internvla_policy.policy_node:PolicyNode",
             lifecycle=True,
-            parameters={**common, **model},
+            parameters={**common, **model, **(policy_extra or {})},
             remappings=remap_camera + remap_state,
         ),
         NodeSpec(
@@ -305,6 +309,8 @@ def _sim_graph(setup: str, robot: str, options: GraphOptions) -> Graph:
     if options.clock_mode not in CLOCK_MODES:
         raise ValueError(f"clock_mode must be lockstep or realtime, got '{options.clock_mode}'")
     lockstep = options.clock_mode == "lockstep"
+    # a model trained on the wrist camera too gets it: the sim renders it and the policy sends it
+    wrist = WRIST_VIEW in (local_checkpoint_views(options.checkpoint) or [])
     sim = NodeSpec(
         "sim",
         "internvla_sim",
@@ -318,6 +324,7 @@ def _sim_graph(setup: str, robot: str, options: GraphOptions) -> Graph:
             "task": options.task,
             "seed": options.seed,
             "clock_mode": options.clock_mode,
+            **({"render_wrist": True} if wrist else {}),
         },
     )
     dry_run = False if options.dry_run is None else options.dry_run
@@ -326,6 +333,7 @@ def _sim_graph(setup: str, robot: str, options: GraphOptions) -> Graph:
         sim_time=True,
         dry_run=dry_run,
         executor_extra={"tick_source": "state" if lockstep else "timer"},
+        policy_extra={"wrist_view": True} if wrist else None,
     )
     if robot == "widowx":  # the sim's WidowX gripper is a JointTrajectoryController, as Interbotix's
         nodes.append(

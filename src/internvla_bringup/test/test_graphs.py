@@ -222,3 +222,23 @@ def test_graph_overrides_are_parameters_of_each_nodes_schema(setup):
 def test_sim_graphs_accept_the_procedural_family_as_the_sim_node_does(task):
     graph = build_graph("sim_widowx", GraphOptions(task=task, seed=4))
     assert graph.node("sim").parameters["task"] == task
+
+
+def test_a_checkpoint_trained_on_the_wrist_camera_gets_it_rendered_and_sent_in_simulation(tmp_path):
+    from internvla_core.model import tiny_checkpoint
+    from internvla_core.model.policy import run_dir_of
+
+    one_view = str(tiny_checkpoint())
+    config = yaml.safe_load((run_dir_of(Path(one_view)) / "config.yaml").read_text())
+    config.setdefault("datasets", {}).setdefault("vla_data", {})["cameras"] = ["third_person", "wrist"]
+    two_view = tmp_path / "two_view_run"
+    two_view.mkdir()
+    (two_view / "config.yaml").write_text(yaml.safe_dump(config))
+
+    graph = graph_of("sim_franka", checkpoint=str(two_view))
+    assert graph.node("sim").parameters["render_wrist"] is True
+    assert graph.node("policy_node").parameters["wrist_view"] is True
+    for checkpoint in (one_view, "", "some-org/some-hub-run"):  # hub ids are not read: no download
+        graph = graph_of("sim_franka", checkpoint=checkpoint)
+        assert "render_wrist" not in graph.node("sim").parameters
+        assert "wrist_view" not in graph.node("policy_node").parameters

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 WRIST_VIEW = "wrist"
@@ -30,6 +31,26 @@ def trained_views(config: Mapping[str, Any]) -> list[str] | None:
     vla = (config.get("datasets") or {}).get("vla_data") or {}
     cameras = vla.get("cameras")
     return [str(c) for c in cameras] if cameras else None
+
+
+def local_checkpoint_views(checkpoint: str) -> list[str] | None:
+    """The views a checkpoint on this disk (a run dir or one of its weight files) was trained on.
+
+    None when the checkpoint is empty, not a local path (a hub id: reading it could download) or its
+    config does not say. Launch descriptions use it to render and send the views the model expects.
+    """
+    if not checkpoint:
+        return None
+    path = Path(os.path.expanduser(checkpoint))
+    if not path.exists():
+        return None
+    from .model.config import load_run_config
+
+    # a run dir, or a weights file in <run>/checkpoints/ or directly in the run dir (no torch import)
+    run_dir = (
+        path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    )
+    return trained_views(load_run_config(run_dir).raw)
 
 
 def check_views_fit_model(views: Sequence[str], trained: Sequence[str] | None) -> None:
