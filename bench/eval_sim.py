@@ -79,6 +79,7 @@ def run_episode(
     cfg_scale: float | None = None,
     noise_seed: int = -1,
     ddim_steps: int | None = None,
+    executor_mode: str | None = None,
     trace: bool = False,
     domain_id: int | None = None,
     index: int = 0,
@@ -91,7 +92,8 @@ def run_episode(
     third_person wrist``). ``cfg_scale``: policy_node's classifier-free guidance scale (None: its
     default). ``noise_seed``: policy_node's diffusion noise seed (-1: random at every inference, so a
     repeated evaluation differs; ``episode_noise_seed(seed)`` makes the episode repeatable). ``ddim_steps``:
-    DDIM steps per inference (None: policy_node's default). ``trace``: record TCP - target at every sim step
+    DDIM steps per inference (None: policy_node's default). ``executor_mode``: chunk_executor's ``mode``
+    (None: its default, ensemble). ``trace``: record TCP - target at every sim step
     into ``result.trace``."""
     import rclpy
     from internvla_learning.evaluation import EpisodeResult
@@ -129,6 +131,8 @@ def run_episode(
             policy_params["num_ddim_steps"] = ddim_steps
         policy_params["seed"] = noise_seed
         overrides = {"sim": sim_params, "policy_node": policy_params}
+        if executor_mode is not None:
+            overrides["chunk_executor"] = {"mode": executor_mode}
         composition = Composition.create(graph, context, overrides, skip=skip)
         runner = Node("eval_sim", namespace=graph.namespace, context=context)
         monitor = _monitor_class()(runner)
@@ -319,6 +323,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="diffusion noise: seeded from the episode's seed, so that a rerun repeats every episode "
         "(default), or random at every inference (policy_node's seed -1)",
     )
+    p.add_argument(
+        "--executor-mode",
+        choices=["ensemble", "chunk"],
+        default=None,
+        help="chunk_executor's mode: ensemble (re-query every step and average the overlapping chunks, "
+        "its default) or chunk (execute each chunk, blend the seams)",
+    )
     p.add_argument("--device", default="", help="torch device of the policy (default: the YAML's cpu)")
     p.add_argument("--timeout", type=float, default=900.0, help="wall seconds per episode's goal")
     p.add_argument("--out", default="eval_out", help="directory for results.csv / results.md / success.png")
@@ -351,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     options = dict(checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else "",
                    max_steps=args.max_steps, skip_grounding=args.skip_grounding, image_size=size,
                    spatial_prompt=args.spatial_prompt, wrist=wrist, cfg_scale=args.cfg_scale,
-                   ddim_steps=args.ddim_steps, trace=args.trace,
+                   ddim_steps=args.ddim_steps, executor_mode=args.executor_mode, trace=args.trace,
                    device=args.device, timeout=args.timeout)  # fmt: skip
     jobs = [
         (

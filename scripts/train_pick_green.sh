@@ -5,12 +5,14 @@
 # at least EXPORT_MIN_RATE of them) to src/internvla_bringup/models/m1_tiny_franka_pick_green, which
 # `make demo` then runs (its model_card.json carries the evaluation). Every step is resumable: rerun the
 # script after an interruption and finished steps are skipped (the engine skips written episodes, the
-# trainer continues with --resume). TRAINING.md, "Third round" and "Fourth round", has what each step measured.
+# trainer continues with --resume). TRAINING.md, "Third round" to "Sixth round", has what each step measured.
 #
-#   bash scripts/train_pick_green.sh      # ~25 min data, 6 min stage 0, ~20 min stage 2 on 2 idle CPU cores
+#   bash scripts/train_pick_green.sh      # ~22 min data, 10 min stage 0, ~42 min stage 2, ~27 min evaluation
+#                                         # on 2 idle CPU cores (two views: the sixth round's run)
 #   DART=1 bash scripts/train_pick_green.sh     # plus 300 perturbed (DART) episodes in the stage-2 data
 #   EVAL_EPISODES=200 WORKERS=2 bash scripts/train_pick_green.sh
 #   STAGE1=1 bash scripts/train_pick_green.sh   # with upstream's stage 1 before stage 0 (the ablation)
+#   WRIST=0 bash scripts/train_pick_green.sh    # third-person view only (the fourth round's run)
 #
 # Seeds: clean demonstrations 0..EPISODES-1, perturbed (DART=1) demonstrations EPISODES..2*EPISODES-1,
 # model seed 0, held-out probe episodes and evaluation seeds from 1,000,000 (disjoint).
@@ -18,7 +20,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
+WRIST=${WRIST:-1}                    # 1: record the wrist camera, stages 0 and 2 on both views
+if [ "$WRIST" = 1 ]; then
+  EPISODES=${EPISODES:-450}          # two views at stride 3: ~14 GB of stage-2 feature cache
+  STRIDE=${STRIDE:-3}
+  S2_STEPS=${S2_STEPS:-16000}
+  VIEWS=(--cameras third_person wrist); REC=(--wrist); TAG=_wrist
+else
+  VIEWS=(); REC=(); TAG=""
+fi
 EPISODES=${EPISODES:-600}            # clean expert episodes (and as many perturbed ones with DART=1)
+STRIDE=${STRIDE:-2}                  # --frame-stride of stages 0 and 2
 DART=${DART:-0}                      # 1: add perturbed episodes (measured: no gain yet, TRAINING.md)
 PERTURB=${PERTURB:-0.02}             # std [m] of the perturbed episodes' drifting target offset
 S0_STEPS=${S0_STEPS:-2500}
@@ -35,19 +47,22 @@ RUNS=${RUNS:-runs}
 MODEL_OUT=${MODEL_OUT:-src/internvla_bringup/models/m1_tiny_franka_pick_green}
 
 engine() { python -m internvla_sim.data_engine --robot franka --templates pick_green --workers "$WORKERS" "$@"; }
-engine --episodes "$EPISODES" --seed-start 0 --out data/staging/pick_green
-engine --episodes 20 --seed-start 1000000 --out data/staging/heldout_pg  # held-out frames for the probes
+CLEAN=data/pick_green$TAG
+HELDOUT=data/staging/heldout_pg$TAG
+engine --episodes "$EPISODES" --seed-start 0 "${REC[@]}" --out "data/staging/pick_green$TAG"
+engine --episodes 20 --seed-start 1000000 "${REC[@]}" --out "$HELDOUT"  # held-out frames for the probes
 # stage 0 (and stage 1) train on the clean episodes: their labels do not need the perturbed ones
-[ -f data/pick_green/meta/info.json ] || python -m internvla_learning.write_dataset \
-  --staging data/staging/pick_green --out data/pick_green --format v3 --crf 18
-DATA=data/pick_green  # stage 2's data
+[ -f "$CLEAN/meta/info.json" ] || python -m internvla_learning.write_dataset \
+  --staging "data/staging/pick_green$TAG" --out "$CLEAN" --format v3 --crf 18
+DATA=$CLEAN  # stage 2's data
 if [ "$DART" = 1 ]; then
-  DATA=data/pick_green_mix
-  engine --episodes "$EPISODES" --seed-start "$EPISODES" --perturb "$PERTURB" --out data/staging/pick_green_dart
+  DATA=data/pick_green_mix$TAG
+  engine --episodes "$EPISODES" --seed-start "$EPISODES" --perturb "$PERTURB" "${REC[@]}" \
+    --out "data/staging/pick_green_dart$TAG"
   if [ ! -f "$DATA/meta/info.json" ]; then
-    mix=data/staging/pick_green_mix
+    mix=data/staging/pick_green_mix$TAG
     mkdir -p "$mix/episodes"
-    for f in data/staging/pick_green/episodes/*.npz data/staging/pick_green_dart/episodes/*.npz; do
+    for f in "data/staging/pick_green$TAG"/episodes/*.npz "data/staging/pick_green_dart$TAG"/episodes/*.npz; do
       ln -sf "$PWD/$f" "$mix/episodes/$(basename "$f")"
     done
     python -m internvla_learning.write_dataset --staging "$mix" --out "$DATA" --format v3 --crf 18
@@ -67,22 +82,24 @@ train() {  # train OUT ARGS...: start, or continue a run that has saved state
 recipe=pg_s2
 if [ "$STAGE1" = 1 ]; then recipe+=_s1; fi
 if [ "$DART" = 1 ]; then recipe+=_dart; fi
+recipe+=$TAG
 S2_RUN=${S2_RUN:-$recipe}
 if [ "$STAGE1" = 1 ]; then
-  train "$RUNS/pg_s1" --data data/pick_green --stage 1 --tiny default --steps "$S1_STEPS" --batch-size 16 \
+  train "$RUNS/pg_s1$TAG" --data "$CLEAN" --stage 1 --tiny default --steps "$S1_STEPS" --batch-size 16 \
     --lr-vlm 3e-4 --spatial-qa --save-every 500 --log-every 10 --seed 0
-  S0_FROM=(--init "$RUNS/pg_s1"); S0_RUN=pg_s1_s0
+  S0_FROM=(--init "$RUNS/pg_s1$TAG"); S0_RUN=pg_s1_s0$TAG
 else
-  S0_FROM=(--tiny default); S0_RUN=pg_s0
+  S0_FROM=(--tiny default); S0_RUN=pg_s0$TAG
 fi
-train "$RUNS/$S0_RUN" --data data/pick_green --stage 0 "${S0_FROM[@]}" --steps "$S0_STEPS" --batch-size 32 \
-  --lr-base 1e-3 --frame-stride 2 --save-every 500 --log-every 10 --seed 0
-python bench/probe_vision.py --run "$RUNS/$S0_RUN" --staging data/staging/heldout_pg
-train "$RUNS/$S2_RUN" --data "$DATA" --stage 2 --init "$RUNS/$S0_RUN" --freeze-vlm --frame-stride 2 \
+train "$RUNS/$S0_RUN" --data "$CLEAN" --stage 0 "${S0_FROM[@]}" "${VIEWS[@]}" --steps "$S0_STEPS" \
+  --batch-size 32 --lr-base 1e-3 --frame-stride "$STRIDE" --save-every 500 --log-every 10 --seed 0
+python bench/probe_vision.py --run "$RUNS/$S0_RUN" --staging "$HELDOUT"
+if [ "$WRIST" = 1 ]; then python bench/probe_vision.py --run "$RUNS/$S0_RUN" --staging "$HELDOUT" --camera wrist; fi
+train "$RUNS/$S2_RUN" --data "$DATA" --stage 2 --init "$RUNS/$S0_RUN" "${VIEWS[@]}" --freeze-vlm --frame-stride "$STRIDE" \
   --qformer-attn-dropout 0 --query-token-std 0.02 --condition-norm --spatial-aux-weight "$AUX_WEIGHT" \
   --spatial-aux-readout tokens --spatial-aux-gripper --steps "$S2_STEPS" --batch-size 16 --lr-action 1e-3 \
   --lr-base 1e-3 --save-every "$SAVE_EVERY" --log-every 50 --seed 0
-python bench/probe_condition.py --checkpoint "$RUNS/$S2_RUN" --staging data/staging/heldout_pg --episodes 20
+python bench/probe_condition.py --checkpoint "$RUNS/$S2_RUN" --staging "$HELDOUT" --episodes 20
 
 python bench/eval_sim.py --checkpoint "$RUNS/$S2_RUN" --tasks pick_green --episodes "$EVAL_EPISODES" \
   --workers "$WORKERS" --max-steps 120 --skip-grounding --cfg-scale "$CFG" --trace --out "eval/$S2_RUN"
