@@ -15,6 +15,12 @@ of rows 1..K with the expert's and prints
 Why this exists: closed-loop evaluation costs about a minute per episode on 2 CPU cores, and a policy
 that learned only the average motion fails every episode in a way a success rate cannot explain. This
 probe runs in seconds and says whether the condition path carries the object's place at all.
+
+``--approach`` also checks the end of the approach, where a policy that follows the object can still
+miss it: at every frame before the hand's lowest point, within ``--window-cm`` of its height there, the
+policy predicts a chunk and the probe prints the mean signed error of its summed x/y step over rows
+0..K-1 against the expert's (the expert's own mean summed step beside it: an error of the same sign as
+the expert's step is an overshoot). The images are the views the run was trained on, in its order.
 """
 
 from __future__ import annotations
@@ -26,18 +32,56 @@ from pathlib import Path
 import numpy as np
 
 
-def first_moves(policy, episode_files: list[Path], rows: int, camera: str) -> tuple[np.ndarray, np.ndarray]:
+def views_of(ep, views: list[str], frame: int) -> list[np.ndarray]:
+    missing = [view for view in views if view not in ep.images]
+    if missing:
+        raise ValueError(f"the episodes hold no {missing} images (record them: data_engine --wrist)")
+    return [ep.images[view][frame] for view in views]
+
+
+def first_moves(
+    policy, episode_files: list[Path], rows: int, views: list[str], cfg_scale: float = 1.5
+) -> tuple[np.ndarray, np.ndarray]:
     """[E, 2] predicted and expert mean x/y step (m) over rows 1..rows of each episode's first chunk."""
     from internvla_learning.episode import load_episode
 
     predicted, expert = [], []
     for path in episode_files:
         ep = load_episode(path)
-        image = ep.images[camera][0]
-        chunk = np.asarray(policy.predict_action([image], ep.instruction, seed=0).actions)
+        chunk = np.asarray(
+            policy.predict_action(views_of(ep, views, 0), ep.instruction, cfg_scale=cfg_scale, seed=0).actions
+        )
         predicted.append(chunk[1 : rows + 1, :2].mean(axis=0))
         expert.append(ep.action_ee_delta[1 : rows + 1, :2].mean(axis=0))
     return np.array(predicted), np.array(expert)
+
+
+def approach_frames(state_ee: np.ndarray, window_m: float) -> list[int]:
+    """Frames before the hand's lowest point that are within ``window_m`` of its height there."""
+    z = state_ee[:, 2]
+    lowest = int(np.argmin(z))
+    return [i for i in range(lowest) if z[i] - z[lowest] < window_m]
+
+
+def approach_steps(
+    policy, episode_files: list[Path], rows: int, views: list[str], window_m: float, cfg_scale: float = 1.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """[F, 2] predicted and expert x/y step (m) summed over rows 0..rows-1, at the approach frames."""
+    from internvla_learning.episode import load_episode
+
+    predicted, expert = [], []
+    for path in episode_files:
+        ep = load_episode(path)
+        for i in approach_frames(ep.state_ee, window_m):
+            n = min(rows, len(ep.action_ee_delta) - i)
+            chunk = np.asarray(
+                policy.predict_action(
+                    views_of(ep, views, i), ep.instruction, cfg_scale=cfg_scale, seed=0
+                ).actions
+            )
+            predicted.append(chunk[:n, :2].sum(axis=0))
+            expert.append(ep.action_ee_delta[i : i + n, :2].sum(axis=0))
+    return np.array(predicted).reshape(-1, 2), np.array(expert).reshape(-1, 2)
 
 
 def report(predicted: np.ndarray, expert: np.ndarray) -> dict:
@@ -61,16 +105,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--staging", required=True, help="data engine staging dir (episodes/*.npz)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--rows", type=int, default=5, help="rows 1..K of the first chunk are averaged")
-    p.add_argument("--camera", default="third_person")
+    p.add_argument(
+        "--camera", default="", help="the one view to send (default: the views the run was trained on)"
+    )
+    p.add_argument("--cfg-scale", type=float, default=1.5, help="guidance scale (policy_node's default 1.5)")
+    p.add_argument("--approach", action="store_true", help="also check the frames at the end of the approach")
+    p.add_argument(
+        "--window-cm", type=float, default=5.0, help="--approach: height window above the lowest point"
+    )
     ns = p.parse_args(argv)
     files = sorted(Path(ns.staging).glob("episodes/*.npz"))[: ns.episodes]
     if len(files) < 2:
         print(f"probe_condition: {ns.staging} has fewer than 2 episodes", file=sys.stderr)
         return 2
     from internvla_core.model.policy import load_policy
+    from internvla_core.policy_setup import local_checkpoint_views
 
+    views = [ns.camera] if ns.camera else local_checkpoint_views(ns.checkpoint) or ["third_person"]
     policy = load_policy(ns.checkpoint)
-    predicted, expert = first_moves(policy, files, ns.rows, ns.camera)
+    try:
+        predicted, expert = first_moves(policy, files, ns.rows, views, ns.cfg_scale)
+    except ValueError as exc:
+        print(f"probe_condition: {exc}", file=sys.stderr)
+        return 2
     print(f"{ns.checkpoint}: first chunk of {len(files)} episodes of {ns.staging}, rows 1..{ns.rows}")
     for axis, r in report(predicted, expert).items():
         print(
@@ -78,6 +135,17 @@ def main(argv: list[str] | None = None) -> int:
             f"correlation {r['correlation']:+.2f}, error {r['mae_cm']:.2f} cm "
             f"(always-the-mean {r['mean_predictor_mae_cm']:.2f} cm)"
         )
+    if ns.approach:
+        predicted, expert = approach_steps(policy, files, ns.rows, views, ns.window_cm / 100, ns.cfg_scale)
+        print(
+            f"approach: {len(predicted)} frames within {ns.window_cm:g} cm of the lowest point, rows 0..{ns.rows - 1}"
+        )
+        for axis, name in enumerate("xy"):
+            error = 100 * (predicted[:, axis] - expert[:, axis])
+            print(
+                f"  {name}: predicted - expert {error.mean():+.2f} cm (std {error.std():.2f}), "
+                f"expert step {100 * expert[:, axis].mean():+.2f} cm, predicted {100 * predicted[:, axis].mean():+.2f} cm"
+            )
     return 0
 
 

@@ -99,7 +99,8 @@ train "$RUNS/$S2_RUN" --data "$DATA" --stage 2 --init "$RUNS/$S0_RUN" "${VIEWS[@
   --qformer-attn-dropout 0 --query-token-std 0.02 --condition-norm --spatial-aux-weight "$AUX_WEIGHT" \
   --spatial-aux-readout tokens --spatial-aux-gripper --steps "$S2_STEPS" --batch-size 16 --lr-action 1e-3 \
   --lr-base 1e-3 --save-every "$SAVE_EVERY" --log-every 50 --seed 0
-python bench/probe_condition.py --checkpoint "$RUNS/$S2_RUN" --staging "$HELDOUT" --episodes 20
+python bench/probe_condition.py --checkpoint "$RUNS/$S2_RUN" --staging "$HELDOUT" --episodes 20 --approach \
+  --cfg-scale "$CFG"
 
 python bench/eval_sim.py --checkpoint "$RUNS/$S2_RUN" --tasks pick_green --episodes "$EVAL_EPISODES" \
   --workers "$WORKERS" --max-steps 120 --skip-grounding --cfg-scale "$CFG" --trace --out "eval/$S2_RUN"
