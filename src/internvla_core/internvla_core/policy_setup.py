@@ -44,13 +44,9 @@ def local_checkpoint_views(checkpoint: str) -> list[str] | None:
     path = Path(os.path.expanduser(checkpoint))
     if not path.exists():
         return None
-    from .model.config import load_run_config
+    from .model.config import load_run_config, run_dir_of  # torch-free: launch descriptions call this
 
-    # a run dir, or a weights file in <run>/checkpoints/ or directly in the run dir (no torch import)
-    run_dir = (
-        path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    )
-    return trained_views(load_run_config(run_dir).raw)
+    return trained_views(load_run_config(path if path.is_dir() else run_dir_of(path)).raw)
 
 
 def check_views_fit_model(views: Sequence[str], trained: Sequence[str] | None) -> None:

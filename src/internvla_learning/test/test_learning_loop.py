@@ -6,24 +6,19 @@ the sim node graph with that run loaded by policy_node."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_scripts import load_bench
 
 pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
-REPO = Path(__file__).resolve().parents[3]
-
 
 def _eval_sim():
-    spec = importlib.util.spec_from_file_location("eval_sim", REPO / "bench" / "eval_sim.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("eval_sim")
 
 
 def _losses(run: Path, key: str) -> list[float]:

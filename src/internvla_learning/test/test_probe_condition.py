@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
+from bench_scripts import load_bench
 
 
 def _probe():
-    spec = importlib.util.spec_from_file_location("probe_condition", REPO / "bench" / "probe_condition.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("probe_condition")
 
 
 def test_the_approach_is_the_frames_before_the_lowest_point_within_the_height_window():

@@ -165,6 +165,12 @@ class M1Config:
         )
 
 
+def run_dir_of(checkpoint: Path) -> Path:
+    """Upstream layout: ``<run>/checkpoints/<file>``; a file directly in the run dir is accepted too."""
+    parent = checkpoint.parent
+    return parent.parent if parent.name == "checkpoints" else parent
+
+
 def load_run_config(run_dir: str | Path) -> M1Config:
     """Parse ``<run_dir>/config.yaml`` (or ``config.json`` when the yaml is absent)."""
     run_dir = Path(run_dir)

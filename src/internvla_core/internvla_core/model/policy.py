@@ -30,7 +30,7 @@ from ..grounding import GROUNDING_KINDS, GroundingResult, build_grounding_result
 from ..latency import StageTimer
 from ..normalization import action_stats, load_dataset_statistics, resolve_unnorm_key, unnormalize_actions
 from .checkpoint import load_checkpoint_into
-from .config import load_run_config, resolve_base_vlm
+from .config import load_run_config, resolve_base_vlm, run_dir_of
 
 ImageLike = Image.Image | np.ndarray
 
@@ -109,12 +109,6 @@ def _download_run(repo_id: str) -> Path:
                 "download (about 9 GB for the released runs)"
             ) from exc
     return Path(snapshot_download(repo_id))
-
-
-def run_dir_of(checkpoint: Path) -> Path:
-    """Upstream layout: ``<run>/checkpoints/<file>``; a file directly in the run dir is accepted too."""
-    parent = checkpoint.parent
-    return parent.parent if parent.name == "checkpoints" else parent
 
 
 class InternVLAPolicy:
