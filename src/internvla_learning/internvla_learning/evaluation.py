@@ -16,6 +16,7 @@ calls :func:`evaluate_grounding`.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -278,6 +279,54 @@ def _graded(s: TaskSummary) -> str:
     return f"{_cm(s.median_start_tcp_to_target_m)} → {_cm(s.median_tcp_to_target_m)} | {s.lifted}/{s.n}"
 
 
+ARRIVAL_HEIGHT_M = 0.02  # "arrived": the TCP is first less than this above the target's centre
+ARRIVAL_BINS_M = (-0.005, 0.0, 0.005, 0.01, 0.015, 0.02)  # edges of the x-offset bins of arrival_lines
+
+
+def arrival_offsets(
+    results: Sequence[EpisodeResult], below: float = ARRIVAL_HEIGHT_M
+) -> list[tuple[bool, float, float]]:
+    """(success, dx, dy) [m] of TCP - target at the first traced step where the TCP is less than ``below``
+    above the target's centre, for each traced episode that got that low. Where the hand comes down decides
+    a grasp (TRAINING.md, sixth round: success falls from 0.65 to 0 as x goes from -0.5 to +1.5 cm)."""
+    out = []
+    for r in results:
+        for _, dx, dy, dz in r.trace:
+            if dz < below:
+                out.append((bool(r.success), float(dx), float(dy)))
+                break
+    return out
+
+
+def arrival_lines(results: Sequence[EpisodeResult], below: float = ARRIVAL_HEIGHT_M) -> list[str]:
+    """Markdown: how many traced episodes arrived, their x / y offset, and success per x-offset bin."""
+    arrivals = arrival_offsets(results, below)
+    if not arrivals:
+        return []
+    a = np.array([(ok, dx, dy) for ok, dx, dy in arrivals], dtype=float)
+    traced = sum(1 for r in results if r.trace)
+    lines = [
+        "",
+        f"Arrival (first step with the TCP < {100 * below:.0f} cm above the target): {len(a)} of {traced} "
+        f"traced episodes; TCP - target x {100 * np.median(a[:, 1]):+.2f} cm median "
+        f"({100 * np.mean(a[:, 1]):+.2f} ± {100 * np.std(a[:, 1]):.2f}), y {100 * np.median(a[:, 2]):+.2f} cm.",
+        "",
+        "| dx [cm] | episodes | success |",
+        "| --- | ---: | ---: |",
+    ]
+    edges = [-np.inf, *ARRIVAL_BINS_M, np.inf]
+    for low, high in itertools.pairwise(edges):
+        inside = a[(a[:, 1] >= low) & (a[:, 1] < high)]
+        name = (
+            f"< {100 * high:+.1f}" if low == -np.inf
+            else f">= {100 * low:+.1f}" if high == np.inf
+            else f"{100 * low:+.1f} to {100 * high:+.1f}"
+        )  # fmt: skip
+        rate = f"{inside[:, 0].mean():.2f}" if len(inside) else "-"
+        lines.append(f"| {name} | {len(inside)} | {rate} |")
+    return lines
+
+
 def write_markdown(results: Sequence[EpisodeResult], path: str | Path, title: str = "Evaluation") -> Path:
     path = Path(path)
     lines = [f"# {title}", "",
@@ -293,6 +342,7 @@ def write_markdown(results: Sequence[EpisodeResult], path: str | Path, title: st
         lines += ["", "| stage | p50 [ms] | p95 [ms] | chunks |", "| --- | ---: | ---: | ---: |"]
         for stage, v in latency.items():
             lines.append(f"| {stage} | {1e3 * v['p50']:.1f} | {1e3 * v['p95']:.1f} | {v['count']} |")
+    lines += arrival_lines(results)
     seeds = sorted(r.seed for r in results)
     if seeds:
         lines += ["", f"Seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} episodes)."]

@@ -14,6 +14,8 @@ from internvla_learning.evaluation import (
     NOISE_SEED_STRIDE,
     EpisodeResult,
     GroundingScores,
+    arrival_lines,
+    arrival_offsets,
     box_iou,
     check_seeds,
     domain_for,
@@ -144,6 +146,23 @@ def test_traced_episodes_add_a_trace_table_and_plot_and_stay_out_of_results_csv(
     ]
     with open(paths["csv"]) as f:
         assert "trace" not in next(csv.DictReader(f))
+
+
+def test_arrival_takes_the_first_step_below_two_cm_and_bins_success_by_its_x_offset(tmp_path):
+    results = _results()
+    # arrives 1.2 cm forward (the first low step, not the later one), fails
+    results[0].success = False
+    results[0].trace = [(0, 0.10, 0.0, 0.30), (5, 0.012, 0.003, 0.019), (6, -0.02, 0.0, 0.01)]
+    results[1].success = True
+    results[1].trace = [(0, 0.08, 0.0, 0.30), (4, -0.004, -0.001, 0.015)]  # arrives 0.4 cm behind
+    results[2].trace = [(0, 0.2, 0.0, 0.35), (9, 0.05, 0.0, 0.04)]  # never gets low: no arrival
+    assert arrival_offsets(results) == [(False, 0.012, 0.003), (True, -0.004, -0.001)]
+    lines = arrival_lines(results)
+    assert "2 of 3 traced episodes" in lines[1]
+    assert "| -0.5 to +0.0 | 1 | 1.00 |" in lines and "| +1.0 to +1.5 | 1 | 0.00 |" in lines
+    assert "| >= +2.0 | 0 | - |" in lines
+    assert "| -0.5 to +0.0 | 1 | 1.00 |" in write_reports(results, tmp_path, "t")["md"].read_text()
+    assert arrival_lines(_results()) == []  # untraced runs report no arrival
 
 
 def test_graded_progress_medians_the_measured_episodes_and_counts_lifts(tmp_path):

@@ -65,13 +65,15 @@ def generate_episode(
     templates: list[str] | None = None,
     grounding: bool = True,
     perturb: float = 0.0,
+    perturb_descent: bool = False,
 ):
     """One expert episode of the family task of (robot, seed): an ``Episode`` or a ``FailedEpisode``.
 
     ``image_size`` is (width, height); ``templates`` restricts the draw to those template ids / skills, or
     names named tasks (``tasks.TASKS``: the evaluation's tasks) to record instead of family draws.
     ``perturb``: std [m] of the expert's DART-style target perturbation (:mod:`internvla_sim.expert`),
-    drawn from a generator seeded by ``seed``; 0: the clean expert.
+    drawn from a generator seeded by ``seed``; 0: the clean expert. ``perturb_descent``: the descent onto
+    the grasp is perturbed as well.
     """
     from internvla_learning.episode import Episode
 
@@ -126,6 +128,7 @@ def generate_episode(
             frame=embodiment.reference_frame,
             perturb=perturb,
             rng=np.random.default_rng([seed, 7103]),
+            perturb_descent=perturb_descent,
         )
         result = expert.run()
         if not result.success:
@@ -141,6 +144,7 @@ def generate_episode(
             "container": task.container,
             "target_description": task.descriptions[task.target],
             "perturb": perturb,
+            "perturb_descent": perturb_descent,
         }
         episode = Episode(
             robot=robot,
@@ -199,10 +203,12 @@ def expert_success(
 # ------------------------------------------------------------------------------------------ generation
 def _work(args) -> dict:
     """Worker: generate one seed, save it if it succeeded; returns a small summary (never the arrays)."""
-    out_dir, robot, seed, image_size, wrist, templates, perturb = args
+    out_dir, robot, seed, image_size, wrist, templates, perturb, perturb_descent = args
     start = time.perf_counter()
     try:
-        result = generate_episode(robot, seed, image_size, wrist, templates, perturb=perturb)
+        result = generate_episode(
+            robot, seed, image_size, wrist, templates, perturb=perturb, perturb_descent=perturb_descent
+        )
     except Exception as error:  # a crash of one seed is recorded, the run goes on
         result = FailedEpisode(robot, seed, "error", f"{type(error).__name__}: {error}")
     summary = {"robot": robot, "seed": seed, "seconds": round(time.perf_counter() - start, 3)}
@@ -242,6 +248,7 @@ def generate(
     templates: list[str] | None = None,
     progress: bool = True,
     perturb: float = 0.0,
+    perturb_descent: bool = False,
 ) -> dict:
     """Generate seeds [seed_start, seed_start + episodes) of ``robot`` into ``out_dir`` (resumable).
 
@@ -256,7 +263,9 @@ def generate(
     (out_dir / "episodes").mkdir(parents=True, exist_ok=True)
     done = done_seeds(out_dir, robot)
     seeds = [s for s in range(seed_start, seed_start + episodes) if s not in done]
-    jobs = [(str(out_dir), robot, s, tuple(image_size), wrist, templates, perturb) for s in seeds]
+    jobs = [
+        (str(out_dir), robot, s, tuple(image_size), wrist, templates, perturb, perturb_descent) for s in seeds
+    ]
     stats = {"written": 0, "frames": 0, "skipped": episodes - len(seeds), "failed": defaultdict(int)}
     per_skill: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     expert_runs = expert_ok = 0
@@ -346,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
         help="std [m] of the expert's drifting target offset while it travels (DART-style corrections)",
     )
     parser.add_argument(
+        "--perturb-descent",
+        action="store_true",
+        help="--perturb also the descent onto the grasp (sideways corrections on the way down)",
+    )
+    parser.add_argument(
         "--expert-only", action="store_true", help="only run the expert and print its success per skill"
     )
     parser.add_argument(
@@ -372,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         args.wrist,
         args.templates,
         perturb=args.perturb,
+        perturb_descent=args.perturb_descent,
     )
     _print_skills(f"{args.robot}: expert success per skill (seeds run now)", stats.pop("success_per_skill"))
     print(json.dumps(stats))

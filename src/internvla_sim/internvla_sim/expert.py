@@ -23,6 +23,10 @@ delta from the last target actually commanded to the target the expert wanted, i
 policy trained only on perfect approaches never sees a gripper a few centimetres off its path, and in
 closed loop it drifts there and does not come back (TRAINING.md). ``joint_commands`` then hold the
 expert's IK solution (the label), not the perturbed one that was sent.
+
+``perturb_descent`` also perturbs the descent onto a grasp, fading out within 2-8 cm of the grasp point:
+a policy that arrives above the block 1-2 cm off (TRAINING.md, sixth round) otherwise never saw the
+expert correct sideways on the way down, since every clean descent is a vertical line.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ class ScriptedExpert:
         frame: str | None = None,
         perturb: float = 0.0,
         rng: np.random.Generator | None = None,
+        perturb_descent: bool = False,
     ) -> None:
         from internvla_core.embodiments.base import delta_between
         from internvla_core.kinematics import IKSolver
@@ -97,6 +102,7 @@ class ScriptedExpert:
         self.gripper = 1.0
         self.t_cmd = self.ik.fk(env.arm_positions())  # T_cmd[-1]: the measured pose at the start
         self.perturb = float(perturb)
+        self.perturb_descent = bool(perturb_descent)
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.offset = np.zeros(3)  # the perturbation's current offset [m]
 
@@ -109,7 +115,8 @@ class ScriptedExpert:
     def _move(self, tcp: np.ndarray, max_steps: int = 60, travel: bool = False) -> None:
         """Straight TCP line to ``tcp`` at MAX_STEP per control step, then settle a few steps. ``travel``:
         a move through free space above the objects (to above a grasp, place or push), the only moves
-        that ``perturb`` perturbs; descents, grasps and lifts stay clean."""
+        that ``perturb`` perturbs (with ``perturb_descent`` also the descent onto a grasp); grasps,
+        lifts and the other descents stay clean."""
         best = np.inf
         stalled = 0
         for _ in range(max_steps):
@@ -191,7 +198,7 @@ class ScriptedExpert:
         obj = self.env.object_positions()[name]
         self._grip(1.0, 1)
         self._move(obj + [0, 0, APPROACH], travel=True)
-        self._move(self._grasp_tcp(name))
+        self._move(self._grasp_tcp(name), travel=self.perturb_descent)
         self._grip(0.0)
         self._move(obj + [0, 0, lift])
 

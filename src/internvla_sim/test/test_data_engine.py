@@ -162,6 +162,49 @@ def test_perturbed_expert_records_the_correction_from_the_target_actually_sent()
     assert shifts[shifts[:, 1] < 0.5, 0].max() < 1e-4  # never while the gripper is closed (grasp, lift)
 
 
+def test_perturbed_descent_sends_the_arm_sideways_on_the_way_down_and_still_grasps():
+    """With ``perturb_descent`` the descent onto the grasp is sent off the expert's vertical line (the
+    states a policy arriving 1-2 cm off reaches), the recorded actions lead back to it, and the offset has
+    faded out before the fingers close: the expert still lifts the block."""
+    from internvla_sim.expert import APPROACH, GRASP_HEIGHT, ScriptedExpert
+
+    seed = 3
+    task = tf.named_task("pick_green", "franka", seed)
+    env = SimEnv(task, seed, 0.1, SIZE[0], SIZE[1], False, "franka")
+    block = env.object_positions()[task.target].copy()
+    ik = IKSolver.from_description(robot_description("panda"))
+    tcp_offset = np.array(env.robot.tcp_offset)
+    sent = []
+    apply = env.apply_joint_targets
+
+    def record(q=None, gripper_opening=None):
+        sent.append((np.array(q, dtype=np.float64), gripper_opening))
+        apply(q, gripper_opening)
+
+    env.apply_joint_targets = record
+    expert = ScriptedExpert(
+        env, frame="tool", perturb=0.01, rng=np.random.default_rng(seed), perturb_descent=True
+    )
+    result = expert.run()
+    env.close()
+    assert result.success
+    descent_offsets = []
+    for (q_sent, opening), command in zip(sent, result.joint_commands, strict=True):
+        if opening < 0.5:
+            break  # the grasp: the descent is over
+        hand_sent, hand_wanted = ik.fk(q_sent), ik.fk(command[:7])
+        tcp_wanted = hand_wanted[:3, 3] + hand_wanted[:3, :3] @ tcp_offset
+        height = tcp_wanted[2] - block[2] - GRASP_HEIGHT
+        above_block = np.linalg.norm(tcp_wanted[:2] - block[:2]) < 0.01
+        if above_block and height < APPROACH - 0.01:  # the expert's vertical descent
+            sideways = np.linalg.norm(hand_sent[:2, 3] - hand_wanted[:2, 3])
+            descent_offsets.append((height, sideways))
+    descent_offsets = np.array(descent_offsets)
+    assert descent_offsets[:, 1].max() > 0.005  # sent sideways on the way down
+    # faded out at the grasp (the fade follows the measured hand, which lags its target: a few mm at most)
+    assert descent_offsets[descent_offsets[:, 0] < 0.005, 1].max() < 0.002
+
+
 def test_no_perturbation_is_the_plain_expert():
     a = generate_episode("franka", 5, SIZE, templates=["pick_green"])
     b = generate_episode("franka", 5, SIZE, templates=["pick_green"], perturb=0.0)
