@@ -132,6 +132,38 @@ def test_freeze_vlm_trains_only_the_head_from_cached_features(dataset, stage1, t
     assert all(r is None for r in _losses(run, "vlm_loss"))
 
 
+def test_a_float16_feature_cache_takes_half_the_memory_and_trains_like_float32(dataset, stage1, tmp_path):
+    kw = dict(stage=2, init=str(stage1), steps=4, freeze_vlm=True, lr_action=2e-3)
+    wide = train(_cfg(dataset, tmp_path / "f32", **kw))
+    half = train(_cfg(dataset, tmp_path / "f16", feature_cache_dtype="float16", **kw))
+    c32 = torch.load(tmp_path / "f32" / "feature_cache.pt", weights_only=False)
+    c16 = torch.load(tmp_path / "f16" / "feature_cache.pt", weights_only=False)
+    assert c16["dino"].dtype == torch.float16 and all(h.dtype == torch.float16 for h in c16["hidden"])
+    assert c16["dino"].element_size() * 2 == c32["dino"].element_size()
+    torch.testing.assert_close(c16["dino"].float(), c32["dino"], rtol=1e-3, atol=1e-3)
+    assert c16["key"] != c32["key"]  # a float32 run never reloads a float16 cache
+    a, b = torch.load(wide, weights_only=True), torch.load(half, weights_only=True)
+    diffs = [float((a[k].float() - b[k].float()).abs().max()) for k in a if k.startswith("action_model")]
+    assert 0 < max(diffs) < 1e-2  # rounding of the inputs only
+
+
+def test_a_feature_beyond_the_cache_dtype_stops_the_run_with_what_to_do(
+    dataset, stage1, tmp_path, monkeypatch
+):
+    from internvla_learning.training.train import TrainingError
+
+    from internvla_core.model.framework import InternVLAM1
+
+    def huge_hidden_states(self, inputs):
+        return tuple(h * 1e6 for h in original(self, inputs))
+
+    original = InternVLAM1.vlm_hidden_states
+    monkeypatch.setattr(InternVLAM1, "vlm_hidden_states", huge_hidden_states)
+    with pytest.raises(TrainingError, match="--feature-cache-dtype float32"):
+        train(_cfg(dataset, tmp_path / "f16", stage=2, init=str(stage1), steps=2, freeze_vlm=True,
+                   feature_cache_dtype="float16"))  # fmt: skip
+
+
 def test_train_dino_trains_dino_from_the_frames_while_the_vlm_stays_cached(dataset, stage1, tmp_path):
     run = tmp_path / "dino"
     final = train(

@@ -47,6 +47,9 @@ class TrainingError(RuntimeError):
     """A run cannot start or continue (bad arguments, run dir state); the message says what to do."""
 
 
+FEATURE_CACHE_DTYPES = ("float16", "float32")  # --feature-cache-dtype
+
+
 class TrainingDivergedError(TrainingError):
     """The loss became NaN/inf or exceeded ``--max-loss``; the last good checkpoint is kept."""
 
@@ -84,6 +87,7 @@ class TrainConfig:
     spatial_qa: bool = False  # grounding QA also asks the CoT (spatial) prompt -> the target's box
     freeze_vlm: bool = False
     train_dino: bool = False  # with freeze_vlm: DINO trained from the pixels, the VLM's features cached
+    feature_cache_dtype: str = "float32"  # with freeze_vlm: "float16" halves the cache's memory
     query_token_std: float | None = None  # re-draw the QFormer's query tokens N(0, std^2) (None: keep)
     spatial_aux_weight: float = 0.0  # stage 2: weight of the condition -> target box auxiliary loss
     condition_gain: float | None = None  # scale the DiT's condition embedding (z_embedder) at the start
@@ -191,6 +195,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --freeze-vlm: train DINO on the action loss from the frames at every step while the "
         "VLM's features stay cached (the frozen tiny DINO is random: its tokens carry the object's place "
         "only coarsely, TRAINING.md); keeps the DINO-size frames in memory",
+    )
+    p.add_argument(
+        "--feature-cache-dtype",
+        choices=FEATURE_CACHE_DTYPES,
+        default=d.feature_cache_dtype,
+        help="with --freeze-vlm: the cached features' precision. float16 halves the cache (450 two-view "
+        "episodes at stride 3 take ~14 GB in float32, all in memory) and is read back as float32; a "
+        "feature beyond float16's range stops the run with a message",
     )
     p.add_argument(
         "--query-token-std",
@@ -1030,7 +1042,10 @@ class Trainer:
 
         m, data = self.model, self.data
         path = self.out / "feature_cache.pt"
+        dtype = getattr(torch, self.cfg.feature_cache_dtype)
         key = {"data": data.fingerprint(), "prompt": self.cfg.spatial_prompt, "layout": 2}
+        if dtype != torch.float32:  # a float32 cache keeps the key of the runs made before this option
+            key["dtype"] = self.cfg.feature_cache_dtype
         if path.is_file():
             cache = torch.load(path, map_location="cpu", weights_only=False)
             if cache.get("key") == key:
@@ -1057,14 +1072,15 @@ class Trainer:
                     states = m.vlm_hidden_states(self._vlm_inputs(chunk, [prompt] * len(chunk)))
                     feats, _ = m.dino_tokens_from_pixels(self._dino_pixels(chunk), len(chunk))
                     layers = states[start:end]
+                    self._check_cache_range([*layers, feats])
                     if dino is None:
-                        hidden = [torch.zeros(len(data), longest, h.shape[-1]) for h in layers]
-                        dino = torch.zeros(len(data), *feats.shape[1:])
+                        hidden = [torch.zeros(len(data), longest, h.shape[-1], dtype=dtype) for h in layers]
+                        dino = torch.zeros(len(data), *feats.shape[1:], dtype=dtype)
                     idx = torch.as_tensor(chunk)
                     n = layers[0].shape[1]
                     for store, h in zip(hidden, layers):
-                        store[idx, longest - n :] = h.float().cpu()
-                    dino[idx] = feats.float().cpu()
+                        store[idx, longest - n :] = h.cpu().to(dtype)
+                    dino[idx] = feats.cpu().to(dtype)
                     if bar is not None:
                         bar.update(len(chunk))
         if bar is not None:
@@ -1073,20 +1089,32 @@ class Trainer:
         torch.save(self.cache, path)
         data.release_images(keep_dino=self.cfg.train_dino)
 
+    def _check_cache_range(self, tensors) -> None:
+        """A feature that the cache's dtype cannot hold would train on inf: stop and say what to do."""
+        import torch
+
+        largest = torch.finfo(getattr(torch, self.cfg.feature_cache_dtype)).max
+        peak = max(float(t.detach().abs().max()) for t in tensors)
+        if peak > largest:
+            raise TrainingError(
+                f"a cached feature reaches {peak:.3g}, beyond {self.cfg.feature_cache_dtype}'s range "
+                f"({largest:.3g}): rerun with --feature-cache-dtype float32"
+            )
+
     def _cached_condition(self, frames: list[int]):
         import torch
 
         idx = torch.as_tensor(frames)
         lengths = self.cache["lengths"][idx]
         longest = int(lengths.max())
-        layers = [h[idx, h.shape[1] - longest :] for h in self.cache["hidden"]]
+        layers = [h[idx, h.shape[1] - longest :].float() for h in self.cache["hidden"]]
         # left padding inside the batch is masked out of the QFormer's attention
         mask = torch.arange(longest)[None, :] < (longest - lengths)[:, None]
         masked = mask if mask.any() else None
         if self.cfg.train_dino:  # DINO learns: its tokens from the frames, with gradients
             dino, _ = self.model.dino_tokens_from_pixels(self._dino_pixels(frames), len(frames))
         else:
-            dino = self.cache["dino"][idx]
+            dino = self.cache["dino"][idx].float()
         return self.model.condition_from_features(layers, dino, masked)
 
     # ------------------------------------------------------------------------------------------ step
