@@ -75,8 +75,27 @@ def test_a_failed_configure_with_autostart_exits_1(tmp_path):
     assert "configure failed: FileNotFoundError" in result.stderr and "Traceback" not in result.stderr
 
 
+def heard_a_heartbeat(process: subprocess.Popen, context, timeout: float = 60.0) -> bool:
+    """Wait until the example node's heartbeat arrives (it started, configured and activated) or it exits.
+    A fixed sleep is not enough: on two loaded cores the child can still be importing rclpy after 4 s, and
+    a SIGINT then lands in an import as a KeyboardInterrupt, not in the node."""
+    from rclpy.node import Node
+    from std_msgs.msg import String
+
+    from internvla_ros_common.testing import spin_until
+
+    heard: list[str] = []
+    listener = Node("heartbeat_listener", context=context)
+    listener.create_subscription(String, "echo_node/output", lambda m: heard.append(m.data), 10)
+    try:
+        spin_until(listener, lambda: bool(heard) or process.poll() is not None, timeout=timeout)
+    finally:
+        listener.destroy_node()
+    return bool(heard) and process.poll() is None
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_shuts_down_cleanly_with_exit_0(signum):
+def test_ctrl_c_or_sigterm_shuts_down_cleanly_with_exit_0(signum, context):
     process = subprocess.Popen(
         [*NODE, "autostart:=true", "heartbeat_hz:=20.0", "--ros-args", "--log-level", "echo_node:=debug"],
         stdout=subprocess.PIPE,
@@ -84,7 +103,10 @@ def test_ctrl_c_or_sigterm_shuts_down_cleanly_with_exit_0(signum):
         text=True,
         env={**ENV, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints every thread's stack
     )
-    time.sleep(4.0)  # started, configured, active
+    if not heard_a_heartbeat(process, context):
+        process.kill()
+        out, err = process.communicate(timeout=10)
+        pytest.fail(f"the node never became active (exit {process.returncode}):\n{err[-3000:]}")
     process.send_signal(signum)
     try:
         out, err = process.communicate(timeout=30)
