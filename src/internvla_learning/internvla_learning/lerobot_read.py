@@ -78,7 +78,9 @@ class LeRobotV3Reader:
             self._data_cache = (path, pq.read_table(path))
         return self._data_cache[1]
 
-    def episode(self, i: int) -> Episode:
+    def episode(self, i: int, images: bool = True) -> Episode:
+        """Episode ``i``; ``images=False`` skips the video decoding (actions, states and labels only: the
+        images dict is empty), the cheap first pass of a loader that must not hold every frame at once."""
         meta = self.episodes[i]
         table = self._data_table(meta["data/chunk_index"], meta["data/file_index"])
         index = table.column("index").to_numpy()
@@ -96,16 +98,16 @@ class LeRobotV3Reader:
             for k, ft in self.features.items()
             if ft["dtype"] == "float32" and ft["shape"] != [1]
         }
-        images = {}
+        decoded = {}
         for key, ft in self.features.items():
-            if ft["dtype"] != "video":
+            if ft["dtype"] != "video" or not images:
                 continue
             path = self.root / self.info["video_path"].format(
                 video_key=key,
                 chunk_index=meta[f"videos/{key}/chunk_index"],
                 file_index=meta[f"videos/{key}/file_index"],
             )
-            images[key[len(IMAGE_PREFIX) :]] = decode_segment(
+            decoded[key[len(IMAGE_PREFIX) :]] = decode_segment(
                 path, meta[f"videos/{key}/from_timestamp"], meta[f"videos/{key}/to_timestamp"], self.fps
             )
         prov = {k.split("/", 1)[1]: v for k, v in meta.items() if k.startswith("internvla/")}
@@ -140,7 +142,7 @@ class LeRobotV3Reader:
             seed=int(prov.get("seed", meta["episode_index"])),
             fps=float(self.fps),
             timestamps=frame_index / float(self.fps),
-            images=images,
+            images=decoded,
             joint_names=tuple(self.features[STATE_JOINTS]["names"]),
             state_joint=_column(rows, STATE_JOINTS, width[STATE_JOINTS]),
             state_ee=_column(rows, STATE, width[STATE]),

@@ -325,6 +325,35 @@ def test_target_boxes_follow_the_grounding_labels(dataset):
     np.testing.assert_array_equal(half.target_boxes, full.target_boxes[keep])
 
 
+def test_training_data_holds_one_decoded_episode_at_a_time(dataset, monkeypatch):
+    """Every episode's video is decoded once, after a pass without the videos, and released before the
+    next: 700 two-view episodes decoded at once (14 GB) killed a stage-0 run on this 24 GB machine."""
+    import gc
+    import weakref
+
+    from internvla_learning.lerobot_read import LeRobotV3Reader
+
+    original = LeRobotV3Reader.episode
+    calls, decoded, alive = [], [], []
+
+    def spy(self, i, images=True):
+        ep = original(self, i, images=images)
+        calls.append((i, images))
+        if images:
+            gc.collect()
+            alive.append(sum(ref() is not None for ref in decoded))  # earlier decoded episodes still held
+            decoded.append(weakref.ref(ep))
+        else:
+            assert ep.images == {}
+        return ep
+
+    monkeypatch.setattr(LeRobotV3Reader, "episode", spy)
+    data = load_training_data(dataset, horizon=4, action_dim=7, image_size=(56, 56), grounding=False)
+    assert calls == [(0, False), (1, False), (0, True), (1, True)]
+    assert max(alive) <= 1  # at most the previous one, while the next is being decoded
+    assert len(data) == 40 and data.vlm_views.shape[0] == 40
+
+
 def test_cached_features_give_the_condition_of_the_live_forward(dataset, stage1, tmp_path):
     """The stacked feature cache (left-padded rows, lengths, masked padding) reproduces the condition the
     frozen VLM and DINO give when run on the frames, for frames of different prompts in one batch."""

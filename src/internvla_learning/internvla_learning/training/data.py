@@ -219,7 +219,9 @@ def load_training_data(
     reader = LeRobotV3Reader(root)
     if len(reader) == 0 or int(info.get("total_frames", 1)) == 0:
         raise DatasetError(f"{root} holds no episodes: nothing to train on")
-    episodes = list(reader)
+    # first pass without the videos: a few hundred two-view episodes decoded at once take more memory
+    # than the machine has (700 at 224 px: 14 GB); the frames are decoded one episode at a time below
+    episodes = [reader.episode(i, images=False) for i in range(len(reader))]
     embodiments = sorted({e.embodiment for e in episodes})
     if len(embodiments) != 1:
         raise DatasetError(f"{root} mixes embodiments {embodiments}; train one embodiment per run")
@@ -248,7 +250,8 @@ def load_training_data(
     instructions, vlm, dino, chunks, ep_index, qa, states = [], [], [], [], [], [], []
     view_boxes: dict[str, list[np.ndarray]] = {}
     view_grippers: dict[str, list[np.ndarray]] = {}
-    for e_i, ep in enumerate(episodes):
+    for e_i in range(len(episodes)):
+        ep = reader.episode(e_i)  # decoded now, released after its sampled frames are taken
         n = ep.length
         norm = normalize_chunk_actions(ep.action_ee_delta, block)
         starts = range(0, n, frame_stride)
