@@ -354,6 +354,22 @@ def test_training_data_holds_one_decoded_episode_at_a_time(dataset, monkeypatch)
     assert len(data) == 40 and data.vlm_views.shape[0] == 40
 
 
+def test_released_frames_are_freed_and_the_fingerprint_is_the_hash_of_all_bytes(dataset):
+    import hashlib
+
+    data = load_training_data(dataset, horizon=4, action_dim=7, image_size=(56, 56), grounding=False)
+    whole = hashlib.sha256()
+    for arr in (data.vlm_views, data.dino_views):
+        whole.update(np.ascontiguousarray(arr).tobytes())
+    whole.update(json.dumps(data.instructions).encode())
+    assert data.fingerprint() == whole.hexdigest()[:16]  # the key of caches written before stays valid
+    shape = data.vlm_views.shape
+    data.release_images()
+    # an owning empty array: a [:0] view would keep every frame alive through its base
+    assert data.vlm_views.base is None and data.dino_views.base is None
+    assert data.vlm_views.shape == (0, *shape[1:]) and data.dino_views.size == 0
+
+
 def test_cached_features_give_the_condition_of_the_live_forward(dataset, stage1, tmp_path):
     """The stacked feature cache (left-padded rows, lengths, masked padding) reproduces the condition the
     frozen VLM and DINO give when run on the frames, for frames of different prompts in one batch."""
