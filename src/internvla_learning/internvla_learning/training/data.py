@@ -252,7 +252,12 @@ def load_training_data(
     annotation_camera = (
         episodes[0].annotation_camera if episodes[0].annotation_camera in cameras else cameras[0]
     )
-    instructions, vlm, dino, chunks, ep_index, qa, states = [], [], [], [], [], [], []
+    instructions, chunks, ep_index, qa, states = [], [], [], [], []
+    # the views go straight into arrays of their final size: a list of per-frame arrays stacked at the end
+    # held every frame twice at the peak, and the freed list stayed in the process's heap
+    samples = sum(len(range(0, e.length, frame_stride)) for e in episodes)
+    vlm: np.ndarray | None = None
+    dino: np.ndarray | None = None
     view_boxes: dict[str, list[np.ndarray]] = {}
     view_grippers: dict[str, list[np.ndarray]] = {}
     for e_i in range(len(episodes)):
@@ -268,8 +273,13 @@ def load_training_data(
         states.append(np.asarray(ep.state_ee, dtype=np.float32)[:, [2, 6]][::frame_stride])
         for t in starts:
             views = [vlm_view(ep.images[c][t], image_size) for c in cameras]
-            vlm.append(np.stack([np.asarray(v) for v in views]))
-            dino.append(np.stack([np.asarray(dino_view(v)) for v in views]))
+            vlm_frame = np.stack([np.asarray(v) for v in views])
+            dino_frame = np.stack([np.asarray(dino_view(v)) for v in views])
+            if vlm is None or dino is None:
+                vlm = np.empty((samples, *vlm_frame.shape), np.uint8)
+                dino = np.empty((samples, *dino_frame.shape), np.uint8)
+            vlm[len(instructions)] = vlm_frame
+            dino[len(instructions)] = dino_frame
             instructions.append(ep.instruction)
             if not grounding or ep.grounding is None:
                 continue
@@ -302,8 +312,8 @@ def load_training_data(
         unnorm_key=key,
         statistics=statistics,
         instructions=instructions,
-        vlm_views=np.stack(vlm),
-        dino_views=np.stack(dino),
+        vlm_views=vlm,
+        dino_views=dino,
         chunks=np.concatenate(chunks).astype(np.float32),
         episode_index=np.concatenate(ep_index),
         qa=qa,
