@@ -14,12 +14,13 @@ see :mod:`internvla_bringup.recording`; ``ros2 bag info <out>``, Foxglove, ``ros
 (task, seed, success from the sim's own check, steps, wall/sim time, per-stage latency p50/p95, loop
 rates) and ``latency.png``.
 
-The model is ``--checkpoint`` when given, else the model trained in this repository for the robot once
-one is exported to ``models/`` (``scripts/train_pick_green.sh`` writes
-``models/m1_tiny_franka_pick_green``; none is shipped yet, see ``internvla_learning/TRAINING.md`` for where
-training stands), else the tiny, untrained factory model: the loop is real and measured, the actions are
-noise, and the summary says so. ``--random-model`` forces the untrained model. ``summary.json`` names the
-model (path, weights file and its sha256, the model card's fields) next to the sim's own success check.
+The model is ``--checkpoint`` when given, else the model trained in this repository for the robot
+(``models/m1_tiny_franka_pick_green`` on the Franka, written by ``scripts/train_pick_green.sh``: 71.5 % of
+200 held-out pick_green episodes, see its README), else the tiny, untrained factory model: the loop is real
+and measured, the actions are noise, and the summary says so (the WidowX has no trained model yet).
+``--random-model`` forces the untrained model. A trained model runs at the guidance scale its card says it
+was evaluated at (``--cfg-scale`` overrides). ``summary.json`` names the model (path, weights file and its
+sha256, the model card's fields) and the scale next to the sim's own success check.
 """
 
 from __future__ import annotations
@@ -123,7 +124,11 @@ def run(args: argparse.Namespace) -> dict:
         GraphOptions(checkpoint=model["checkpoint"], task=args.task, seed=args.seed, clock_mode=args.clock),
     )
     # every node but the simulator; activate() builds and starts it last, once every model is loaded
-    composition = Composition.create(graph, context, {"sim": {"width": args.width, "height": args.height}})
+    cfg_scale = demo_cfg_scale(args, model)
+    extra = {"sim": {"width": args.width, "height": args.height}}
+    if cfg_scale is not None:
+        extra["policy_node"] = {"cfg_scale": cfg_scale}
+    composition = Composition.create(graph, context, extra)
     executor_node = composition.nodes["chunk_executor"]
     from rclpy.parameter import Parameter
     from rclpy.serialization import deserialize_message
@@ -266,6 +271,7 @@ def run(args: argparse.Namespace) -> dict:
         "checkpoint": model["checkpoint"] or "tiny factory model (cached)",
         "model": model,
         "model_note": model["note"],
+        "cfg_scale": cfg_scale,  # None: policy_node's own default
         "success": state["success"],
         "goal_result": result_reason,
         "policy_steps": len(state["chunks"]),
@@ -291,6 +297,16 @@ def run(args: argparse.Namespace) -> dict:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def demo_cfg_scale(args: argparse.Namespace, model: dict) -> float | None:
+    """The guidance scale the policy runs at: ``--cfg-scale``, else the one the model was evaluated at
+    (its card's ``cfg_scale``: the shipped model's success rate holds at that scale), else None
+    (policy_node's default)."""
+    if getattr(args, "cfg_scale", None) is not None:
+        return float(args.cfg_scale)
+    card_scale = model.get("cfg_scale")
+    return float(card_scale) if card_scale is not None else None
 
 
 def model_identity(args: argparse.Namespace) -> dict:
@@ -378,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--random-model", action="store_true", help="the untrained tiny factory model instead"
+    )
+    parser.add_argument(
+        "--cfg-scale",
+        type=float,
+        help="classifier-free guidance scale (default: the scale the model's card says it was evaluated at, "
+        "else policy_node's)",
     )
     parser.add_argument("--out", default="demo_out", help="directory of the artefacts (default: %(default)s)")
     parser.add_argument(

@@ -62,6 +62,16 @@ def test_demo_runs_the_sim_graph_and_writes_video_bag_summary_and_plot(tmp_path,
     assert (tmp_path / "latency.png").stat().st_size > 1000
 
 
+def test_the_demo_runs_a_model_at_the_guidance_scale_it_was_evaluated_at():
+    import argparse
+
+    from internvla_bringup.demo import demo_cfg_scale
+
+    assert demo_cfg_scale(argparse.Namespace(cfg_scale=None), {"cfg_scale": 3.0}) == 3.0  # the card's
+    assert demo_cfg_scale(argparse.Namespace(cfg_scale=1.0), {"cfg_scale": 3.0}) == 1.0  # the flag wins
+    assert demo_cfg_scale(argparse.Namespace(cfg_scale=None), {"note": "untrained"}) is None  # the node's
+
+
 def test_demo_names_the_model_it_runs(tmp_path):
     """--random-model, a robot without a model trained here, and a checkpoint with a model card (what
     export_model writes) each give the summary an identity: path, weights digest, card fields."""

@@ -102,8 +102,11 @@ def export_run(
     summary: str = "",
     eval_csv: str | Path | None = None,
     extra: dict | None = None,
+    cfg_scale: float | None = None,
 ) -> Path:
-    """Write the exported run directory ``out``; returns the weights file."""
+    """Write the exported run directory ``out``; returns the weights file. A ``README.md`` already in
+    ``out`` (the model's hand-written description) is kept; everything else is replaced. ``cfg_scale``: the
+    guidance scale the model was evaluated at, recorded in the card (the demo runs the model at it)."""
     import yaml
 
     run, out = Path(run), Path(out)
@@ -111,6 +114,7 @@ def export_run(
     if missing or not (run / "base_vlm").is_dir():
         raise ExportError(f"{run} lacks {missing or ['base_vlm/']}: not a run directory of internvla-train")
     step, weights = _checkpoint_of(run, step)
+    readme = (out / "README.md").read_text() if (out / "README.md").is_file() else None
     if out.exists():
         shutil.rmtree(out)
     (out / "checkpoints").mkdir(parents=True)
@@ -158,30 +162,46 @@ def export_run(
         "image_size": vla.get("image_size"),
         "stages": list(reversed(stages)),  # oldest first: stage 1, then stage 2
     }
+    if cfg_scale is not None:
+        card["cfg_scale"] = cfg_scale
     if eval_csv:
         card["evaluation"] = evaluation_summary(Path(eval_csv))
     if extra:
         card.update(extra)
     (out / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    if readme is not None:
+        (out / "README.md").write_text(readme)
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="run directory of internvla-train")
-    p.add_argument("--out", required=True, help="directory to write (replaced if it exists)")
+    p.add_argument(
+        "--out", required=True, help="directory to write (replaced if it exists, except its README.md)"
+    )
     p.add_argument("--step", type=int, help="checkpoint step (default: the last)")
     p.add_argument("--name", help="model name (default: the --out directory's name)")
     p.add_argument("--summary", default="", help="one line: what the model does")
     p.add_argument(
         "--eval", dest="eval_csv", help="results.csv of bench/eval_sim.py to summarise in the card"
     )
+    p.add_argument(
+        "--cfg-scale", type=float, help="the guidance scale the evaluation ran at (the demo uses it)"
+    )
     p.add_argument("--card-json", help="a JSON file of extra model-card fields")
     ns = p.parse_args(argv)
     extra = json.loads(Path(ns.card_json).read_text()) if ns.card_json else None
     try:
         weights = export_run(
-            ns.run, ns.out, step=ns.step, name=ns.name, summary=ns.summary, eval_csv=ns.eval_csv, extra=extra
+            ns.run,
+            ns.out,
+            step=ns.step,
+            name=ns.name,
+            summary=ns.summary,
+            eval_csv=ns.eval_csv,
+            extra=extra,
+            cfg_scale=ns.cfg_scale,
         )
     except ExportError as exc:
         print(f"export_model: {exc}")

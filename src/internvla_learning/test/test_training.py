@@ -443,6 +443,15 @@ def test_export_writes_a_small_run_dir_that_loads_and_names_its_lineage(dataset,
     assert all(torch.equal(policy.model.state_dict()[k].cpu(), v) for k, v in exported.items())
     with pytest.raises(ExportError, match="no checkpoint of step 3"):
         export_run(run, tmp_path / "bad", step=3)
+    # a re-export replaces everything but the hand-written README; the card records the guidance scale
+    (out / "README.md").write_text("# shipped\nhow it was made\n")
+    (out / "stale.txt").write_text("from before")
+    export_run(run, out, step=4, cfg_scale=3.0)
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["cfg_scale"] == 3.0 and card["training_steps"] == 4 and "evaluation" not in card
+    assert (out / "README.md").read_text() == "# shipped\nhow it was made\n" and not (
+        out / "stale.txt"
+    ).exists()
 
 
 # ----------------------------------------------------------------------------------------------- bad input
