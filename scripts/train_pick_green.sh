@@ -7,7 +7,7 @@
 # script after an interruption and finished steps are skipped (the engine skips written episodes, the
 # trainer continues with --resume). TRAINING.md, "Third round" to "Seventh round", has what each step measured.
 #
-#   bash scripts/train_pick_green.sh      # ~30 min data, 9 min stage 0, ~38 min stage 2, ~27 min evaluation
+#   bash scripts/train_pick_green.sh      # ~30 min data, 9 min stage 0, ~38 min stage 2, ~16 min evaluation
 #                                         # on 2 idle CPU cores (the seventh round's run: two views, 450 clean
 #                                         # + 250 DART episodes perturbed on the descent too; the shipped model)
 #   DART=0 STRIDE=3 bash scripts/train_pick_green.sh   # clean episodes only (the sixth round's run)
