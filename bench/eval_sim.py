@@ -93,8 +93,8 @@ def run_episode(
     default). ``noise_seed``: policy_node's diffusion noise seed (-1: random at every inference, so a
     repeated evaluation differs; ``episode_noise_seed(seed)`` makes the episode repeatable). ``ddim_steps``:
     DDIM steps per inference (None: policy_node's default). ``executor_mode``: chunk_executor's ``mode``
-    (None: its default, ensemble). ``trace``: record TCP - target at every sim step
-    into ``result.trace``."""
+    (None: its default, ensemble). ``trace``: record TCP - target and the commanded gripper opening at
+    every sim step into ``result.trace``."""
     import rclpy
     from internvla_learning.evaluation import EpisodeResult
     from rclpy.action import ActionClient
@@ -179,13 +179,14 @@ def run_episode(
 
 
 class StepTracer:
-    """Samples TCP - target (robot base frame) once per sim step, from a thread beside the sim's: the
-    sim node offers no per-step hook, and a diagnostic must not change how the episode runs. A sample is
-    read while the sim may be stepping, so a value can mix two adjacent steps (millimetres)."""
+    """Samples TCP - target (robot base frame) and the commanded gripper opening once per sim step, from
+    a thread beside the sim's: the sim node offers no per-step hook, and a diagnostic must not change how
+    the episode runs. A sample is read while the sim may be stepping, so a value can mix two adjacent
+    steps (millimetres)."""
 
     def __init__(self, sim, poll_s: float = 0.002) -> None:
         self.sim, self.poll_s = sim, poll_s
-        self.samples: list[tuple[int, float, float, float]] = []
+        self.samples: list[tuple[int, float, float, float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="step_tracer")
         self._thread.start()
@@ -200,9 +201,10 @@ class StepTracer:
             self._stop.wait(self.poll_s)
 
     def _sample(self, step: int) -> None:
-        self.samples.append((step, *(float(v) for v in _tcp_to_target(self.sim.env))))
+        env = self.sim.env
+        self.samples.append((step, *(float(v) for v in _tcp_to_target(env)), env.commanded_gripper_opening()))
 
-    def stop(self) -> list[tuple[int, float, float, float]]:
+    def stop(self) -> list[tuple[int, float, float, float, float]]:
         self._stop.set()
         self._thread.join(2.0)
         step = int(self.sim.steps)
@@ -312,7 +314,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--trace",
         action="store_true",
-        help="record TCP - target at every sim step: traces.csv and traces.png beside results.csv",
+        help="record TCP - target and the gripper command at every sim step: traces.csv and traces.png beside results.csv",
     )
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: policy_node's)")
     p.add_argument("--ddim-steps", type=int, help="DDIM steps per inference (default: policy_node's)")

@@ -123,9 +123,9 @@ class EpisodeResult:
     final_tcp_to_target_m: float | None = None  # ... and when the episode ends
     target_rise_m: float | None = None  # target's height now minus at the start (a lift shows as > 0)
     latency: dict[str, list[float]] = field(default_factory=dict)  # stage -> seconds per chunk (not in CSV)
-    # (sim step, TCP - target x, y, z [m] in the robot base frame) as the episode ran; eval_sim --trace
-    # (not in results.csv: write_traces writes traces.csv)
-    trace: list[tuple[int, float, float, float]] = field(default_factory=list)
+    # (sim step, TCP - target x, y, z [m] in the robot base frame[, commanded gripper opening 0..1]) as the
+    # episode ran; eval_sim --trace (not in results.csv: write_traces writes traces.csv)
+    trace: list[tuple[float, ...]] = field(default_factory=list)
 
 
 NOT_IN_CSV = ("latency", "trace")
@@ -291,11 +291,40 @@ def arrival_offsets(
     a grasp (TRAINING.md, sixth round: success falls from 0.65 to 0 as x goes from -0.5 to +1.5 cm)."""
     out = []
     for r in results:
-        for _, dx, dy, dz in r.trace:
+        for _, dx, dy, dz, *_ in r.trace:
             if dz < below:
                 out.append((bool(r.success), float(dx), float(dy)))
                 break
     return out
+
+
+def gripper_reopenings(result: EpisodeResult) -> int | None:
+    """How often the commanded gripper went from closed (< 0.5) back to open in a traced episode (None: the
+    trace has no gripper column). A policy that closes on the block and then reopens instead of lifting
+    fails with its hand at the block (TRAINING.md, seventh round)."""
+    if not result.trace or len(result.trace[0]) < 5:
+        return None
+    count, closed = 0, False
+    for sample in result.trace:
+        now_closed = sample[4] < 0.5
+        count += int(closed and not now_closed)
+        closed = now_closed
+    return count
+
+
+def reopening_lines(results: Sequence[EpisodeResult]) -> list[str]:
+    """Markdown: the traced episodes whose gripper reopened after closing, among successes and failures."""
+    counted = [(r.success, gripper_reopenings(r)) for r in results]
+    counted = [(ok, n) for ok, n in counted if n is not None]
+    if not counted:
+        return []
+    fails = [n for ok, n in counted if not ok]
+    wins = [n for ok, n in counted if ok]
+    return [
+        "",
+        f"Gripper reopened after closing (commanded opening back to >= 0.5): {sum(n > 0 for n in fails)} of "
+        f"{len(fails)} failed and {sum(n > 0 for n in wins)} of {len(wins)} successful traced episodes.",
+    ]
 
 
 def arrival_lines(results: Sequence[EpisodeResult], below: float = ARRIVAL_HEIGHT_M) -> list[str]:
@@ -343,6 +372,7 @@ def write_markdown(results: Sequence[EpisodeResult], path: str | Path, title: st
         for stage, v in latency.items():
             lines.append(f"| {stage} | {1e3 * v['p50']:.1f} | {1e3 * v['p95']:.1f} | {v['count']} |")
     lines += arrival_lines(results)
+    lines += reopening_lines(results)
     seeds = sorted(r.seed for r in results)
     if seeds:
         lines += ["", f"Seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} episodes)."]
@@ -373,18 +403,22 @@ def plot_success(results: Sequence[EpisodeResult], path: str | Path) -> Path:
     return Path(path)
 
 
-TRACE_FIELDS = ["seed", "task", "success", "step", "dx_m", "dy_m", "dz_m"]
+TRACE_FIELDS = ["seed", "task", "success", "step", "dx_m", "dy_m", "dz_m", "gripper_cmd"]
 
 
 def write_traces(results: Sequence[EpisodeResult], path: str | Path) -> Path:
-    """One row per traced step: seed, task, success, sim step, TCP minus target (x, y, z) [m]."""
+    """One row per traced step: seed, task, success, sim step, TCP minus target (x, y, z) [m], commanded
+    gripper opening (empty where the trace has none)."""
     path = Path(path)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(TRACE_FIELDS)
         for r in results:
-            for step, dx, dy, dz in r.trace:
-                writer.writerow([r.seed, r.task, r.success, step, f"{dx:.5f}", f"{dy:.5f}", f"{dz:.5f}"])
+            for step, dx, dy, dz, *gripper in r.trace:
+                opening = f"{gripper[0]:.3f}" if gripper else ""
+                writer.writerow(
+                    [r.seed, r.task, r.success, step, f"{dx:.5f}", f"{dy:.5f}", f"{dz:.5f}", opening]
+                )
     return path
 
 

@@ -21,6 +21,7 @@ from internvla_learning.evaluation import (
     domain_for,
     episode_noise_seed,
     episode_plan,
+    gripper_reopenings,
     point_in_box,
     read_csv,
     report_lines,
@@ -163,6 +164,32 @@ def test_arrival_takes_the_first_step_below_two_cm_and_bins_success_by_its_x_off
     assert "| >= +2.0 | 0 | - |" in lines
     assert "| -0.5 to +0.0 | 1 | 1.00 |" in write_reports(results, tmp_path, "t")["md"].read_text()
     assert arrival_lines(_results()) == []  # untraced runs report no arrival
+
+
+def test_reopenings_count_close_then_open_in_the_traced_gripper_command(tmp_path):
+    results = _results()
+    results[0].success = False  # closes at step 2, reopens at step 3, closes again: one reopening
+    results[0].trace = [
+        (0, 0.1, 0, 0.3, 1.0),
+        (2, 0, 0, 0.01, 0.0),
+        (3, 0, 0, 0.01, 1.0),
+        (4, 0, 0, 0.01, 0.0),
+    ]
+    results[1].success = True  # closes and lifts: none
+    results[1].trace = [(0, 0.1, 0, 0.3, 1.0), (2, 0, 0, 0.01, 0.0), (3, 0, 0, 0.05, 0.0)]
+    results[2].trace = [(0, 0.2, 0.0, 0.35)]  # an older trace without the gripper column
+    assert [gripper_reopenings(r) for r in results[:3]] == [1, 0, None]
+    md = write_reports(results, tmp_path, "t")["md"].read_text()
+    assert "1 of 1 failed and 0 of 1 successful traced episodes" in md
+    with open(tmp_path / "traces.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["gripper_cmd"] for r in rows if r["seed"] == str(results[0].seed)] == [
+        "1.000",
+        "0.000",
+        "1.000",
+        "0.000",
+    ]
+    assert {r["gripper_cmd"] for r in rows if r["seed"] == str(results[2].seed)} == {""}
 
 
 def test_graded_progress_medians_the_measured_episodes_and_counts_lifts(tmp_path):

@@ -152,6 +152,16 @@ class SimEnv:
     def finger_positions(self) -> np.ndarray:
         return self.data.qpos[self._finger_qpos].copy()
 
+    def commanded_gripper_opening(self) -> float:
+        """The opening 0 (closed) .. 1 (open) the gripper is commanded to now (its actuator targets), not
+        where the fingers are: an evaluation can see the policy's open / close decisions."""
+        n = self._n_arm
+        if self.robot.robot == "franka":
+            return float(self.data.ctrl[n] / GRIPPER_OPEN_CTRL)
+        closed, opened = np.array(self.robot.finger_closed), np.array(self.robot.finger_open)
+        ctrl = self.data.ctrl[n : n + len(closed)]
+        return float(np.mean((ctrl - closed) / (opened - closed)))
+
     def hand_pose(self) -> np.ndarray:
         """Pose of the end-effector body (Franka: hand, WidowX: ee_gripper_link) in the base frame."""
         return np.linalg.inv(self._body_pose(self._base)) @ self._body_pose(self._hand)

@@ -163,3 +163,19 @@ def test_widowx_expert_solves_the_named_tasks_at_its_5_hz_deployment_rate(task):
     for seed in range(2):
         env = SimEnv(task, seed=seed, control_dt=0.2, width=64, height=48, wrist=False, robot="widowx")
         assert ScriptedExpert(env).run().success, (task, seed)
+
+
+@pytest.mark.parametrize("robot", ["franka", "widowx"])
+def test_the_commanded_gripper_opening_reads_back_what_was_sent_not_where_the_fingers_are(robot):
+    env = SimEnv("pick_green", seed=1, wrist=False, robot=robot)
+    try:
+        assert env.commanded_gripper_opening() == pytest.approx(1.0)  # reset opens it
+        fingers = env.finger_positions()
+        env.apply_joint_targets(gripper_opening=0.3)
+        assert env.commanded_gripper_opening() == pytest.approx(0.3)
+        np.testing.assert_allclose(env.finger_positions(), fingers)  # not stepped: the fingers did not move
+        env.apply_joint_targets(gripper_opening=0.0)
+        env.step()
+        assert env.commanded_gripper_opening() == pytest.approx(0.0)
+    finally:
+        env.close()
