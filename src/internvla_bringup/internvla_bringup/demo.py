@@ -303,7 +303,7 @@ def demo_cfg_scale(args: argparse.Namespace, model: dict) -> float | None:
     """The guidance scale the policy runs at: ``--cfg-scale``, else the one the model was evaluated at
     (its card's ``cfg_scale``: the shipped model's success rate holds at that scale), else None
     (policy_node's default)."""
-    if getattr(args, "cfg_scale", None) is not None:
+    if args.cfg_scale is not None:
         return float(args.cfg_scale)
     card_scale = model.get("cfg_scale")
     return float(card_scale) if card_scale is not None else None
