@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 import torch
 from internvla_learning.lerobot_v3 import LeRobotV3Writer
-from internvla_learning.training.data import chunk_indices, load_training_data, normalize_chunk_actions
+from internvla_learning.training.data import (
+    chunk_indices,
+    load_training_data,
+    normalize_chunk_actions,
+    pause_frames,
+)
 from internvla_learning.training.train import TINY_PRESETS, TrainConfig, load_model, main, train
 from learning_synthetic import JOINTS, make_episode
 from PIL import Image
@@ -563,6 +568,64 @@ def test_frame_stride_keeps_every_kth_start_with_full_rate_chunks(dataset):
     assert {q.frame for q in half.qa} <= set(range(len(half))) and len(half.qa) < len(full.qa)
     with pytest.raises(ValueError, match="frame_stride"):
         load_training_data(dataset, horizon=4, action_dim=7, image_size=None, frame_stride=0)
+
+
+def _grasp_with_pauses():
+    """A pick as the scripted expert records it (frames 0-13): move down (0-2), settle (3-4, the arm still
+    sinking at 3), close (5) while the fingers take two frames to stop (6), hold (7-9), lift (10-11), then
+    stay at the top (12-13). Returns (actions [14, 7], state_ee [14, 7])."""
+    n = 14
+    actions = np.zeros((n, 7))
+    actions[:, 6] = 1.0
+    actions[0:3, 2] = -0.02  # descend 2 cm per step
+    actions[5:, 6] = 0.0  # close from frame 5 on
+    actions[10:12, 2] = 0.03  # lift
+    z = np.array([0.20, 0.18, 0.16, 0.147, 0.1445, 0.1445, 0.1445, 0.1445, 0.1445, 0.1445, 0.1445, 0.17,
+                  0.20, 0.20])  # fmt: skip
+    opening = np.array([1.0] * 6 + [0.45, 0.49, 0.49, 0.49, 0.49, 0.49, 0.49, 0.49])
+    state = np.zeros((n, 7))
+    state[:, 2], state[:, 6] = z, opening
+    return actions, state
+
+
+def test_pause_frames_are_the_held_still_frames_inside_an_episode_not_its_end():
+    actions, state = _grasp_with_pauses()
+    # frame 3: no command but the arm still sinks 2.5 mm; 5: the close command; 6: the fingers still move;
+    # 7-9: all at rest (the aliased hold); 12-13: the task is done, a trailing rest that is kept
+    assert np.flatnonzero(pause_frames(actions, state)).tolist() == [4, 7, 8, 9]
+    moving = actions.copy()
+    moving[8, 0] = 2e-4  # a commanded 0.2 mm is motion, not a pause
+    assert np.flatnonzero(pause_frames(moving, state)).tolist() == [4, 7, 9]
+    assert pause_frames(np.zeros((0, 7)), np.zeros((0, 7))).shape == (0,)
+
+
+def test_drop_pauses_leaves_out_the_held_frames_and_their_actions(tmp_path):
+    """With ``drop_pauses`` the held frames are neither samples nor rows of any chunk: the chunk of the
+    frame before a hold runs on into the lift, so the policy learns to lift once the fingers rest."""
+    actions, state = _grasp_with_pauses()
+    ep = make_episode(0, length=len(actions), size=64, cameras=("third_person",))
+    ep.action_ee_delta, ep.state_ee = actions.astype(np.float32), state.astype(np.float32)
+    root = tmp_path / "ds"
+    with LeRobotV3Writer(root, 10, "franka", {"third_person": (64, 64)}, JOINTS) as writer:
+        writer.add_episode(ep)
+    kw = dict(horizon=4, action_dim=7, image_size=(56, 56), grounding=True)
+    full = load_training_data(root, **kw)
+    kept = load_training_data(root, **kw, drop_pauses=True)
+    keep = [0, 1, 2, 3, 5, 6, 10, 11, 12, 13]
+    assert len(full) == 14 and len(kept) == len(keep)
+    np.testing.assert_array_equal(kept.vlm_views, full.vlm_views[keep])
+    np.testing.assert_array_equal(kept.gripper_states, full.gripper_states[keep])
+    block = kept.statistics[kept.unnorm_key]
+    np.testing.assert_array_equal(
+        kept.chunks, normalize_chunk_actions(actions[keep], block)[chunk_indices(len(keep), 4)]
+    )
+    # frame 6 (fingers just stopped): its chunk is [hold, lift, lift, stay]; without dropping, [hold x 4]
+    rises = np.sign(kept.chunks[5, :, 2] - kept.chunks[5, 0, 2])
+    assert rises.tolist() == [0, 1, 1, 0]
+    assert np.all(full.chunks[6, :, 2] == full.chunks[6, 0, 2])
+    assert {q.frame for q in kept.qa} == set(range(len(keep)))  # grounding QA follows the kept frames
+    with_stride = load_training_data(root, **kw, drop_pauses=True, frame_stride=3)
+    np.testing.assert_array_equal(with_stride.chunks, kept.chunks[::3])
 
 
 def test_spatial_qa_asks_the_cot_prompt_for_the_target_box(dataset, tmp_path):

@@ -41,6 +41,14 @@ ANSWER_COLUMN = {
 }
 
 
+# A pause frame (see pause_frames): the commanded target moves less than this (6-D delta norm, m and rad) ...
+PAUSE_ACTION_NORM = 1e-4
+# ... and, until the next frame, the measured TCP moves less than this [m] and the fingers less than this
+# (opening 0..1): the arm is at rest and so is the picture
+PAUSE_TCP_MOTION = 1e-3
+PAUSE_FINGER_MOTION = 0.005
+
+
 class DatasetError(ValueError):
     """The dataset cannot be used to train this model (the message says why and what to do)."""
 
@@ -133,6 +141,38 @@ def chunk_indices(length: int, horizon: int) -> np.ndarray:
     return np.minimum(idx, length - 1)
 
 
+def pause_frames(actions: np.ndarray, state_ee: np.ndarray) -> np.ndarray:
+    """[T] bool: the frames of ``actions`` [T, 7] (EE delta + gripper) that are pauses inside the episode.
+
+    A pause frame commands no motion (6-D delta below ``PAUSE_ACTION_NORM``) and the same gripper command as
+    the frame before, while the arm and the fingers are at rest (``state_ee`` [T, 7]: measured x, y, z, ...,
+    opening; below ``PAUSE_TCP_MOTION`` / ``PAUSE_FINGER_MOTION`` until the next frame). The scripted expert
+    holds still for a fixed number of steps after closing the gripper and after each move settles; those
+    frames are the same picture with different labels ("hold 3 more steps", "hold 2 more", ..., "lift"), so
+    a policy that sees no time cannot know when the hold ends and, re-queried every step, holds for ever
+    (TRAINING.md, eighth round: half the seventh round's failures closed on the block and never lifted).
+    Upstream trains LIBERO from "no_noops" datasets for the same reason. The trailing run of still frames
+    (the task is done: stay) is not a pause and is kept.
+    """
+    actions = np.asarray(actions, dtype=np.float64)
+    state = np.asarray(state_ee, dtype=np.float64)
+    n = len(actions)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    still = np.linalg.norm(actions[:, :6], axis=1) < PAUSE_ACTION_NORM
+    closed = actions[:, 6] > 0.5
+    same_grip = np.concatenate([[False], closed[1:] == closed[:-1]])
+    arm_rest = np.linalg.norm(np.diff(state[:, :3], axis=0), axis=1) < PAUSE_TCP_MOTION
+    fingers_rest = np.abs(np.diff(state[:, 6])) < PAUSE_FINGER_MOTION
+    at_rest = np.concatenate([arm_rest & fingers_rest, [True]])
+    idle = still & same_grip & at_rest
+    end = n
+    while end > 0 and idle[end - 1]:
+        end -= 1
+    idle[end:] = False
+    return idle
+
+
 def normalize_chunk_actions(actions: np.ndarray, stats: dict) -> np.ndarray:
     """Upstream's q99 training normalisation; mask-false dims (the gripper) binarised ``x > 0.5``."""
     from internvla_core.normalization import ActionStats, normalize_actions
@@ -187,6 +227,7 @@ def load_training_data(
     statistics: dict | None = None,
     frame_stride: int = 1,
     spatial_question: str | None = None,
+    drop_pauses: bool = False,
 ) -> TrainingData:
     """Read, check and prepare a dataset for a model of chunk ``horizon`` and ``action_dim``.
 
@@ -198,6 +239,8 @@ def load_training_data(
     ``spatial_question``: the model's CoT (spatial) prompt with ``{instruction}``; when given, every frame
     with a target box also gets the QA pair "spatial prompt → the target's box" (kind ``spatial``), so the
     VLM learns that the prompt stage 2 conditions on asks where the task's object is.
+    ``drop_pauses``: leave out the pause frames of :func:`pause_frames` (as observations and as actions:
+    a chunk then runs on to the next motion); the statistics are taken without them too.
     """
     if frame_stride < 1:
         raise DatasetError(f"frame_stride must be at least 1, not {frame_stride}")
@@ -236,11 +279,16 @@ def load_training_data(
             f"{embodiment!r}; use a dataset of that embodiment or start a new run"
         )
     key = unnorm_key or default_unnorm_key(embodiments[0])
+    # the frames each episode trains on, in order
+    kept = [
+        np.flatnonzero(~pause_frames(e.action_ee_delta, e.state_ee)) if drop_pauses else np.arange(e.length)
+        for e in episodes
+    ]
     if statistics is None:
         acc_a, acc_s = RunningStats(dim), RunningStats(episodes[0].state_ee.shape[1])
-        for ep in episodes:
-            acc_a.update(ep.action_ee_delta)
-            acc_s.update(ep.state_ee)
+        for ep, keep in zip(episodes, kept):
+            acc_a.update(np.asarray(ep.action_ee_delta)[keep])
+            acc_s.update(np.asarray(ep.state_ee)[keep])
         names = features[ACTION].get("names") or list(EE_DELTA_NAMES)
         statistics = {key: m1_statistics(acc_a, acc_s, names, len(episodes))}
     elif list(statistics) != [key]:
@@ -255,23 +303,24 @@ def load_training_data(
     instructions, chunks, ep_index, qa, states = [], [], [], [], []
     # the views go straight into arrays of their final size: a list of per-frame arrays stacked at the end
     # held every frame twice at the peak, and the freed list stayed in the process's heap
-    samples = sum(len(range(0, e.length, frame_stride)) for e in episodes)
+    samples = sum(len(range(0, len(keep), frame_stride)) for keep in kept)
     vlm: np.ndarray | None = None
     dino: np.ndarray | None = None
     view_boxes: dict[str, list[np.ndarray]] = {}
     view_grippers: dict[str, list[np.ndarray]] = {}
     for e_i in range(len(episodes)):
         ep = reader.episode(e_i)  # decoded now, released after its sampled frames are taken
-        n = ep.length
-        norm = normalize_chunk_actions(ep.action_ee_delta, block)
-        starts = range(0, n, frame_stride)
+        keep = kept[e_i]
+        n = len(keep)
+        norm = normalize_chunk_actions(np.asarray(ep.action_ee_delta)[keep], block)
+        frames = keep[::frame_stride]  # the episode frames that start a sample
         chunks.append(norm[chunk_indices(n, horizon)][::frame_stride])
-        ep_index.append(np.full(len(starts), e_i))
+        ep_index.append(np.full(len(frames), e_i))
         for c in cameras:
-            view_boxes.setdefault(c, []).append(_normalised_target_boxes(ep, c)[::frame_stride])
-            view_grippers.setdefault(c, []).append(_normalised_gripper_points(ep, c)[::frame_stride])
-        states.append(np.asarray(ep.state_ee, dtype=np.float32)[:, [2, 6]][::frame_stride])
-        for t in starts:
+            view_boxes.setdefault(c, []).append(_normalised_target_boxes(ep, c)[frames])
+            view_grippers.setdefault(c, []).append(_normalised_gripper_points(ep, c)[frames])
+        states.append(np.asarray(ep.state_ee, dtype=np.float32)[frames][:, [2, 6]])
+        for t in frames:
             views = [vlm_view(ep.images[c][t], image_size) for c in cameras]
             vlm_frame = np.stack([np.asarray(v) for v in views])
             dino_frame = np.stack([np.asarray(dino_view(v)) for v in views])

@@ -67,6 +67,7 @@ class TrainConfig:
     image_size: int | None = None  # tiny model's VLM image size (square); None: the preset's
     cameras: list[str] | None = None
     frame_stride: int = 1  # every k-th frame starts a sample (see training.data.load_training_data)
+    drop_pauses: bool = False  # leave out the pause frames (training.data.pause_frames)
     steps: int = 100
     batch_size: int = 8
     vlm_batch_size: int | None = None
@@ -153,6 +154,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=d.frame_stride,
         help="train on every k-th frame of each episode (chunks keep the full action rate)",
+    )
+    p.add_argument(
+        "--drop-pauses",
+        action="store_true",
+        help="leave out the frames where the demonstrator holds still inside an episode (no motion "
+        "commanded, arm and fingers at rest): the same picture labelled 'hold k more steps' teaches a "
+        "policy without memory to hold for ever (upstream's no_noops datasets)",
     )
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -619,6 +627,7 @@ class Trainer:
             statistics=run_stats,
             frame_stride=cfg.frame_stride,
             spatial_question=spatial_question,
+            drop_pauses=cfg.drop_pauses,
         )
         if model_src is None:
             from internvla_core.model.tiny import build_tiny_checkpoint
