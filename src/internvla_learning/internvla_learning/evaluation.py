@@ -327,6 +327,39 @@ def reopening_lines(results: Sequence[EpisodeResult]) -> list[str]:
     ]
 
 
+FAILURE_KINDS = ("never closed", "closed, never rose", "rose without the target")
+ROSE_M = 0.01  # the TCP rose this much relative to the target after the first close
+
+
+def failure_kind(result: EpisodeResult) -> str | None:
+    """What a failed traced episode did at the grasp (None: a success, or no gripper column in the trace).
+
+    ``never closed``: the commanded gripper never closed; ``closed, never rose``: it closed and the TCP never
+    rose ``ROSE_M`` above its height at that first close, relative to the target (a hand stuck at the
+    block: the hold a policy without memory cannot leave, TRAINING.md eighth round); ``rose without the
+    target``: it rose that much relative to the target, so the target stayed behind (a grasp that did not
+    hold, or a lift before the fingers held). A lifted target rises with the TCP and counts as neither.
+    """
+    if result.success or not result.trace or len(result.trace[0]) < 5:
+        return None
+    closes = [i for i, sample in enumerate(result.trace) if sample[4] < 0.5]
+    if not closes:
+        return FAILURE_KINDS[0]
+    z0 = result.trace[closes[0]][3]
+    rose = any(sample[3] > z0 + ROSE_M for sample in result.trace[closes[0] :])
+    return FAILURE_KINDS[2] if rose else FAILURE_KINDS[1]
+
+
+def failure_lines(results: Sequence[EpisodeResult]) -> list[str]:
+    """Markdown: the failed traced episodes by what they did at the grasp (:func:`failure_kind`)."""
+    kinds = [failure_kind(r) for r in results]
+    if not any(kinds):
+        return []
+    lines = ["", "| failure (traced) | episodes |", "| --- | ---: |"]
+    lines += [f"| {kind} | {kinds.count(kind)} |" for kind in FAILURE_KINDS]
+    return lines
+
+
 def arrival_lines(results: Sequence[EpisodeResult], below: float = ARRIVAL_HEIGHT_M) -> list[str]:
     """Markdown: how many traced episodes arrived, their x / y offset, and success per x-offset bin."""
     arrivals = arrival_offsets(results, below)
@@ -373,6 +406,7 @@ def write_markdown(results: Sequence[EpisodeResult], path: str | Path, title: st
             lines.append(f"| {stage} | {1e3 * v['p50']:.1f} | {1e3 * v['p95']:.1f} | {v['count']} |")
     lines += arrival_lines(results)
     lines += reopening_lines(results)
+    lines += failure_lines(results)
     seeds = sorted(r.seed for r in results)
     if seeds:
         lines += ["", f"Seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} episodes)."]

@@ -21,6 +21,7 @@ from internvla_learning.evaluation import (
     domain_for,
     episode_noise_seed,
     episode_plan,
+    failure_kind,
     gripper_reopenings,
     point_in_box,
     read_csv,
@@ -190,6 +191,21 @@ def test_reopenings_count_close_then_open_in_the_traced_gripper_command(tmp_path
         "0.000",
     ]
     assert {r["gripper_cmd"] for r in rows if r["seed"] == str(results[2].seed)} == {""}
+
+
+def test_failures_are_told_apart_by_the_gripper_and_the_height_after_the_first_close(tmp_path):
+    results = _results()
+    for r in results[:4]:
+        r.success = False
+    results[0].trace = [(0, 0.1, 0, 0.30, 1.0), (5, 0, 0, -0.01, 1.0)]  # never closes
+    results[1].trace = [(0, 0.1, 0, 0.30, 1.0), (5, 0, 0, -0.01, 0.0), (9, 0, 0, -0.002, 0.0)]  # stuck
+    results[2].trace = [(0, 0.1, 0, 0.30, 1.0), (5, 0, 0, -0.01, 0.0), (9, 0, 0, 0.05, 1.0)]  # rose alone
+    results[3].trace = [(0, 0.2, 0.0, 0.35)]  # no gripper column
+    results[4].success = True
+    kinds = [failure_kind(r) for r in results[:5]]
+    assert kinds == ["never closed", "closed, never rose", "rose without the target", None, None]
+    md = write_reports(results, tmp_path, "t")["md"].read_text()
+    assert "| closed, never rose | 1 |" in md and "| never closed | 1 |" in md
 
 
 def test_graded_progress_medians_the_measured_episodes_and_counts_lifts(tmp_path):
