@@ -597,6 +597,10 @@ def test_pause_frames_are_the_held_still_frames_inside_an_episode_not_its_end():
     moving[8, 0] = 2e-4  # a commanded 0.2 mm is motion, not a pause
     assert np.flatnonzero(pause_frames(moving, state)).tolist() == [4, 7, 9]
     assert pause_frames(np.zeros((0, 7)), np.zeros((0, 7))).shape == (0,)
+    # "grasp": only the hold with the gripper closed, after its first still frame
+    assert np.flatnonzero(pause_frames(actions, state, "grasp")).tolist() == [8, 9]
+    with pytest.raises(ValueError, match="which"):
+        pause_frames(actions, state, "some")
 
 
 def test_drop_pauses_leaves_out_the_held_frames_and_their_actions(tmp_path):
@@ -610,7 +614,7 @@ def test_drop_pauses_leaves_out_the_held_frames_and_their_actions(tmp_path):
         writer.add_episode(ep)
     kw = dict(horizon=4, action_dim=7, image_size=(56, 56), grounding=True)
     full = load_training_data(root, **kw)
-    kept = load_training_data(root, **kw, drop_pauses=True)
+    kept = load_training_data(root, **kw, drop_pauses="all")
     keep = [0, 1, 2, 3, 5, 6, 10, 11, 12, 13]
     assert len(full) == 14 and len(kept) == len(keep)
     np.testing.assert_array_equal(kept.vlm_views, full.vlm_views[keep])
@@ -624,7 +628,7 @@ def test_drop_pauses_leaves_out_the_held_frames_and_their_actions(tmp_path):
     assert rises.tolist() == [0, 1, 1, 0]
     assert np.all(full.chunks[6, :, 2] == full.chunks[6, 0, 2])
     assert {q.frame for q in kept.qa} == set(range(len(keep)))  # grounding QA follows the kept frames
-    with_stride = load_training_data(root, **kw, drop_pauses=True, frame_stride=3)
+    with_stride = load_training_data(root, **kw, drop_pauses="all", frame_stride=3)
     np.testing.assert_array_equal(with_stride.chunks, kept.chunks[::3])
 
 

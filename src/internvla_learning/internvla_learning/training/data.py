@@ -47,6 +47,7 @@ PAUSE_ACTION_NORM = 1e-4
 # (opening 0..1): the arm is at rest and so is the picture
 PAUSE_TCP_MOTION = 1e-3
 PAUSE_FINGER_MOTION = 0.005
+PAUSE_KINDS = ("all", "grasp")  # what --drop-pauses leaves out (pause_frames' ``which``)
 
 
 class DatasetError(ValueError):
@@ -141,7 +142,7 @@ def chunk_indices(length: int, horizon: int) -> np.ndarray:
     return np.minimum(idx, length - 1)
 
 
-def pause_frames(actions: np.ndarray, state_ee: np.ndarray) -> np.ndarray:
+def pause_frames(actions: np.ndarray, state_ee: np.ndarray, which: str = "all") -> np.ndarray:
     """[T] bool: the frames of ``actions`` [T, 7] (EE delta + gripper) that are pauses inside the episode.
 
     A pause frame commands no motion (6-D delta below ``PAUSE_ACTION_NORM``) and the same gripper command as
@@ -153,15 +154,22 @@ def pause_frames(actions: np.ndarray, state_ee: np.ndarray) -> np.ndarray:
     (TRAINING.md, eighth round: half the seventh round's failures closed on the block and never lifted).
     Upstream trains LIBERO from "no_noops" datasets for the same reason. The trailing run of still frames
     (the task is done: stay) is not a pause and is kept.
+
+    ``which``: ``"all"`` every pause; ``"grasp"`` only the hold with the gripper closed, after its first
+    still frame: the hold after a grasp shrinks to one step (the other pauses stay). Dropping all of them
+    cost more than the hold did (TRAINING.md, eighth round): the settled frames at grasp height are where
+    the policy learns to close, and without any hold it lifted before the fingers held the block.
     """
+    if which not in PAUSE_KINDS:
+        raise ValueError(f"which must be one of {PAUSE_KINDS}, not {which!r}")
     actions = np.asarray(actions, dtype=np.float64)
     state = np.asarray(state_ee, dtype=np.float64)
     n = len(actions)
     if n == 0:
         return np.zeros(0, dtype=bool)
     still = np.linalg.norm(actions[:, :6], axis=1) < PAUSE_ACTION_NORM
-    closed = actions[:, 6] > 0.5
-    same_grip = np.concatenate([[False], closed[1:] == closed[:-1]])
+    opened = actions[:, 6] > 0.5
+    same_grip = np.concatenate([[False], opened[1:] == opened[:-1]])
     arm_rest = np.linalg.norm(np.diff(state[:, :3], axis=0), axis=1) < PAUSE_TCP_MOTION
     fingers_rest = np.abs(np.diff(state[:, 6])) < PAUSE_FINGER_MOTION
     at_rest = np.concatenate([arm_rest & fingers_rest, [True]])
@@ -170,6 +178,9 @@ def pause_frames(actions: np.ndarray, state_ee: np.ndarray) -> np.ndarray:
     while end > 0 and idle[end - 1]:
         end -= 1
     idle[end:] = False
+    if which == "grasp":
+        run_start = idle & ~np.concatenate([[False], idle[:-1]])
+        idle &= ~opened & ~run_start
     return idle
 
 
@@ -227,7 +238,7 @@ def load_training_data(
     statistics: dict | None = None,
     frame_stride: int = 1,
     spatial_question: str | None = None,
-    drop_pauses: bool = False,
+    drop_pauses: str | None = None,
 ) -> TrainingData:
     """Read, check and prepare a dataset for a model of chunk ``horizon`` and ``action_dim``.
 
@@ -239,7 +250,8 @@ def load_training_data(
     ``spatial_question``: the model's CoT (spatial) prompt with ``{instruction}``; when given, every frame
     with a target box also gets the QA pair "spatial prompt → the target's box" (kind ``spatial``), so the
     VLM learns that the prompt stage 2 conditions on asks where the task's object is.
-    ``drop_pauses``: leave out the pause frames of :func:`pause_frames` (as observations and as actions:
+    ``drop_pauses``: leave out the pause frames of :func:`pause_frames` of this kind (``"all"`` or ``"grasp"``;
+    None keeps every frame), as observations and as actions (
     a chunk then runs on to the next motion); the statistics are taken without them too.
     """
     if frame_stride < 1:
@@ -281,7 +293,9 @@ def load_training_data(
     key = unnorm_key or default_unnorm_key(embodiments[0])
     # the frames each episode trains on, in order
     kept = [
-        np.flatnonzero(~pause_frames(e.action_ee_delta, e.state_ee)) if drop_pauses else np.arange(e.length)
+        np.flatnonzero(~pause_frames(e.action_ee_delta, e.state_ee, drop_pauses))
+        if drop_pauses
+        else np.arange(e.length)
         for e in episodes
     ]
     if statistics is None:

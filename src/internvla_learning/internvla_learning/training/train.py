@@ -67,7 +67,7 @@ class TrainConfig:
     image_size: int | None = None  # tiny model's VLM image size (square); None: the preset's
     cameras: list[str] | None = None
     frame_stride: int = 1  # every k-th frame starts a sample (see training.data.load_training_data)
-    drop_pauses: bool = False  # leave out the pause frames (training.data.pause_frames)
+    drop_pauses: str | None = None  # "all" | "grasp": pause frames left out (training.data.pause_frames)
     steps: int = 100
     batch_size: int = 8
     vlm_batch_size: int | None = None
@@ -129,6 +129,8 @@ TINY_PRESETS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from .data import PAUSE_KINDS
+
     d = TrainConfig(data="", out="")
     p = argparse.ArgumentParser(
         prog="internvla-train",
@@ -157,10 +159,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--drop-pauses",
-        action="store_true",
-        help="leave out the frames where the demonstrator holds still inside an episode (no motion "
-        "commanded, arm and fingers at rest): the same picture labelled 'hold k more steps' teaches a "
-        "policy without memory to hold for ever (upstream's no_noops datasets)",
+        choices=PAUSE_KINDS,
+        help="leave out frames where the demonstrator holds still inside an episode (no motion commanded, "
+        "arm and fingers at rest): the same picture labelled 'hold k more steps' teaches a policy without "
+        "memory to hold for ever. all: every such frame (upstream's no_noops datasets); grasp: only the "
+        "hold after a grasp, shortened to one step (TRAINING.md, eighth round)",
     )
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
