@@ -13,6 +13,7 @@
 #   DART=0 STRIDE=3 bash scripts/train_pick_green.sh   # clean episodes only (the sixth round's run)
 #   EVAL_EPISODES=200 WORKERS=2 bash scripts/train_pick_green.sh
 #   STAGE1=1 bash scripts/train_pick_green.sh   # with upstream's stage 1 before stage 0 (the ablation)
+#   DROP_PAUSES=grasp bash scripts/train_pick_green.sh   # the eighth round's runs (all|grasp)
 #   WRIST=0 bash scripts/train_pick_green.sh    # third-person view only (the fourth round's run)
 #
 # Seeds: clean demonstrations 0..EPISODES-1, perturbed (DART=1) demonstrations
@@ -46,6 +47,8 @@ CACHE_DTYPE=${CACHE_DTYPE:-$([ "$DART" = 1 ] && echo float16 || echo float32)}
 S0_STEPS=${S0_STEPS:-2500}
 S1_STEPS=${S1_STEPS:-2000}
 S2_STEPS=${S2_STEPS:-12000}
+DROP_PAUSES=${DROP_PAUSES:-}         # all|grasp: stage 2 leaves out the expert's still frames (--drop-pauses);
+                                     # both cost success in the eighth round (TRAINING.md), so off by default
 CFG=${CFG:-3.0}                      # the evaluation's guidance scale (policy_node's default is 1.5)
 STAGE1=${STAGE1:-0}                  # 1: train upstream's stage 1 (grounding) first
 SAVE_EVERY=${SAVE_EVERY:-1000}
@@ -94,6 +97,8 @@ train() {  # train OUT ARGS...: start, or continue a run that has saved state
 recipe=pg_s2
 if [ "$STAGE1" = 1 ]; then recipe+=_s1; fi
 if [ "$DART" = 1 ]; then recipe+=_dart$DTAG; fi
+PAUSES=()
+if [ -n "$DROP_PAUSES" ]; then recipe+=_drop$DROP_PAUSES; PAUSES=(--drop-pauses "$DROP_PAUSES"); fi
 recipe+=$TAG
 S2_RUN=${S2_RUN:-$recipe}
 if [ "$STAGE1" = 1 ]; then
@@ -112,7 +117,8 @@ if [ "$WRIST" = 1 ]; then python bench/probe_vision.py --run "$RUNS/$S0_RUN" --s
 train "$RUNS/$S2_RUN" --data "$DATA" --stage 2 --init "$RUNS/$S0_RUN" "${VIEWS[@]}" --freeze-vlm --frame-stride "$STRIDE" \
   --qformer-attn-dropout 0 --query-token-std 0.02 --condition-norm --spatial-aux-weight "$AUX_WEIGHT" \
   --spatial-aux-readout tokens --spatial-aux-gripper --steps "$S2_STEPS" --batch-size 16 --lr-action 1e-3 \
-  --lr-base 1e-3 --feature-cache-dtype "$CACHE_DTYPE" --save-every "$SAVE_EVERY" --log-every 50 --seed 0
+  --lr-base 1e-3 --feature-cache-dtype "$CACHE_DTYPE" "${PAUSES[@]}" --save-every "$SAVE_EVERY" --log-every 50 \
+  --seed 0
 python bench/probe_condition.py --checkpoint "$RUNS/$S2_RUN" --staging "$HELDOUT" --episodes 20 --approach \
   --cfg-scale "$CFG"
 
