@@ -80,6 +80,7 @@ def run_episode(
     noise_seed: int = -1,
     ddim_steps: int | None = None,
     executor_mode: str | None = None,
+    gripper_settle_steps: int | None = None,
     trace: bool = False,
     domain_id: int | None = None,
     index: int = 0,
@@ -93,7 +94,8 @@ def run_episode(
     default). ``noise_seed``: policy_node's diffusion noise seed (-1: random at every inference, so a
     repeated evaluation differs; ``episode_noise_seed(seed)`` makes the episode repeatable). ``ddim_steps``:
     DDIM steps per inference (None: policy_node's default). ``executor_mode``: chunk_executor's ``mode``
-    (None: its default, ensemble). ``trace``: record TCP - target and the commanded gripper opening at
+    (None: its default, ensemble). ``gripper_settle_steps``: chunk_executor's (None: its default, 0).
+    ``trace``: record TCP - target and the commanded gripper opening at
     every sim step into ``result.trace``."""
     import rclpy
     from internvla_learning.evaluation import EpisodeResult
@@ -131,8 +133,13 @@ def run_episode(
             policy_params["num_ddim_steps"] = ddim_steps
         policy_params["seed"] = noise_seed
         overrides = {"sim": sim_params, "policy_node": policy_params}
+        executor_params = {}
         if executor_mode is not None:
-            overrides["chunk_executor"] = {"mode": executor_mode}
+            executor_params["mode"] = executor_mode
+        if gripper_settle_steps is not None:
+            executor_params["gripper_settle_steps"] = gripper_settle_steps
+        if executor_params:
+            overrides["chunk_executor"] = executor_params
         composition = Composition.create(graph, context, overrides, skip=skip)
         runner = Node("eval_sim", namespace=graph.namespace, context=context)
         monitor = _monitor_class()(runner)
@@ -332,6 +339,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="chunk_executor's mode: ensemble (re-query every step and average the overlapping chunks, "
         "its default) or chunk (execute each chunk, blend the seams)",
     )
+    p.add_argument(
+        "--gripper-settle-steps",
+        type=int,
+        default=None,
+        help="chunk_executor's gripper_settle_steps: steps the arm holds after each gripper change "
+        "(default: its 0)",
+    )
     p.add_argument("--device", default="", help="torch device of the policy (default: the YAML's cpu)")
     p.add_argument("--timeout", type=float, default=900.0, help="wall seconds per episode's goal")
     p.add_argument("--out", default="eval_out", help="directory for results.csv / results.md / success.png")
@@ -364,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     options = dict(checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else "",
                    max_steps=args.max_steps, skip_grounding=args.skip_grounding, image_size=size,
                    spatial_prompt=args.spatial_prompt, wrist=wrist, cfg_scale=args.cfg_scale,
-                   ddim_steps=args.ddim_steps, executor_mode=args.executor_mode, trace=args.trace,
+                   ddim_steps=args.ddim_steps, executor_mode=args.executor_mode,
+                   gripper_settle_steps=args.gripper_settle_steps, trace=args.trace,
                    device=args.device, timeout=args.timeout)  # fmt: skip
     jobs = [
         (

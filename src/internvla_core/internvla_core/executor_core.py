@@ -75,6 +75,10 @@ class ExecutorConfig:
     max_state_age: float = 0.5
     # chunk (and state) stamps further than this [s] ahead of the clock are refused
     max_future_stamp: float = 0.5
+    # control steps the arm holds its setpoint after the gripper command changes (open <-> closed), the
+    # fingers moving meanwhile, as a blocking gripper action makes an arm wait; 0 = off. A policy that
+    # cannot see how long its fingers have been closed lifts before they hold (TRAINING.md, eighth round)
+    gripper_settle_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in ("ensemble", "chunk", "rtc"):
@@ -91,6 +95,8 @@ class ExecutorConfig:
             raise ValueError("max_tracking_error and max_tracking_rotation must be > 0")
         if not (self.max_state_age > 0 and self.max_future_stamp >= 0):
             raise ValueError("max_state_age must be > 0 and max_future_stamp >= 0")
+        if self.gripper_settle_steps < 0:
+            raise ValueError("gripper_settle_steps must be >= 0 (0 = off)")
 
 
 @dataclass
@@ -145,6 +151,8 @@ class ExecutorCore:
         self.last_reason = ""
         self.stop_reason = ""
         self._resync_on_next_motion = True
+        self._gripper_closed: bool | None = None  # the last gripper command sent, as closed (< 0.5) or not
+        self._settle_left = 0  # ticks the arm still holds after a gripper change (gripper_settle_steps)
 
     def latch_estop(self) -> bool:
         """Latch the e-stop (every tick holds until ``release_estop``); True when it was not latched."""
@@ -175,6 +183,19 @@ class ExecutorCore:
         self.last_chunk_time = None
         self.stop_reason = reason
         self._resync_on_next_motion = True  # the next goal starts from where the arm is
+
+    def _gripper_settling(self, opening: float | None) -> bool:
+        """True while the arm holds after a change of the gripper command (``gripper_settle_steps``): the
+        change itself starts the count, and each call during it uses one step."""
+        if opening is not None:
+            closed = opening < 0.5
+            if self._gripper_closed is not None and closed != self._gripper_closed:
+                self._settle_left = self.config.gripper_settle_steps
+            self._gripper_closed = closed
+        if self._settle_left > 0:
+            self._settle_left -= 1
+            return True
+        return False
 
     def _make_streamer(self) -> ChunkStreamer:
         gripper = self.embodiment.dimension_names.index("gripper")
@@ -407,6 +428,13 @@ class ExecutorCore:
             self._resync_on_next_motion = False
         reference = self.last_commanded
         reference_joints = self.last_commanded_joints if self.last_commanded_joints is not None else joints
+        if self._gripper_settling(robot_action.gripper_opening):
+            # the setpoint again with the new gripper command: not a HOLD, which leaves the gripper as is
+            gripper, _ = self.safety.limit_gripper(robot_action.gripper_opening)
+            return Command(
+                step, False, "gripper settling", reference, reference_joints, gripper, [], action,
+                resynced, StatusCode.OK, from_measured,
+            )  # fmt: skip
         target = compose_delta(reference, robot_action)
         safe_pose, report = self.safety.limit_pose(reference, target)
         if report.held:

@@ -36,6 +36,8 @@ def test_schema_defaults_give_the_embodiment_rate_and_one_period_points():
     assert settings.time_from_start == settings.period and settings.dry_run
     assert not settings.chunk_trajectory  # ensemble mode streams one command per tick
     assert settings.arm_joints == tuple(f"joint{i}" for i in range(1, 8))
+    assert settings.config.gripper_settle_steps == 0  # off unless asked for
+    assert build_settings({**defaults(), "gripper_settle_steps": 6}).config.gripper_settle_steps == 6
 
 
 def test_chunk_trajectory_only_in_chunk_modes_with_the_joint_trajectory_backend():

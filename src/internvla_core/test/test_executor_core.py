@@ -407,3 +407,22 @@ def test_stamps_half_a_period_off_the_start_map_to_one_step_whatever_their_float
         core.add_chunk(np.array([[0.001, 0, 0, 0, 0, 0, 1.0]]), stamp, float(np.float32(stamp)))
         actions += not core.tick(sum([0.1] + [0.2] * k), START).hold
     assert actions == 29
+
+
+def test_gripper_settle_holds_the_arm_after_each_gripper_change_while_the_gripper_follows():
+    core = make(gripper_settle_steps=2)
+    chunk = np.tile(MOVE_X, (8, 1))
+    chunk[2:6, 6] = 0.0  # close at row 2, open again at row 6
+    cmds = []
+    for i in range(8):  # a fresh chunk every step (the rest of this one), as the policy sends them
+        core.add_chunk(chunk[i:], observation_time=0.1 * i, now=0.1 * i)
+        cmds.append(core.tick(0.1 * i, START))
+    x = [c.target_pose[0, 3] - START[0, 3] for c in cmds]
+    np.testing.assert_allclose(x, [0.01, 0.02, 0.02, 0.02, 0.03, 0.04, 0.04, 0.04], atol=1e-9)
+    assert [c.gripper_opening for c in cmds] == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    assert [c.reason for c in cmds].count("gripper settling") == 4 and not any(c.hold for c in cmds)
+    off = make()  # the default: no settling, the arm moves on at every step
+    off.add_chunk(chunk, observation_time=0.0, now=0.0)
+    assert off.tick(0.2, START).target_pose[0, 3] - START[0, 3] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="gripper_settle_steps"):
+        ExecutorConfig(gripper_settle_steps=-1)

@@ -83,6 +83,7 @@ def build_settings(
         watchdog_timeout=p["watchdog_timeout"],
         blend_steps=p["seam_blend_steps"],
         seam_max_change=p["seam_max_change"],
+        gripper_settle_steps=p["gripper_settle_steps"],
         warmup=p["embodiment_warmup"],
         limits=limits,
         max_state_age=p["max_state_age"],
