@@ -95,8 +95,8 @@ def run_episode(
     repeated evaluation differs; ``episode_noise_seed(seed)`` makes the episode repeatable). ``ddim_steps``:
     DDIM steps per inference (None: policy_node's default). ``executor_mode``: chunk_executor's ``mode``
     (None: its default, ensemble). ``gripper_settle_steps``: chunk_executor's (None: its default, 0).
-    ``trace``: record TCP - target and the commanded gripper opening at
-    every sim step into ``result.trace``."""
+    ``trace``: record TCP - target, the commanded gripper opening and the
+    measured finger opening at every sim step into ``result.trace``."""
     import rclpy
     from internvla_learning.evaluation import EpisodeResult
     from rclpy.action import ActionClient
@@ -186,14 +186,15 @@ def run_episode(
 
 
 class StepTracer:
-    """Samples TCP - target (robot base frame) and the commanded gripper opening once per sim step, from
+    """Samples TCP - target (robot base frame), the commanded gripper opening and the measured finger
+    opening (``SimEnv.finger_opening``) once per sim step, from
     a thread beside the sim's: the sim node offers no per-step hook, and a diagnostic must not change how
     the episode runs. A sample is read while the sim may be stepping, so a value can mix two adjacent
     steps (millimetres)."""
 
     def __init__(self, sim, poll_s: float = 0.002) -> None:
         self.sim, self.poll_s = sim, poll_s
-        self.samples: list[tuple[int, float, float, float, float]] = []
+        self.samples: list[tuple[int, float, float, float, float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="step_tracer")
         self._thread.start()
@@ -209,9 +210,10 @@ class StepTracer:
 
     def _sample(self, step: int) -> None:
         env = self.sim.env
-        self.samples.append((step, *(float(v) for v in _tcp_to_target(env)), env.commanded_gripper_opening()))
+        gripper = (env.commanded_gripper_opening(), env.finger_opening())
+        self.samples.append((step, *(float(v) for v in _tcp_to_target(env)), *gripper))
 
-    def stop(self) -> list[tuple[int, float, float, float, float]]:
+    def stop(self) -> list[tuple[int, float, float, float, float, float]]:
         self._stop.set()
         self._thread.join(2.0)
         step = int(self.sim.steps)
@@ -321,7 +323,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--trace",
         action="store_true",
-        help="record TCP - target and the gripper command at every sim step: traces.csv and traces.png beside results.csv",
+        help="record TCP - target, the gripper command and the finger opening at every sim step: traces.csv "
+        "and traces.png beside results.csv",
     )
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: policy_node's)")
     p.add_argument("--ddim-steps", type=int, help="DDIM steps per inference (default: policy_node's)")

@@ -23,6 +23,7 @@ from internvla_learning.evaluation import (
     episode_plan,
     failure_kind,
     gripper_reopenings,
+    opening_after_close,
     point_in_box,
     read_csv,
     report_lines,
@@ -206,6 +207,21 @@ def test_failures_are_told_apart_by_the_gripper_and_the_height_after_the_first_c
     assert kinds == ["never closed", "closed, never rose", "rose without the target", None, None]
     md = write_reports(results, tmp_path, "t")["md"].read_text()
     assert "| closed, never rose | 1 |" in md and "| never closed | 1 |" in md
+    # with the measured finger opening: the first close caught nothing (0.14) or the block (0.49)
+    stuck, lifted = results[1], results[4]
+    stuck.trace = [(0, 0.1, 0, 0.3, 1.0, 1.0), (5, 0, 0, -0.01, 0.0, 1.0)] + [
+        (6 + i, 0, 0, -0.01, 0.0, 0.14) for i in range(4)
+    ]
+    lifted.trace = [(0, 0.1, 0, 0.3, 1.0, 1.0), (5, 0, 0, -0.01, 0.0, 1.0)] + [
+        (6 + i, 0, 0, -0.01, 0.0, 0.49) for i in range(4)
+    ]
+    assert opening_after_close(stuck) == 0.14 and opening_after_close(results[2]) is None
+    md = write_reports(results, tmp_path, "t")["md"].read_text()
+    assert "| closed, never rose | 1 | 0.14 |" in md and "| (successes) | 1 | 0.49 |" in md
+    assert "| never closed | 1 | - |" in md
+    with open(tmp_path / "traces.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["seed"] == str(stuck.seed)]
+    assert [r["finger_opening"] for r in rows][-1] == "0.140"
 
 
 def test_graded_progress_medians_the_measured_episodes_and_counts_lifts(tmp_path):

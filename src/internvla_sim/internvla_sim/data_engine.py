@@ -52,9 +52,7 @@ def _state_ee(env) -> np.ndarray:
     from internvla_core.rotations import matrix_to_rpy
 
     hand = env.hand_pose()
-    closed, opened = np.abs(env.robot.finger_closed), np.abs(env.robot.finger_open)
-    opening = float(np.clip(np.mean((np.abs(env.finger_positions()) - closed) / (opened - closed)), 0.0, 1.0))
-    return np.array([*hand[:3, 3], *matrix_to_rpy(hand[:3, :3]), opening])
+    return np.array([*hand[:3, 3], *matrix_to_rpy(hand[:3, :3]), env.finger_opening()])
 
 
 def generate_episode(

@@ -152,6 +152,15 @@ class SimEnv:
     def finger_positions(self) -> np.ndarray:
         return self.data.qpos[self._finger_qpos].copy()
 
+    def finger_opening(self) -> float:
+        """Where the fingers are: 0 (closed) .. 1 (open), measured. Closed on an object it stays at the
+        object's width over the full opening (a 4 cm block in the Franka's 8 cm: 0.49), closed on nothing
+        it goes low (the Franka's fingers pass their closed position by 6 mm each: 0.14, as the magnitude
+        is taken): what the recorded state and an evaluation trace report."""
+        closed, opened = np.abs(self.robot.finger_closed), np.abs(self.robot.finger_open)
+        fingers = np.abs(self.finger_positions())
+        return float(np.clip(np.mean((fingers - closed) / (opened - closed)), 0.0, 1.0))
+
     def commanded_gripper_opening(self) -> float:
         """The opening 0 (closed) .. 1 (open) the gripper is commanded to now (its actuator targets), not
         where the fingers are: an evaluation can see the policy's open / close decisions."""

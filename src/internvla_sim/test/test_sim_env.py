@@ -179,3 +179,18 @@ def test_the_commanded_gripper_opening_reads_back_what_was_sent_not_where_the_fi
         assert env.commanded_gripper_opening() == pytest.approx(0.0)
     finally:
         env.close()
+
+
+def test_the_finger_opening_is_measured_open_then_closed_on_nothing():
+    env = SimEnv("pick_green", seed=1, wrist=False, robot="franka")
+    try:
+        assert env.finger_opening() == pytest.approx(1.0, abs=0.02)  # reset opens the fingers
+        env.apply_joint_targets(gripper_opening=0.0)
+        assert env.finger_opening() == pytest.approx(1.0, abs=0.02)  # commanded, not yet moved
+        for _ in range(5):
+            env.step()
+        # high above the table, nothing between the fingers: they pass their closed position (Franka: -6 mm
+        # each, |.| = 0.14), far below the 0.49 of a 4 cm block between them
+        assert env.finger_opening() < 0.2
+    finally:
+        env.close()
