@@ -76,8 +76,8 @@ class ExecutorConfig:
     # chunk (and state) stamps further than this [s] ahead of the clock are refused
     max_future_stamp: float = 0.5
     # control steps the arm holds its setpoint after the gripper command changes (open <-> closed), the
-    # fingers moving meanwhile, as a blocking gripper action makes an arm wait; 0 = off. A policy that
-    # cannot see how long its fingers have been closed lifts before they hold (TRAINING.md, eighth round)
+    # fingers moving meanwhile, as a blocking gripper action makes an arm wait; 0 = off (on the simulated
+    # pick_green it did not raise success: TRAINING.md, eighth round)
     gripper_settle_steps: int = 0
 
     def __post_init__(self) -> None:

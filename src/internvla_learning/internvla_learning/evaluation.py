@@ -123,8 +123,9 @@ class EpisodeResult:
     final_tcp_to_target_m: float | None = None  # ... and when the episode ends
     target_rise_m: float | None = None  # target's height now minus at the start (a lift shows as > 0)
     latency: dict[str, list[float]] = field(default_factory=dict)  # stage -> seconds per chunk (not in CSV)
-    # (sim step, TCP - target x, y, z [m] in the robot base frame[, commanded gripper opening 0..1]) as the
-    # episode ran; eval_sim --trace (not in results.csv: write_traces writes traces.csv)
+    # (sim step, TCP - target x, y, z [m] in the robot base frame[, commanded gripper opening 0..1, measured
+    # finger opening 0..1]) as the episode ran; eval_sim --trace (not in results.csv: write_traces writes
+    # traces.csv)
     trace: list[tuple[float, ...]] = field(default_factory=list)
 
 
@@ -298,15 +299,27 @@ def arrival_offsets(
     return out
 
 
+GRIPPER_CMD, FINGER_OPENING = 4, 5  # trace columns after (step, dx, dy, dz) where eval_sim recorded them
+
+
+def _has_column(result: EpisodeResult, column: int) -> bool:
+    return bool(result.trace) and len(result.trace[0]) > column
+
+
+def _first_close(result: EpisodeResult) -> int | None:
+    """Index of the first traced step with the gripper commanded closed (< 0.5); None: it never closed."""
+    return next((i for i, sample in enumerate(result.trace) if sample[GRIPPER_CMD] < 0.5), None)
+
+
 def gripper_reopenings(result: EpisodeResult) -> int | None:
     """How often the commanded gripper went from closed (< 0.5) back to open in a traced episode (None: the
     trace has no gripper column). A policy that closes on the block and then reopens instead of lifting
     fails with its hand at the block (TRAINING.md, seventh round)."""
-    if not result.trace or len(result.trace[0]) < 5:
+    if not _has_column(result, GRIPPER_CMD):
         return None
     count, closed = 0, False
     for sample in result.trace:
-        now_closed = sample[4] < 0.5
+        now_closed = sample[GRIPPER_CMD] < 0.5
         count += int(closed and not now_closed)
         closed = now_closed
     return count
@@ -340,13 +353,13 @@ def failure_kind(result: EpisodeResult) -> str | None:
     target``: it rose that much relative to the target, so the target stayed behind (a grasp that did not
     hold, or a lift before the fingers held). A lifted target rises with the TCP and counts as neither.
     """
-    if result.success or not result.trace or len(result.trace[0]) < 5:
+    if result.success or not _has_column(result, GRIPPER_CMD):
         return None
-    closes = [i for i, sample in enumerate(result.trace) if sample[4] < 0.5]
-    if not closes:
+    close = _first_close(result)
+    if close is None:
         return FAILURE_KINDS[0]
-    z0 = result.trace[closes[0]][3]
-    rose = any(sample[3] > z0 + ROSE_M for sample in result.trace[closes[0] :])
+    z0 = result.trace[close][3]
+    rose = any(sample[3] > z0 + ROSE_M for sample in result.trace[close:])
     return FAILURE_KINDS[2] if rose else FAILURE_KINDS[1]
 
 
@@ -357,12 +370,12 @@ def opening_after_close(result: EpisodeResult, steps: int = SETTLED_STEPS) -> fl
     """The measured finger opening ``steps`` traced steps after the first close (None: no finger column,
     no close, or the trace ends first). On the object it is the object's width (0.49 for a 4 cm block in
     the Franka's 8 cm), on nothing it is low (0.14): whether the first close caught the target."""
-    if not result.trace or len(result.trace[0]) < 6:
+    if not _has_column(result, FINGER_OPENING):
         return None
-    closes = [i for i, sample in enumerate(result.trace) if sample[4] < 0.5]
-    if not closes or closes[0] + steps >= len(result.trace):
+    close = _first_close(result)
+    if close is None or close + steps >= len(result.trace):
         return None
-    return float(result.trace[closes[0] + steps][5])
+    return float(result.trace[close + steps][FINGER_OPENING])
 
 
 def failure_lines(results: Sequence[EpisodeResult]) -> list[str]:
@@ -482,7 +495,7 @@ def write_traces(results: Sequence[EpisodeResult], path: str | Path) -> Path:
         writer.writerow(TRACE_FIELDS)
         for r in results:
             for step, dx, dy, dz, *gripper in r.trace:
-                openings = [f"{v:.3f}" for v in gripper[:2]] + [""] * (2 - len(gripper[:2]))
+                openings = [f"{v:.3f}" for v in gripper] + [""] * (2 - len(gripper))
                 writer.writerow(
                     [r.seed, r.task, r.success, step, f"{dx:.5f}", f"{dy:.5f}", f"{dz:.5f}", *openings]
                 )

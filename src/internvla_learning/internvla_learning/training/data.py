@@ -156,9 +156,9 @@ def pause_frames(actions: np.ndarray, state_ee: np.ndarray, which: str = "all") 
     (the task is done: stay) is not a pause and is kept.
 
     ``which``: ``"all"`` every pause; ``"grasp"`` only the hold with the gripper closed, after its first
-    still frame: the hold after a grasp shrinks to one step (the other pauses stay). Dropping all of them
-    cost more than the hold did (TRAINING.md, eighth round): the settled frames at grasp height are where
-    the policy learns to close, and without any hold it lifted before the fingers held the block.
+    still frame: the hold after a grasp shrinks to one step (the other pauses stay). Both removed the trap
+    and both lowered success on pick_green (TRAINING.md, eighth round): without the settled frames at grasp
+    height the policy seldom closed, and with the hold shortened its closes flickered open again.
     """
     if which not in PAUSE_KINDS:
         raise ValueError(f"which must be one of {PAUSE_KINDS}, not {which!r}")
