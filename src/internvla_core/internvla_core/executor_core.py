@@ -431,6 +431,7 @@ class ExecutorCore:
         if self._gripper_settling(robot_action.gripper_opening):
             # the setpoint again with the new gripper command: not a HOLD, which leaves the gripper as is
             gripper, _ = self.safety.limit_gripper(robot_action.gripper_opening)
+            self.last_reason = ""  # a command, not a hold: the next watchdog hold is a new trip
             return Command(
                 step, False, "gripper settling", reference, reference_joints, gripper, [], action,
                 resynced, StatusCode.OK, from_measured,

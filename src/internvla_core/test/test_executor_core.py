@@ -426,3 +426,16 @@ def test_gripper_settle_holds_the_arm_after_each_gripper_change_while_the_grippe
     assert off.tick(0.2, START).target_pose[0, 3] - START[0, 3] == pytest.approx(0.01)
     with pytest.raises(ValueError, match="gripper_settle_steps"):
         ExecutorConfig(gripper_settle_steps=-1)
+
+
+def test_a_settling_step_ends_a_watchdog_trip_like_any_command():
+    core = make(gripper_settle_steps=2)
+    core.add_chunk(np.tile(MOVE_X, (2, 1)), observation_time=0.0, now=0.0)
+    core.tick(0.0, START)
+    assert "watchdog" in core.tick(0.4, START).reason  # first trip
+    closing = np.tile(MOVE_X, (2, 1))
+    closing[:, 6] = 0.0
+    core.add_chunk(closing, observation_time=0.5, now=0.5)
+    assert core.tick(0.5, START).reason == "gripper settling"
+    assert "watchdog" in core.tick(0.9, START).reason  # the chunk went stale again: a second trip
+    assert core.counters["watchdog_trips"] == 2
