@@ -47,6 +47,9 @@ CACHE_DTYPE=${CACHE_DTYPE:-$([ "$DART" = 1 ] && echo float16 || echo float32)}
 S0_STEPS=${S0_STEPS:-2500}
 S1_STEPS=${S1_STEPS:-2000}
 S2_STEPS=${S2_STEPS:-12000}
+GRASP_RISE=${GRASP_RISE:-0}         # [m] data_engine --grasp-rise: the expert rises while it holds a grasp
+                                     # (k * GRASP_RISE on the k-th step once the fingers rest) instead of
+                                     # holding still (the ninth round, TRAINING.md)
 DROP_PAUSES=${DROP_PAUSES:-}         # all|grasp: stage 2 leaves out the expert's still frames (--drop-pauses);
                                      # both cost success in the eighth round (TRAINING.md), so off by default
 CFG=${CFG:-3.0}                      # the evaluation's guidance scale (policy_node's default is 1.5)
@@ -60,16 +63,19 @@ RUNS=${RUNS:-runs}
 MODEL_OUT=${MODEL_OUT:-src/internvla_bringup/models/m1_tiny_franka_pick_green}
 
 engine() { python -m internvla_sim.data_engine --robot franka --templates pick_green --workers "$WORKERS" "$@"; }
+RISE=(); RTAG=""
+if [ "$GRASP_RISE" != 0 ]; then RISE=(--grasp-rise "$GRASP_RISE"); RTAG=_rise$GRASP_RISE; fi
+TAG=$RTAG$TAG  # data, stage-0 and stage-2 names: a different expert must not reuse (or resume) another's
 CLEAN=data/pick_green$TAG
 HELDOUT=data/staging/heldout_pg$TAG
-engine --episodes "$EPISODES" --seed-start 0 "${REC[@]}" --out "data/staging/pick_green$TAG"
-engine --episodes 20 --seed-start 1000000 "${REC[@]}" --out "$HELDOUT"  # held-out frames for the probes
+engine --episodes "$EPISODES" --seed-start 0 "${REC[@]}" "${RISE[@]}" --out "data/staging/pick_green$TAG"
+engine --episodes 20 --seed-start 1000000 "${REC[@]}" "${RISE[@]}" --out "$HELDOUT"  # held-out frames for the probes
 DATA=$CLEAN  # the training data of stages 0 and 2
 if [ "$DART" = 1 ]; then
   DESCENT=(); DTAG=""
   if [ "$PERTURB_DESCENT" = 1 ]; then DESCENT=(--perturb-descent); DTAG=_descent; fi
   DATA=data/pick_green_mix$DTAG$TAG
-  engine --episodes "$DART_EPISODES" --seed-start "$EPISODES" --perturb "$PERTURB" "${DESCENT[@]}" "${REC[@]}" \
+  engine --episodes "$DART_EPISODES" --seed-start "$EPISODES" --perturb "$PERTURB" "${DESCENT[@]}" "${REC[@]}" "${RISE[@]}" \
     --out "data/staging/pick_green_dart$DTAG$TAG"
   if [ ! -f "$DATA/meta/info.json" ]; then
     mix=data/staging/pick_green_mix$DTAG$TAG

@@ -64,6 +64,7 @@ def generate_episode(
     grounding: bool = True,
     perturb: float = 0.0,
     perturb_descent: bool = False,
+    grasp_rise: float = 0.0,
 ):
     """One expert episode of the family task of (robot, seed): an ``Episode`` or a ``FailedEpisode``.
 
@@ -71,7 +72,8 @@ def generate_episode(
     names named tasks (``tasks.TASKS``: the evaluation's tasks) to record instead of family draws.
     ``perturb``: std [m] of the expert's DART-style target perturbation (:mod:`internvla_sim.expert`),
     drawn from a generator seeded by ``seed``; 0: the clean expert. ``perturb_descent``: the descent onto
-    the grasp is perturbed as well.
+    the grasp is perturbed as well. ``grasp_rise`` [m]: the expert rises while it holds after a grasp
+    (:mod:`internvla_sim.expert`); 0: it holds still.
     """
     from internvla_learning.episode import Episode
 
@@ -127,6 +129,7 @@ def generate_episode(
             perturb=perturb,
             rng=np.random.default_rng([seed, 7103]),
             perturb_descent=perturb_descent,
+            grasp_rise=grasp_rise,
         )
         result = expert.run()
         if not result.success:
@@ -143,6 +146,7 @@ def generate_episode(
             "target_description": task.descriptions[task.target],
             "perturb": perturb,
             "perturb_descent": perturb_descent,
+            "grasp_rise": grasp_rise,
         }
         episode = Episode(
             robot=robot,
@@ -201,11 +205,18 @@ def expert_success(
 # ------------------------------------------------------------------------------------------ generation
 def _work(args) -> dict:
     """Worker: generate one seed, save it if it succeeded; returns a small summary (never the arrays)."""
-    out_dir, robot, seed, image_size, wrist, templates, perturb, perturb_descent = args
+    out_dir, robot, seed, image_size, wrist, templates, perturb, perturb_descent, grasp_rise = args
     start = time.perf_counter()
     try:
         result = generate_episode(
-            robot, seed, image_size, wrist, templates, perturb=perturb, perturb_descent=perturb_descent
+            robot,
+            seed,
+            image_size,
+            wrist,
+            templates,
+            perturb=perturb,
+            perturb_descent=perturb_descent,
+            grasp_rise=grasp_rise,
         )
     except Exception as error:  # a crash of one seed is recorded, the run goes on
         result = FailedEpisode(robot, seed, "error", f"{type(error).__name__}: {error}")
@@ -247,6 +258,7 @@ def generate(
     progress: bool = True,
     perturb: float = 0.0,
     perturb_descent: bool = False,
+    grasp_rise: float = 0.0,
 ) -> dict:
     """Generate seeds [seed_start, seed_start + episodes) of ``robot`` into ``out_dir`` (resumable).
 
@@ -262,7 +274,8 @@ def generate(
     done = done_seeds(out_dir, robot)
     seeds = [s for s in range(seed_start, seed_start + episodes) if s not in done]
     jobs = [
-        (str(out_dir), robot, s, tuple(image_size), wrist, templates, perturb, perturb_descent) for s in seeds
+        (str(out_dir), robot, s, tuple(image_size), wrist, templates, perturb, perturb_descent, grasp_rise)
+        for s in seeds
     ]
     stats = {"written": 0, "frames": 0, "skipped": episodes - len(seeds), "failed": defaultdict(int)}
     per_skill: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -358,6 +371,13 @@ def main(argv: list[str] | None = None) -> int:
         help="--perturb also the descent onto the grasp (sideways corrections on the way down)",
     )
     parser.add_argument(
+        "--grasp-rise",
+        type=float,
+        default=0.0,
+        help="[m] once the fingers rest after a grasp, rise k times this per step (k = 1, 2, ...) instead of "
+        "holding still: every step of the hold a different picture (0: hold still, the old expert)",
+    )
+    parser.add_argument(
         "--expert-only", action="store_true", help="only run the expert and print its success per skill"
     )
     parser.add_argument(
@@ -385,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         args.templates,
         perturb=args.perturb,
         perturb_descent=args.perturb_descent,
+        grasp_rise=args.grasp_rise,
     )
     _print_skills(f"{args.robot}: expert success per skill (seeds run now)", stats.pop("success_per_skill"))
     print(json.dumps(stats))

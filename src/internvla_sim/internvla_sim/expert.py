@@ -27,6 +27,12 @@ expert's IK solution (the label), not the perturbed one that was sent.
 ``perturb_descent`` also perturbs the descent onto a grasp, fading out within 2-8 cm of the grasp point:
 a policy that arrives above the block 1-2 cm off (TRAINING.md, sixth round) otherwise never saw the
 expert correct sideways on the way down, since every clean descent is a vertical line.
+
+``grasp_rise`` (metres) turns the still hold after a grasp into the start of the lift: once the fingers
+rest on the object, each further step of the hold rises ``k * grasp_rise`` (k = 1, 2, ...). The default
+expert (0) holds still for 6 steps, which records one picture (arm and fingers at rest) labelled "hold"
+four times and "lift" once; a policy that sees no time then holds for ever (TRAINING.md, eighth round).
+With a rise, every step of the hold is a different picture with its own, consistent label.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ STUCK_STEPS = 10  # control steps without progress that end an episode as failed
 PUSH_LATERAL = {"franka": 0.0, "widowx": 0.015}
 PERTURB_CORRELATION = 0.85  # per control step: the offset drifts over ~7 steps
 PERTURB_FADE = (0.02, 0.08)  # no offset within 2 cm of the waypoint, full offset beyond 8 cm
+FINGERS_RESTING = 0.05  # finger opening change per control step below which the fingers rest (on an object)
 EMBODIMENTS = {"franka": "franka_real", "widowx": "widowx_bridge"}  # how each simulated robot deploys
 
 
@@ -83,6 +90,7 @@ class ScriptedExpert:
         perturb: float = 0.0,
         rng: np.random.Generator | None = None,
         perturb_descent: bool = False,
+        grasp_rise: float = 0.0,
     ) -> None:
         from internvla_core.embodiments.base import delta_between
         from internvla_core.kinematics import IKSolver
@@ -103,6 +111,9 @@ class ScriptedExpert:
         self.t_cmd = self.ik.fk(env.arm_positions())  # T_cmd[-1]: the measured pose at the start
         self.perturb = float(perturb)
         self.perturb_descent = bool(perturb_descent)
+        if grasp_rise < 0:
+            raise ValueError(f"grasp_rise must be >= 0 metres, got {grasp_rise}")
+        self.grasp_rise = float(grasp_rise)
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.offset = np.zeros(3)  # the perturbation's current offset [m]
 
@@ -183,13 +194,24 @@ class ScriptedExpert:
         self.actions.append(np.concatenate([delta, [self.gripper]]))
         self.joint_commands.append(np.concatenate([q, [self.gripper]]))
 
-    def _grip(self, opening: float, steps: int = 6) -> None:
+    def _grip(self, opening: float, steps: int = 6, rise: float = 0.0) -> None:
         """Open or close the gripper, the arm commanded to the measured hand pose at the start (it settles
-        lower under gravity: the fingers then close a little lower on the object, which grasps better)."""
+        lower under gravity: the fingers then close a little lower on the object, which grasps better).
+        ``rise`` > 0: once the fingers rest (their opening changed less than FINGERS_RESTING over the last
+        step), each further step raises the target by ``k * rise`` more (k = 1, 2, ...) instead of holding
+        still, so the hold is the start of the lift (module docstring)."""
         self.gripper = opening
-        hand = self.env.hand_pose()
+        target = self.env.hand_pose()
+        before = self.env.finger_opening()
+        k = 0
         for _ in range(steps):
-            self._command(hand)
+            self._command(target)
+            now = self.env.finger_opening()
+            if rise > 0 and abs(now - before) < FINGERS_RESTING:
+                k += 1
+                target = target.copy()
+                target[2, 3] += k * rise
+            before = now
 
     def _grasp_tcp(self, name: str) -> np.ndarray:
         return self.env.object_positions()[name] + [0, 0, GRASP_HEIGHT]
@@ -199,7 +221,7 @@ class ScriptedExpert:
         self._grip(1.0, 1)
         self._move(obj + [0, 0, APPROACH], travel=True)
         self._move(self._grasp_tcp(name), travel=self.perturb_descent)
-        self._grip(0.0)
+        self._grip(0.0, rise=self.grasp_rise)
         self._move(obj + [0, 0, lift])
 
     def _place(self, xy: np.ndarray, release_z: float) -> None:

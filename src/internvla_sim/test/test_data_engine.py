@@ -209,3 +209,69 @@ def test_no_perturbation_is_the_plain_expert():
     a = generate_episode("franka", 5, SIZE, templates=["pick_green"])
     b = generate_episode("franka", 5, SIZE, templates=["pick_green"], perturb=0.0)
     assert np.array_equal(a.action_ee_delta, b.action_ee_delta) and a.metadata["perturb"] == 0.0
+
+
+def _hold_after_grasp(grasp_rise: float, seed: int = 0) -> tuple[bool, np.ndarray, list[float]]:
+    """Run the pick_green expert; return its success, the actions from the close on, and the measured
+    finger opening before each of those actions."""
+    from internvla_sim.expert import ScriptedExpert
+
+    task = tf.named_task("pick_green", "franka", seed)
+    env = SimEnv(task, seed, 0.1, SIZE[0], SIZE[1], False, "franka")
+    fingers: list[float] = []
+    expert = ScriptedExpert(
+        env, observe=lambda e: fingers.append(e.finger_opening()), frame="tool", grasp_rise=grasp_rise
+    )
+    result = expert.run()
+    env.close()
+    actions = np.array(result.actions)
+    close = int(np.argmax(actions[:, 6] < 0.5))
+    return result.success, actions[close:], fingers[close:]
+
+
+def test_the_default_expert_holds_still_after_a_grasp():
+    """The old expert (no rise) records 4 still closed-gripper steps after the fingers stop: the picture a
+    policy without memory cannot leave (TRAINING.md, eighth round). The rise option exists for this."""
+    success, after_close, _ = _hold_after_grasp(0.0)
+    assert success
+    still = np.linalg.norm(after_close[1:8, :6], axis=1) < 1e-4
+    assert still.sum() >= 4
+
+
+def test_grasp_rise_turns_the_hold_after_a_grasp_into_the_start_of_the_lift():
+    """With ``grasp_rise`` the expert holds still only while the fingers close, then each step of the
+    hold rises k * grasp_rise (tool frame: -z is up), so no two steps of the hold are the same picture with
+    different labels, and the block still comes up."""
+    rise = 0.003
+    success, after_close, fingers = _hold_after_grasp(rise)
+    assert success
+    assert np.all(after_close[:12, 6] == 0.0)  # the gripper stays closed through hold and lift
+    moving = np.linalg.norm(after_close[1:6, :6], axis=1) > 1e-3
+    first_rise = 1 + int(np.argmax(moving))
+    # still only while the fingers were still closing, rising from the first step after they came to rest
+    assert all(abs(fingers[t] - fingers[t - 1]) >= 0.05 for t in range(1, first_rise))
+    assert abs(fingers[first_rise] - fingers[first_rise - 1]) < 0.05
+    np.testing.assert_allclose(
+        -after_close[first_rise : first_rise + 3, 2], [rise, 2 * rise, 3 * rise], atol=2e-4
+    )
+    # no still step from the first rise into the lift
+    assert np.all(np.linalg.norm(after_close[first_rise:12, :6], axis=1) > 1e-3)
+
+
+def test_a_negative_grasp_rise_is_refused():
+    from internvla_sim.expert import ScriptedExpert
+
+    task = tf.named_task("pick_green", "franka", 0)
+    env = SimEnv(task, 0, 0.1, SIZE[0], SIZE[1], False, "franka")
+    try:
+        with pytest.raises(ValueError, match="grasp_rise"):
+            ScriptedExpert(env, frame="tool", grasp_rise=-0.001)
+    finally:
+        env.close()
+
+
+def test_generate_episode_passes_grasp_rise_to_the_expert_and_records_it():
+    still = generate_episode("franka", 5, SIZE, templates=["pick_green"])
+    rising = generate_episode("franka", 5, SIZE, templates=["pick_green"], grasp_rise=0.003)
+    assert still.metadata["grasp_rise"] == 0.0 and rising.metadata["grasp_rise"] == 0.003
+    assert not np.array_equal(still.action_ee_delta, rising.action_ee_delta)
