@@ -406,6 +406,128 @@ def failure_lines(results: Sequence[EpisodeResult]) -> list[str]:
     return lines
 
 
+def read_traces(path: str | Path, results: Sequence[EpisodeResult]) -> list[EpisodeResult]:
+    """Attach the rows of a ``traces.csv`` (:func:`write_traces`) to the ``results`` of the same run, by
+    (task, seed): :func:`failure_kind` and the other trace statistics then work on a run read back from
+    disk. A trace whose episode is not in ``results`` is an error (a mixed-up directory)."""
+    by_key = {(r.task, r.seed): r for r in results}
+    traces: dict[tuple[str, int], list[tuple[float, ...]]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            key = (row["task"], int(row["seed"]))
+            if key not in by_key:
+                raise ValueError(f"{path}: a trace of {key[0]} seed {key[1]}, which is not in the results")
+            sample = [float(row[name]) for name in ("step", "dx_m", "dy_m", "dz_m")]
+            sample += [float(row[name]) for name in ("gripper_cmd", "finger_opening") if row.get(name)]
+            traces.setdefault(key, []).append(tuple(sample))
+    for key, trace in traces.items():
+        by_key[key].trace = trace
+    return list(results)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two evaluations of the same (task, seed) episodes, episode by episode."""
+
+    n: int  # episodes in both runs
+    both: int  # solved by both
+    only_a: int  # solved by the first run only
+    only_b: int  # solved by the second run only
+    neither: int
+    p_value: float  # exact two-sided McNemar test: could only_a vs only_b be chance?
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: under "the two runs are equally good" each discordant episode goes
+    either way with probability 1/2, so min(only_a, only_b) is Binomial(only_a + only_b, 1/2). Paired
+    episodes (the same seeds, the same noise) make this much sharper than comparing two Wilson intervals;
+    an evaluation rerun of one model still differs in some episodes (TRAINING.md: 23 of 200), which this
+    test counts as chance, as it should."""
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"discordant counts must be >= 0, got {only_a}, {only_b}")
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
+
+
+def paired_comparison(a: Sequence[EpisodeResult], b: Sequence[EpisodeResult]) -> PairedComparison:
+    """Compare two runs on the episodes (task, seed) both ran; an error when they share none."""
+    first = {(r.task, r.seed): r.success for r in a}
+    second = {(r.task, r.seed): r.success for r in b}
+    shared = sorted(first.keys() & second.keys())
+    if not shared:
+        raise ValueError("the two evaluations share no (task, seed) episode: run them on the same seeds")
+    both = sum(first[k] and second[k] for k in shared)
+    only_a = sum(first[k] and not second[k] for k in shared)
+    only_b = sum(second[k] and not first[k] for k in shared)
+    return PairedComparison(
+        len(shared),
+        both,
+        only_a,
+        only_b,
+        len(shared) - both - only_a - only_b,
+        mcnemar_exact_p(only_a, only_b),
+    )
+
+
+def comparison_lines(runs: Sequence[tuple[str, Sequence[EpisodeResult]]]) -> list[str]:
+    """Markdown: one row per (label, results): success with its Wilson interval, the failure kinds where
+    traced, and the paired comparison with the first run (episodes only it / only this one solves, and
+    the McNemar p-value)."""
+    if not runs:
+        raise ValueError("nothing to compare")
+    reference = runs[0][1]
+    lines = [
+        "| run | success | Wilson 95 % | never closed | closed, never rose | rose without the target "
+        f"| vs {runs[0][0]}: only it / only this | McNemar p |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for label, results in runs:
+        wins = sum(r.success for r in results)
+        low, high = wilson(wins, len(results))
+        kinds = [failure_kind(r) for r in results]
+        counts = [str(kinds.count(k)) if any(kinds) else "-" for k in FAILURE_KINDS]
+        if results is reference:
+            paired = "- | -"
+        else:
+            c = paired_comparison(reference, results)
+            paired = f"{c.only_a} / {c.only_b} (of {c.n}) | {c.p_value:.3f}"
+        lines.append(
+            f"| {label} | {wins}/{len(results)} ({100 * wins / max(len(results), 1):.1f} %) "
+            f"| [{low:.3f}, {high:.3f}] | {' | '.join(counts)} | {paired} |"
+        )
+    return lines
+
+
+def plot_comparison(runs: Sequence[tuple[str, Sequence[EpisodeResult]]], path: str | Path) -> Path:
+    """One bar per run: its success rate with the Wilson 95 % interval as the error bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates, errors = [], [[], []]
+    for _, results in runs:
+        wins, n = sum(r.success for r in results), len(results)
+        low, high = wilson(wins, n)
+        rate = wins / max(n, 1)
+        rates.append(rate)
+        errors[0].append(max(rate - low, 0.0))
+        errors[1].append(max(high - rate, 0.0))
+    fig, ax = plt.subplots(figsize=(1.5 * len(runs) + 2.5, 3.8))
+    x = np.arange(len(runs))
+    ax.bar(x, rates, color="tab:blue", yerr=np.array(errors), capsize=6)
+    ax.set_xticks(x, [label for label, _ in runs], rotation=20, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("success rate (Wilson 95 %)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def arrival_lines(results: Sequence[EpisodeResult], below: float = ARRIVAL_HEIGHT_M) -> list[str]:
     """Markdown: how many traced episodes arrived, their x / y offset, and success per x-offset bin."""
     arrivals = arrival_offsets(results, below)

@@ -18,14 +18,19 @@ from internvla_learning.evaluation import (
     arrival_offsets,
     box_iou,
     check_seeds,
+    comparison_lines,
     domain_for,
     episode_noise_seed,
     episode_plan,
     failure_kind,
     gripper_reopenings,
+    mcnemar_exact_p,
     opening_after_close,
+    paired_comparison,
+    plot_comparison,
     point_in_box,
     read_csv,
+    read_traces,
     report_lines,
     resample_polyline,
     summarise,
@@ -222,6 +227,85 @@ def test_failures_are_told_apart_by_the_gripper_and_the_height_after_the_first_c
     with open(tmp_path / "traces.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["seed"] == str(stuck.seed)]
     assert [r["finger_opening"] for r in rows][-1] == "0.140"
+
+
+def test_traces_read_back_from_disk_give_the_same_failure_kinds(tmp_path):
+    results = _results()
+    results[0].success = False
+    results[0].trace = [
+        (0, 0.1, 0, 0.30, 1.0, 1.0),
+        (5, 0, 0, -0.01, 0.0, 0.49),
+        (9, 0, 0, -0.009, 0.0, 0.49),
+    ]
+    results[1].trace = [(0, 0.1, 0, 0.30, 1.0, 1.0), (5, 0, 0, -0.01, 0.0, 0.4), (9, 0, 0, 0.05, 1.0, 1.0)]
+    results[2].trace = [(0, 0.2, 0.0, 0.35)]  # an older trace: no gripper columns
+    write_reports(results, tmp_path, "t")
+    back = read_traces(tmp_path / "traces.csv", read_csv(tmp_path / "results.csv"))
+    assert [failure_kind(r) for r in back] == [failure_kind(r) for r in results]
+    assert back[0].trace[1] == pytest.approx((5, 0, 0, -0.01, 0.0, 0.49)) and len(back[2].trace[0]) == 4
+    assert back[3].trace == []
+
+
+def test_a_trace_of_an_episode_missing_from_the_results_is_refused(tmp_path):
+    results = _results()
+    results[0].trace = [(0, 0.1, 0, 0.30)]
+    write_reports(results, tmp_path, "t")
+    with pytest.raises(ValueError, match="not in the results"):
+        read_traces(tmp_path / "traces.csv", _results()[1:])
+
+
+def test_mcnemar_exact_p_hand_values():
+    assert mcnemar_exact_p(0, 0) == 1.0 and mcnemar_exact_p(7, 7) == 1.0
+    assert mcnemar_exact_p(6, 0) == pytest.approx(2 / 64)  # six discordant episodes all one way
+    assert mcnemar_exact_p(0, 6) == mcnemar_exact_p(6, 0)
+    # 1 vs 9: 2 * (1 + 10) / 1024
+    assert mcnemar_exact_p(1, 9) == pytest.approx(22 / 1024)
+    with pytest.raises(ValueError):
+        mcnemar_exact_p(-1, 2)
+
+
+def test_paired_comparison_counts_episodes_both_runs_ran():
+    a = _results()  # successes: 0, 2
+    b = _results()
+    b[0].success, b[1].success = False, True  # 0 only in a, 1 only in b
+    c = paired_comparison(a, b[:4])  # episode 4 only in a: not paired
+    assert (c.n, c.both, c.only_a, c.only_b, c.neither) == (4, 1, 1, 1, 1)
+    assert c.p_value == 1.0
+    other = _results()
+    for r in other:
+        r.seed += 10
+    with pytest.raises(ValueError, match="share no"):
+        paired_comparison(a, other)
+
+
+def test_comparison_table_has_a_row_per_run_against_the_first(tmp_path):
+    a, b = _results(), _results()
+    b[1].success, b[3].success = True, True
+    lines = comparison_lines([("ref", a), ("new", b)])
+    assert lines[0].startswith("| run | success |") and "vs ref" in lines[0]
+    assert lines[2].startswith("| ref | 2/5 (40.0 %) |") and lines[2].endswith("| - | - |")
+    assert "| new | 4/5 (80.0 %) |" in lines[3] and "| 0 / 2 (of 5) | 0.500 |" in lines[3]
+    assert plot_comparison([("ref", a), ("new", b)], tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_compare_evals_script_reads_eval_directories_and_writes_its_report(tmp_path, capsys):
+    from bench_scripts import load_bench
+
+    a, b = _results(), _results()
+    b[1].success = True
+    a[1].trace = [(0, 0.1, 0, 0.30, 1.0), (5, 0, 0, -0.01, 1.0)]  # never closed
+    write_reports(a, tmp_path / "a", "a")
+    write_reports(b, tmp_path / "b", "b")
+    script = load_bench("compare_evals")
+    assert script.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
+    report = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| a | 2/5 (40.0 %) |" in report and "| 0 / 1 (of 5) | 1.000 |" in report
+    assert (tmp_path / "cmp" / "comparison.png").exists()
+    assert "| a | 2/5" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="labels"):
+        script.main([str(tmp_path / "a"), "--labels", "x", "y"])
+    with pytest.raises(SystemExit, match=r"results\.csv"):
+        script.main([str(tmp_path / "missing")])
 
 
 def test_graded_progress_medians_the_measured_episodes_and_counts_lifts(tmp_path):
