@@ -1,7 +1,8 @@
 """Export one checkpoint of a training run as a small, self-contained run directory to ship or deploy.
 
     python -m internvla_learning.export_model --run runs/pg_s2 --out models/my_model \
-        [--step N] [--name NAME] [--summary "one line"] [--eval eval/pg/results.csv] [--card-json extra.json]
+        [--step N | --average-steps N1 N2 ...] [--name NAME] [--summary "one line"] \
+        [--eval eval/pg/results.csv] [--card-json extra.json]
 
 Why: a training run holds what only training needs (every checkpoint, optimizer state, the feature cache,
 the initial model): gigabytes. A robot needs one checkpoint and what loads it. The exported directory is
@@ -15,6 +16,13 @@ plus the record of how it was made: ``train_args.json`` of the run (and of ``--i
 ``train_args.<run>.json``), ``metrics.csv`` and ``loss_curve.png``, and ``model_card.json`` (name, weights
 sha256, training steps, robot, data, the stages it went through, the evaluation summary when ``--eval`` is
 given). The absolute dataset path in the config is replaced by the dataset's directory name.
+
+``--average-steps`` ships the uniform average of several checkpoints of the run instead of one (weight
+averaging over the end of training, as stochastic weight averaging does): the weights of one step of a
+small model trained on CPU with a cosine schedule still wander from save to save, and closed-loop
+success with them (TRAINING.md, ninth round). The file is named after the last averaged step and the card
+lists the steps. Checkpoints are saved with ``--condition-norm`` folded into the condition's input layer,
+which is affine in its inputs, so averaging folded layers averages the layers the policy runs.
 """
 
 from __future__ import annotations
@@ -47,6 +55,36 @@ def _checkpoint_of(run: Path, step: int | None) -> tuple[int, Path]:
     if step not in found:
         raise ExportError(f"{run} has no checkpoint of step {step} (it has steps {sorted(found)})")
     return step, found[step]
+
+
+def average_checkpoints(paths: list[Path]) -> dict:
+    """The uniform average of the state dicts in ``paths`` (floating tensors, averaged in float64 and cast
+    back; any other tensor must be equal in all, e.g. integer buffers). Keys and shapes must match."""
+    import torch
+
+    if not paths:
+        raise ExportError("nothing to average")
+    states = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+    keys = set(states[0])
+    for path, state in zip(paths[1:], states[1:], strict=True):
+        if set(state) != keys:
+            raise ExportError(
+                f"{path} and {paths[0]} hold different weights: {sorted(keys ^ set(state))[:5]} ..."
+            )
+    averaged = {}
+    for key, first in states[0].items():
+        tensors = [state[key] for state in states]
+        if any(t.shape != first.shape for t in tensors):
+            raise ExportError(
+                f"{key} has different shapes in the checkpoints: {[tuple(t.shape) for t in tensors]}"
+            )
+        if first.is_floating_point():
+            averaged[key] = (sum(t.double() for t in tensors) / len(tensors)).to(first.dtype).contiguous()
+        elif all(torch.equal(t, first) for t in tensors):
+            averaged[key] = first.clone()
+        else:
+            raise ExportError(f"{key} ({first.dtype}) differs between the checkpoints and cannot be averaged")
+    return averaged
 
 
 def _lineage(run: Path) -> list[tuple[Path, dict]]:
@@ -103,17 +141,27 @@ def export_run(
     eval_csv: str | Path | None = None,
     extra: dict | None = None,
     cfg_scale: float | None = None,
+    average_steps: list[int] | None = None,
 ) -> Path:
     """Write the exported run directory ``out``; returns the weights file. A ``README.md`` already in
     ``out`` (the model's hand-written description) is kept; everything else is replaced. ``cfg_scale``: the
-    guidance scale the model was evaluated at, recorded in the card (the demo runs the model at it)."""
+    guidance scale the model was evaluated at, recorded in the card (the demo runs the model at it).
+    ``average_steps``: ship the average of these checkpoints (module docstring) instead of ``step``'s."""
     import yaml
 
     run, out = Path(run), Path(out)
     missing = [f for f in RUN_FILES if not (run / f).is_file()]
     if missing or not (run / "base_vlm").is_dir():
         raise ExportError(f"{run} lacks {missing or ['base_vlm/']}: not a run directory of internvla-train")
-    step, weights = _checkpoint_of(run, step)
+    if average_steps:
+        if step is not None:
+            raise ExportError("give either a step or the steps to average, not both")
+        if len(set(average_steps)) != len(average_steps):
+            raise ExportError(f"average_steps {average_steps} repeats a step")
+        averaged = [_checkpoint_of(run, s)[1] for s in sorted(average_steps)]
+        step, weights = max(average_steps), averaged[-1]
+    else:
+        step, weights = _checkpoint_of(run, step)
     readme = (out / "README.md").read_text() if (out / "README.md").is_file() else None
     if out.exists():
         shutil.rmtree(out)
@@ -129,7 +177,12 @@ def export_run(
     (out / "config.json").write_text(json.dumps(raw, indent=2))
     shutil.copy2(run / "dataset_statistics.json", out / "dataset_statistics.json")
     target = out / "checkpoints" / weights.name
-    shutil.copy2(weights, target)
+    if average_steps:
+        import torch
+
+        torch.save(average_checkpoints(averaged), target)
+    else:
+        shutil.copy2(weights, target)
     (out / "summary.jsonl").write_text(json.dumps({"steps": step}) + "\n")
     for f in RECORD_FILES:
         if (run / f).is_file():
@@ -157,6 +210,7 @@ def export_run(
         "weights": f"checkpoints/{weights.name}",
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
         "training_steps": step,
+        **({"averaged_steps": sorted(average_steps)} if average_steps else {}),
         "embodiment": vla.get("embodiment"),
         "unnorm_key": vla.get("unnorm_key"),
         "image_size": vla.get("image_size"),
@@ -181,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         "--out", required=True, help="directory to write (replaced if it exists, except its README.md)"
     )
     p.add_argument("--step", type=int, help="checkpoint step (default: the last)")
+    p.add_argument(
+        "--average-steps",
+        type=int,
+        nargs="+",
+        help="ship the uniform average of these checkpoint steps (e.g. 12000 13000 14000 15000 16000)",
+    )
     p.add_argument("--name", help="model name (default: the --out directory's name)")
     p.add_argument("--summary", default="", help="one line: what the model does")
     p.add_argument(
@@ -202,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             eval_csv=ns.eval_csv,
             extra=extra,
             cfg_scale=ns.cfg_scale,
+            average_steps=ns.average_steps,
         )
     except ExportError as exc:
         print(f"export_model: {exc}")

@@ -457,6 +457,28 @@ def test_export_writes_a_small_run_dir_that_loads_and_names_its_lineage(dataset,
     assert (out / "README.md").read_text() == "# shipped\nhow it was made\n" and not (
         out / "stale.txt"
     ).exists()
+    # the average of checkpoints 2 and 4: named after step 4, listed in the card, loads like any other
+    averaged = export_run(run, tmp_path / "averaged", average_steps=[4, 2])
+    assert averaged.name == "steps_4_pytorch_model.pt"
+    card = json.loads((tmp_path / "averaged" / "model_card.json").read_text())
+    assert card["averaged_steps"] == [2, 4] and card["training_steps"] == 4
+    two, four, mean = (
+        torch.load(p, weights_only=True)
+        for p in (
+            run / "checkpoints" / "steps_2_pytorch_model.pt",
+            run / "checkpoints" / "steps_4_pytorch_model.pt",
+            averaged,
+        )
+    )
+    moved = [k for k, v in two.items() if v.is_floating_point() and not torch.equal(v, four[k])]
+    assert moved  # training changed weights between the two saves
+    for k in moved:
+        torch.testing.assert_close(mean[k], (two[k].double() + four[k].double()).div(2).to(two[k].dtype))
+    load_policy(str(tmp_path / "averaged"))
+    with pytest.raises(ExportError, match="either a step"):
+        export_run(run, tmp_path / "bad", step=2, average_steps=[2, 4])
+    with pytest.raises(ExportError, match="no checkpoint of step 3"):
+        export_run(run, tmp_path / "bad", average_steps=[2, 3])
 
 
 # ----------------------------------------------------------------------------------------------- bad input
@@ -724,3 +746,33 @@ def test_qformer_training_attention_and_grad_scale(toy_model):
         grads.append(hidden.grad.clone())
     qf.grad_scale = 1.0
     torch.testing.assert_close(grads[1], 0.25 * grads[0])
+
+
+def test_average_checkpoints_means_floats_and_refuses_what_cannot_be_averaged(tmp_path):
+    from internvla_learning.export_model import ExportError, average_checkpoints
+
+    def save(name, **tensors):
+        torch.save(tensors, tmp_path / name)
+        return tmp_path / name
+
+    a = save(
+        "a.pt", w=torch.tensor([1.0, 2.0]), h=torch.tensor([1.0], dtype=torch.float16), n=torch.tensor([3])
+    )
+    b = save(
+        "b.pt", w=torch.tensor([3.0, 6.0]), h=torch.tensor([2.0], dtype=torch.float16), n=torch.tensor([3])
+    )
+    mean = average_checkpoints([a, b])
+    assert torch.equal(mean["w"], torch.tensor([2.0, 4.0])) and mean["h"].dtype == torch.float16
+    assert torch.equal(mean["n"], torch.tensor([3]))
+    with pytest.raises(ExportError, match="differs between"):
+        average_checkpoints(
+            [a, save("c.pt", w=torch.zeros(2), h=torch.zeros(1, dtype=torch.float16), n=torch.tensor([4]))]
+        )
+    with pytest.raises(ExportError, match="different shapes"):
+        average_checkpoints(
+            [a, save("d.pt", w=torch.zeros(3), h=torch.zeros(1, dtype=torch.float16), n=torch.tensor([3]))]
+        )
+    with pytest.raises(ExportError, match="different weights"):
+        average_checkpoints([a, save("e.pt", w=torch.zeros(2))])
+    with pytest.raises(ExportError, match="nothing"):
+        average_checkpoints([])
