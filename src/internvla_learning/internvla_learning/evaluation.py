@@ -485,8 +485,7 @@ def comparison_lines(runs: Sequence[tuple[str, Sequence[EpisodeResult]]]) -> lis
         "| --- | --- | --- | ---: | ---: | ---: | --- | ---: |",
     ]
     for label, results in runs:
-        wins = sum(r.success for r in results)
-        low, high = wilson(wins, len(results))
+        total = summarise(results)[-1]  # the "all" row: the run's success and Wilson interval
         kinds = [failure_kind(r) for r in results]
         counts = [str(kinds.count(k)) if any(kinds) else "-" for k in FAILURE_KINDS]
         if results is reference:
@@ -495,37 +494,17 @@ def comparison_lines(runs: Sequence[tuple[str, Sequence[EpisodeResult]]]) -> lis
             c = paired_comparison(reference, results)
             paired = f"{c.only_a} / {c.only_b} (of {c.n}) | {c.p_value:.3f}"
         lines.append(
-            f"| {label} | {wins}/{len(results)} ({100 * wins / max(len(results), 1):.1f} %) "
-            f"| [{low:.3f}, {high:.3f}] | {' | '.join(counts)} | {paired} |"
+            f"| {label} | {total.successes}/{total.n} ({100 * total.rate:.1f} %) "
+            f"| [{total.low:.3f}, {total.high:.3f}] | {' | '.join(counts)} | {paired} |"
         )
     return lines
 
 
 def plot_comparison(runs: Sequence[tuple[str, Sequence[EpisodeResult]]], path: str | Path) -> Path:
     """One bar per run: its success rate with the Wilson 95 % interval as the error bar."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rates, errors = [], [[], []]
-    for _, results in runs:
-        wins, n = sum(r.success for r in results), len(results)
-        low, high = wilson(wins, n)
-        rate = wins / max(n, 1)
-        rates.append(rate)
-        errors[0].append(max(rate - low, 0.0))
-        errors[1].append(max(high - rate, 0.0))
-    fig, ax = plt.subplots(figsize=(1.5 * len(runs) + 2.5, 3.8))
-    x = np.arange(len(runs))
-    ax.bar(x, rates, color="tab:blue", yerr=np.array(errors), capsize=6)
-    ax.set_xticks(x, [label for label, _ in runs], rotation=20, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("success rate (Wilson 95 %)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    totals = [summarise(results)[-1] for _, results in runs]
+    labels = [label for label, _ in runs]
+    return _wilson_bars(totals, labels, ["tab:blue"] * len(runs), path, (1.5 * len(runs) + 2.5, 3.8), 20)
 
 
 def arrival_lines(results: Sequence[EpisodeResult], below: float = ARRIVAL_HEIGHT_M) -> list[str]:
@@ -584,19 +563,32 @@ def write_markdown(results: Sequence[EpisodeResult], path: str | Path, title: st
 
 def plot_success(results: Sequence[EpisodeResult], path: str | Path) -> Path:
     """Bar per task (and overall) with its Wilson 95 % interval as the error bar."""
+    summaries = summarise(results)
+    labels = [f"{s.task}\n(n={s.n})" for s in summaries]
+    colours = ["tab:blue"] * (len(summaries) - 1) + ["tab:grey"]
+    return _wilson_bars(summaries, labels, colours, path, (1.6 * len(summaries) + 2, 3.5), 0)
+
+
+def _wilson_bars(
+    summaries: Sequence[TaskSummary],
+    labels: Sequence[str],
+    colours: Sequence[str],
+    path: str | Path,
+    size: tuple[float, float],
+    label_rotation: float,
+) -> Path:
+    """The bar chart both success plots draw: one bar per summary, its Wilson interval as the error bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    summaries = summarise(results)
     x = np.arange(len(summaries))
     rates = np.array([s.rate for s in summaries])
     errors = np.array([[s.rate - s.low for s in summaries], [s.high - s.rate for s in summaries]])
-    fig, ax = plt.subplots(figsize=(1.6 * len(summaries) + 2, 3.5))
-    colours = ["tab:blue"] * (len(summaries) - 1) + ["tab:grey"]
-    ax.bar(x, rates, color=colours, yerr=np.clip(errors, 0, None), capsize=6)
-    ax.set_xticks(x, [f"{s.task}\n(n={s.n})" for s in summaries])
+    fig, ax = plt.subplots(figsize=size)
+    ax.bar(x, rates, color=list(colours), yerr=np.clip(errors, 0, None), capsize=6)
+    ax.set_xticks(x, labels, rotation=label_rotation, ha="right" if label_rotation else "center")
     ax.set_ylim(0, 1)
     ax.set_ylabel("success rate (Wilson 95 %)")
     fig.tight_layout()
