@@ -107,6 +107,7 @@ def run(args: argparse.Namespace) -> dict:
     from internvla_core.latency import RollingStats
     from internvla_msgs.action import ExecuteInstruction
     from internvla_msgs.srv import Ground
+    from internvla_ros_common.action_goals import send_goal
 
     from .composition import Composition
     from .graphs import GraphOptions, build_graph
@@ -179,14 +180,18 @@ def run(args: argparse.Namespace) -> dict:
                 break
             time.sleep(0.25)
         action.wait_for_server(timeout_sec=10)
-        goal = action.send_goal_async(ExecuteInstruction.Goal(instruction=instruction, max_steps=args.steps))
+        goal_request = ExecuteInstruction.Goal(instruction=instruction, max_steps=args.steps)
+        goal = send_goal(action, ExecuteInstruction, goal_request)  # survives rclpy's lost goal answer
         deadline = time.monotonic() + args.timeout
         while not goal.done() and time.monotonic() < deadline:
             time.sleep(0.05)
-        result = goal.result().get_result_async()
-        while not result.done() and time.monotonic() < deadline:
+        result = goal.result().get_result_async() if goal.done() and goal.result().accepted else None
+        while result is not None and not result.done() and time.monotonic() < deadline:
             time.sleep(0.05)
-        result_reason = result.result().result.reason if result.done() else "demo timeout"
+        if result is None:
+            result_reason = "goal not accepted (see policy_node's log)" if goal.done() else "demo timeout"
+        else:
+            result_reason = result.result().result.reason if result.done() else "demo timeout"
         time.sleep(0.3)  # the last commands and observations reach the recorder
     finally:
         progress.close()

@@ -105,13 +105,16 @@ def run_goal(composition: Composition, client, monitor: EpisodeMonitor, args, in
     """One ExecuteInstruction goal of at most ``args.steps`` steps within ``args.timeout`` seconds; the
     summary names the checkpoint, task and seed the graph was built with."""
     from internvla_msgs.action import ExecuteInstruction
+    from internvla_ros_common.action_goals import send_goal
 
     graph = composition.graph
     if not client.wait_for_server(timeout_sec=30):
         raise RuntimeError("policy_node's execute_instruction action server did not appear within 30 s")
     t0 = time.perf_counter()
-    goal_future = client.send_goal_async(
-        ExecuteInstruction.Goal(instruction=instruction, max_steps=args.steps or 0)
+    goal_future = send_goal(  # survives rclpy 9.1.2's lost goal answer (internvla_ros_common.action_goals)
+        client,
+        ExecuteInstruction,
+        ExecuteInstruction.Goal(instruction=instruction, max_steps=args.steps or 0),
     )
     deadline = time.monotonic() + args.timeout
     while not goal_future.done() and time.monotonic() < deadline:
