@@ -81,6 +81,9 @@ def run_episode(
     ddim_steps: int | None = None,
     executor_mode: str | None = None,
     gripper_settle_steps: int | None = None,
+    execute_steps: int | None = None,
+    gripper_commit_steps: int | None = None,
+    max_sim_steps: int | None = None,
     trace: bool = False,
     domain_id: int | None = None,
     index: int = 0,
@@ -94,7 +97,11 @@ def run_episode(
     default). ``noise_seed``: policy_node's diffusion noise seed (-1: random at every inference, so a
     repeated evaluation differs; ``episode_noise_seed(seed)`` makes the episode repeatable). ``ddim_steps``:
     DDIM steps per inference (None: policy_node's default). ``executor_mode``: chunk_executor's ``mode``
-    (None: its default, ensemble). ``gripper_settle_steps``: chunk_executor's (None: its default, 0).
+    (None: its default, ensemble). ``gripper_settle_steps``, ``execute_steps``, ``gripper_commit_steps``: chunk_executor's (None:
+    its defaults, 0). ``max_sim_steps``: a success counts only when the goal ended within that many
+    control steps (the policy ends the goal at success), whatever the number of model queries: with
+    ``execute_steps`` the policy is queried less often than once per step, so ``max_steps`` (queries)
+    alone would give those episodes more time.
     ``trace``: record TCP - target, the commanded gripper opening and the
     measured finger opening at every sim step into ``result.trace``."""
     import rclpy
@@ -138,6 +145,10 @@ def run_episode(
             executor_params["mode"] = executor_mode
         if gripper_settle_steps is not None:
             executor_params["gripper_settle_steps"] = gripper_settle_steps
+        if execute_steps is not None:
+            executor_params["execute_steps"] = execute_steps
+        if gripper_commit_steps is not None:
+            executor_params["gripper_commit_steps"] = gripper_commit_steps
         if executor_params:
             overrides["chunk_executor"] = executor_params
         composition = Composition.create(graph, context, overrides, skip=skip)
@@ -169,6 +180,11 @@ def run_episode(
         result.sim_steps = int(sim.steps)
         result.policy_chunks = int(summary["policy_chunks"])
         result.goal_result = str(summary["goal_result"])
+        if result.success and max_sim_steps is not None and result.sim_steps > max_sim_steps:
+            result.success = False  # solved, but after the control-step budget
+            result.goal_result = (
+                f"solved after {result.sim_steps} steps, over --max-sim-steps {max_sim_steps}"
+            )
         result.inference_p50_s = summary["inference_p50_s"]
         with monitor._lock:
             result.latency = {k: list(v) for k, v in monitor.stages.items()}
@@ -349,6 +365,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="chunk_executor's gripper_settle_steps: steps the arm holds after each gripper change "
         "(default: its 0)",
     )
+    p.add_argument(
+        "--execute-steps",
+        type=int,
+        default=None,
+        help="chunk_executor's execute_steps (chunk mode): rows of each chunk executed before the next "
+        "one takes over, so the policy re-plans every N steps (default: its 0)",
+    )
+    p.add_argument(
+        "--gripper-commit-steps",
+        type=int,
+        default=None,
+        help="chunk_executor's gripper_commit_steps (ensemble mode): after a change of the gripper "
+        "decision, this many actions come from the chunk that made it (default: its 0)",
+    )
+    p.add_argument(
+        "--max-sim-steps",
+        type=int,
+        default=None,
+        help="a success counts only within this many control steps (use with --execute-steps, where "
+        "--max-steps, a number of model queries, lasts more steps)",
+    )
     p.add_argument("--device", default="", help="torch device of the policy (default: the YAML's cpu)")
     p.add_argument("--timeout", type=float, default=900.0, help="wall seconds per episode's goal")
     p.add_argument("--out", default="eval_out", help="directory for results.csv / results.md / success.png")
@@ -382,7 +419,9 @@ def main(argv: list[str] | None = None) -> int:
                    max_steps=args.max_steps, skip_grounding=args.skip_grounding, image_size=size,
                    spatial_prompt=args.spatial_prompt, wrist=wrist, cfg_scale=args.cfg_scale,
                    ddim_steps=args.ddim_steps, executor_mode=args.executor_mode,
-                   gripper_settle_steps=args.gripper_settle_steps, trace=args.trace,
+                   gripper_settle_steps=args.gripper_settle_steps, execute_steps=args.execute_steps,
+                   gripper_commit_steps=args.gripper_commit_steps,
+                   max_sim_steps=args.max_sim_steps, trace=args.trace,
                    device=args.device, timeout=args.timeout)  # fmt: skip
     jobs = [
         (

@@ -87,6 +87,10 @@ class TimedEnsembler:
     def newest_step(self) -> int | None:
         return self.chunks[-1][0] if self.chunks else None
 
+    def newest(self) -> tuple[int, np.ndarray] | None:
+        """The newest stored chunk as (observation step, chunk), or None."""
+        return self.chunks[-1] if self.chunks else None
+
     def action(self, step: int) -> np.ndarray | None:
         rows = [c[step - s] for s, c in self.chunks if 0 <= step - s < len(c)]
         if not rows:

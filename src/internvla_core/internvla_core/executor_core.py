@@ -49,7 +49,7 @@ from .ensemble import TimedEnsembler
 from .input_checks import CHUNK_REJECTIONS, StampLike, check_chunk, check_state
 from .rotations import matrix_to_axis_angle
 from .safety import SafetyFilter, SafetyLimits
-from .scheduling import ChunkStreamer
+from .scheduling import ChunkStreamer, GripperCommitment
 from .status import StatusCode
 
 STEP_TOLERANCE = 1e-6  # of a control period: float noise in stamps never changes a step (see step_of)
@@ -79,6 +79,13 @@ class ExecutorConfig:
     # fingers moving meanwhile, as a blocking gripper action makes an arm wait; 0 = off (on the simulated
     # pick_green it did not raise success: TRAINING.md, eighth round)
     gripper_settle_steps: int = 0
+    # chunk mode: rows of a chunk executed before a newer chunk may replace it (the action horizon of
+    # Diffusion Policy / ACT); 0 = switch to each new chunk at once. Lock-step waits for a fresh chunk
+    # only where the switch is due (scheduling.ChunkStreamer)
+    execute_steps: int = 0
+    # ensemble mode: after a change of the gripper decision, this many actions come from the chunk that
+    # made it, un-ensembled (scheduling.GripperCommitment); 0 = off
+    gripper_commit_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in ("ensemble", "chunk", "rtc"):
@@ -97,6 +104,20 @@ class ExecutorConfig:
             raise ValueError("max_state_age must be > 0 and max_future_stamp >= 0")
         if self.gripper_settle_steps < 0:
             raise ValueError("gripper_settle_steps must be >= 0 (0 = off)")
+        if self.execute_steps < 0:
+            raise ValueError("execute_steps must be >= 0 (0 = switch to each new chunk at once)")
+        if self.gripper_commit_steps < 0:
+            raise ValueError("gripper_commit_steps must be >= 0 (0 = off)")
+        if self.gripper_commit_steps > 0 and self.mode != "ensemble":
+            raise ValueError(
+                f"gripper_commit_steps applies to mode 'ensemble' only (mode is '{self.mode}'); chunk mode "
+                "commits to whole chunks with execute_steps"
+            )
+        if self.execute_steps > 0 and self.mode != "chunk":
+            raise ValueError(
+                f"execute_steps applies to mode 'chunk' only (mode is '{self.mode}'): ensemble re-plans "
+                "every step by design and rtc's frozen rows assume each chunk takes over at once"
+            )
 
 
 @dataclass
@@ -145,6 +166,8 @@ class ExecutorCore:
         horizon = self.config.ensemble_horizon or self.embodiment.ensemble_horizon
         self.ensembler = TimedEnsembler(horizon, self.config.alpha)
         self.streamer = self._make_streamer()
+        gripper = self.embodiment.dimension_names.index("gripper")
+        self.commitment = GripperCommitment(self.config.gripper_commit_steps, gripper)
         self.last_chunk_time: float | None = None
         self.last_commanded: np.ndarray | None = None  # setpoint pose (4x4, base frame)
         self.last_commanded_joints: np.ndarray | None = None  # setpoint joint targets (with IK)
@@ -180,6 +203,7 @@ class ExecutorCore:
         horizon = self.config.ensemble_horizon or self.embodiment.ensemble_horizon
         self.ensembler = TimedEnsembler(horizon, self.config.alpha)
         self.streamer = self._make_streamer()
+        self.commitment.reset()
         self.last_chunk_time = None
         self.stop_reason = reason
         self._resync_on_next_motion = True  # the next goal starts from where the arm is
@@ -205,7 +229,19 @@ class ExecutorCore:
         if self.config.seam_max_change > 0:
             limit = np.full(self.embodiment.action_dim, self.config.seam_max_change)
             limit[gripper] = np.inf
-        return ChunkStreamer(self.config.blend_steps, limit, discrete_dims=(gripper,))
+        return ChunkStreamer(
+            self.config.blend_steps, limit, discrete_dims=(gripper,), execute_steps=self.config.execute_steps
+        )
+
+    def chunk_due(self, t: float) -> bool:
+        """True when the action for the step of time ``t`` needs a chunk newer than the running one: every
+        step in ensemble mode; in chunk mode with ``execute_steps`` once the running chunk's commitment
+        ended or with none running; never in the chunk modes without it (they stream what arrived).
+        Lock-step waits for the chunk of that observation where this holds."""
+        if self.config.mode == "ensemble":
+            return True
+        # without a commitment the chunk modes stream whatever arrived: they never wait
+        return self.config.execute_steps > 0 and self.streamer.switch_due(self.step_of(t))
 
     def step_of(self, t: float) -> int:
         """The control step of time ``t``: the nearest multiple of the period after ``start_time``.
@@ -401,7 +437,7 @@ class ExecutorCore:
                 StatusCode.WATCHDOG,
             )
         if self.config.mode == "ensemble":
-            action = self.ensembler.action(step)
+            action = self.commitment.action(step, self.ensembler.action(step), self.ensembler.newest())
         else:
             action = self.streamer.action(step)
         if action is None:

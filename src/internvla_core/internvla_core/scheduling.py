@@ -17,6 +17,13 @@ next chunk then starts without a rate limit (the arm was standing still, there i
 The executor's ``rtc`` mode uses this streamer with ``blend_steps=0`` and no rate limit: with real-time
 chunking (``internvla_core.rtc``) the new chunk's rows for the steps executed while it was computed are
 the executed actions, and its next rows continue them, so the seam needs no cross-fade.
+
+``execute_steps`` (the "action horizon" of Diffusion Policy and ACT, 0 = off) commits to a chunk: a newer
+chunk replaces the running one only once at least that many of its rows have been executed (or it ran
+out). A chunk that arrives earlier waits (the newest one waiting wins) and takes over at that step,
+skipping its rows for the steps already past. A policy that re-plans every step from a picture alone
+cannot tell the first still frame of a pause from the last one; a committed chunk carries it through
+the pause into what follows (TRAINING.md, tenth round).
 """
 
 from __future__ import annotations
@@ -30,12 +37,16 @@ class ChunkStreamer:
         blend_steps: int = 3,
         max_seam_change: float | np.ndarray | None = None,
         discrete_dims: tuple[int, ...] = (),
+        execute_steps: int = 0,
     ) -> None:
         if blend_steps < 0:
             raise ValueError("blend_steps must be >= 0")
+        if execute_steps < 0:
+            raise ValueError("execute_steps must be >= 0 (0 = switch to each new chunk at once)")
         if max_seam_change is not None and np.any(~(np.asarray(max_seam_change, dtype=np.float64) > 0)):
             raise ValueError("max_seam_change must be positive (use inf to leave a dimension free)")
         self.blend_steps = blend_steps
+        self.execute_steps = execute_steps
         self.discrete_dims = list(discrete_dims)
         self.max_seam_change = None if max_seam_change is None else np.asarray(max_seam_change, float)
         self.reset()
@@ -49,6 +60,23 @@ class ChunkStreamer:
         self.last_emitted: np.ndarray | None = None
         self.last_step: int | None = None
         self.catching_up = False
+        self.pending: np.ndarray | None = None  # a newer chunk waiting for execute_steps rows to pass
+        self.pending_start = 0
+
+    def committed(self, step: int) -> bool:
+        """True while the running chunk must go on at ``step``: fewer than ``execute_steps`` of its rows
+        have been executed and it has a row for that step."""
+        if self.current is None or self.execute_steps == 0:
+            return False
+        return (
+            step - self.current_start < self.execute_steps
+            and self._row(self.current, self.current_start, step) is not None
+        )
+
+    def switch_due(self, step: int) -> bool:
+        """True when the action of ``step`` will come from a chunk newer than the running one (none is
+        running, or its commitment ended): lock-step waits for the chunk of that observation."""
+        return not self.committed(step)
 
     def add(self, chunk: np.ndarray, obs_step: int, now_step: int) -> int:
         """Take a chunk (row 0 = action for ``obs_step``); returns how many past rows it skips."""
@@ -57,6 +85,14 @@ class ChunkStreamer:
             raise ValueError(f"a chunk must be a non-empty T x D array, got shape {chunk.shape}")
         if self.current is not None and obs_step < self.current_start:
             return 0  # older than what we execute: ignore (out-of-order delivery)
+        if self.committed(now_step):
+            if self.pending is None or obs_step >= self.pending_start:
+                self.pending, self.pending_start = chunk, int(obs_step)
+            return 0
+        return self._switch(chunk, int(obs_step), int(now_step))
+
+    def _switch(self, chunk: np.ndarray, obs_step: int, now_step: int) -> int:
+        self.pending = None
         self.previous, self.previous_start = self.current, self.current_start
         self.current, self.current_start = chunk, int(obs_step)
         self.switch_step = int(now_step)
@@ -84,6 +120,8 @@ class ChunkStreamer:
 
     def action(self, step: int) -> np.ndarray | None:
         """The action for control ``step`` (call once per step, steps increasing), or None."""
+        if self.pending is not None and not self.committed(step):
+            self._switch(self.pending, self.pending_start, step)
         out = self._blended(step)
         follows = self.last_step is not None and step == self.last_step + 1
         if out is None:
@@ -111,3 +149,60 @@ class ChunkStreamer:
         if self.current is None:
             return 0
         return max(0, self.current_start + len(self.current) - step)
+
+
+class GripperCommitment:
+    """Ensemble mode: a change of the gripper decision is carried out along the chunk that made it.
+
+    Re-planned every step from a picture alone, a policy cannot tell the first still frame after a grasp
+    from the last one, and its demonstrations hold still there for several steps before the lift: it
+    holds for ever, or lets go again a step after closing (TRAINING.md, eighth round). When the
+    executed gripper decision (closed: the model's gripper value below 0.5, 1 = open) changes, and the
+    newest chunk's row for that step makes the same change, the next ``steps`` actions are that chunk's
+    rows (arm and gripper, no ensembling): the close, the hold and the start of the lift as one
+    decision. Then ensembling resumes. ``steps`` 0 = off.
+    """
+
+    def __init__(self, steps: int, gripper_dim: int) -> None:
+        if steps < 0:
+            raise ValueError("gripper_commit_steps must be >= 0 (0 = off)")
+        self.steps, self.gripper_dim = steps, gripper_dim
+        self.reset()
+
+    def reset(self) -> None:
+        self.chunk: np.ndarray | None = None
+        self.start = 0
+        self.until = 0
+        self.closed: bool | None = None  # the last executed gripper decision
+        self.commitments = 0
+
+    def active(self, step: int) -> bool:
+        chunk = self.chunk
+        return chunk is not None and step < self.until and 0 <= step - self.start < len(chunk)
+
+    def action(
+        self, step: int, ensembled: np.ndarray | None, newest: tuple[int, np.ndarray] | None
+    ) -> np.ndarray | None:
+        """The action for ``step``: the committed chunk's row while a commitment runs; else
+        ``ensembled``, or the newest chunk's row where that starts a commitment. ``newest``: the newest
+        stored chunk as (observation step, chunk)."""
+        if self.active(step):
+            out = self.chunk[step - self.start]
+        else:
+            self.chunk, out = None, ensembled
+            if out is not None and self.steps > 0 and self.closed is not None:
+                closed = bool(out[self.gripper_dim] < 0.5)
+                row = _row_of(newest, step)
+                if closed != self.closed and row is not None and bool(row[self.gripper_dim] < 0.5) == closed:
+                    self.chunk, self.start, self.until = newest[1], newest[0], step + self.steps
+                    self.commitments += 1
+                    out = row
+        if out is not None:
+            self.closed = bool(out[self.gripper_dim] < 0.5)
+        return out
+
+
+def _row_of(chunk: tuple[int, np.ndarray] | None, step: int) -> np.ndarray | None:
+    if chunk is None or not 0 <= step - chunk[0] < len(chunk[1]):
+        return None
+    return chunk[1][step - chunk[0]]

@@ -30,3 +30,12 @@ def test_a_chunk_for_the_stamp_just_ticked_in_chunk_mode_ticks_once_more_then_ne
 
 def test_before_any_state_the_tick_time_is_now():
     assert LockstepGate("chunk").tick_time(3.5) == 3.5
+
+
+def test_chunk_mode_waits_for_the_chunk_of_the_state_stamp_only_where_the_executor_needs_one():
+    gate = LockstepGate("chunk")
+    assert gate.on_state(1.0, chunk_due=False)  # the running chunk answers at once
+    assert not gate.on_state(1.1, chunk_due=True)  # its commitment ended: wait for this observation's
+    assert not gate.on_chunk(1.0)  # a late chunk of an older observation does not answer it
+    assert gate.on_chunk(1.1) and not gate.on_chunk(1.1)  # its chunk: tick once
+    assert gate.on_state(1.2, chunk_due=False)

@@ -38,6 +38,9 @@ def test_schema_defaults_give_the_embodiment_rate_and_one_period_points():
     assert settings.arm_joints == tuple(f"joint{i}" for i in range(1, 8))
     assert settings.config.gripper_settle_steps == 0  # off unless asked for
     assert build_settings({**defaults(), "gripper_settle_steps": 6}).config.gripper_settle_steps == 6
+    assert settings.config.execute_steps == 0  # chunk mode switches to each new chunk unless asked
+    committed = build_settings({**defaults(), "mode": "chunk", "execute_steps": 8})
+    assert committed.config.execute_steps == 8
 
 
 def test_chunk_trajectory_only_in_chunk_modes_with_the_joint_trajectory_backend():

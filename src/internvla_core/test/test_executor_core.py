@@ -439,3 +439,55 @@ def test_a_settling_step_ends_a_watchdog_trip_like_any_command():
     assert core.tick(0.5, START).reason == "gripper settling"
     assert "watchdog" in core.tick(0.9, START).reason  # the chunk went stale again: a second trip
     assert core.counters["watchdog_trips"] == 2
+
+
+def test_execute_steps_commits_chunk_mode_to_a_chunk_and_says_when_a_fresh_one_is_due():
+    core = make(execute_steps=4, blend_steps=0)
+    assert core.chunk_due(0.0)  # nothing running yet
+    first = np.tile(MOVE_X, (16, 1))
+    core.add_chunk(first, observation_time=0.0, now=0.0)
+    stay = np.tile([0, 0, 0, 0, 0, 0, 1.0], (16, 1))
+    xs = []
+    for i in range(6):  # a fresh chunk "stay still" every step: ignored until 4 rows of the first ran
+        if i:
+            core.add_chunk(stay[i:], observation_time=0.1 * i, now=0.1 * i)
+        xs.append(core.tick(0.1 * i, START).target_pose[0, 3] - START[0, 3])
+    np.testing.assert_allclose(xs, [0.01, 0.02, 0.03, 0.04, 0.04, 0.04], atol=1e-9)
+    # the chunk of step 4 took over at step 4 (the first one's 4 rows had run): committed to it for 4..7
+    assert [core.chunk_due(0.1 * i) for i in (6, 7, 8)] == [False, False, True]
+    assert make(mode="ensemble").chunk_due(0.0) and make(mode="ensemble").chunk_due(5.0)
+    assert not make().chunk_due(0.0)  # chunk mode without a commitment streams what arrived: no wait
+    for mode in ("ensemble", "rtc"):
+        with pytest.raises(ValueError, match="execute_steps"):
+            ExecutorConfig(mode=mode, execute_steps=2)
+    with pytest.raises(ValueError, match="execute_steps"):
+        ExecutorConfig(mode="chunk", execute_steps=-1)
+
+
+def test_gripper_commitment_carries_a_close_through_the_hold_into_the_lift_in_ensemble_mode():
+    """A policy that closes, then (re-queried at the same still picture) wants to reopen and never lift:
+    with gripper_commit_steps the chunk that closed runs on, un-ensembled, into its lift."""
+    approach = np.tile(MOVE_X, (8, 1))
+    close_then_lift = np.tile([0, 0, 0, 0, 0, 0, 0.0], (8, 1))
+    close_then_lift[3:, 2] = 0.01  # hold 3 steps closed, then rise (widowx base frame: +z up)
+    reopen = np.tile([0, 0, 0, 0, 0, 0, 1.0], (8, 1))  # what the policy says at every later picture
+    chunks = [approach, close_then_lift, close_then_lift[1:], reopen, reopen, reopen, reopen]
+
+    def run(core) -> list:
+        cmds = []
+        for i, chunk in enumerate(chunks):
+            core.add_chunk(chunk, observation_time=0.1 * i, now=0.1 * i)
+            cmds.append(core.tick(0.1 * i, START))
+        return cmds
+
+    core = make(mode="ensemble", gripper_commit_steps=4)
+    cmds = run(core)
+    # the ensemble closes at step 2; steps 2-5 are rows 0-3 of that step's chunk: closed, the lift at 4
+    assert [c.gripper_opening for c in cmds[2:6]] == [0.0, 0.0, 0.0, 0.0]
+    z = [c.target_pose[2, 3] - START[2, 3] for c in cmds]
+    np.testing.assert_allclose(z[2:6] - z[1], [0.0, 0.0, 0.01, 0.02], atol=1e-9)
+    assert cmds[6].gripper_opening == 1.0 and core.commitment.commitments == 2  # the reopen: a new one
+    plain = run(make(mode="ensemble"))  # without it the ensemble reopens two steps after the close
+    assert plain[2].gripper_opening == 0.0 and plain[4].gripper_opening == 1.0
+    with pytest.raises(ValueError, match="gripper_commit_steps"):
+        ExecutorConfig(mode="chunk", gripper_commit_steps=2)

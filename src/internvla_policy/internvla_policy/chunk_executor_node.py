@@ -149,7 +149,12 @@ class ChunkExecutorNode(ManagedNode):
 
     def _on_joints(self, msg: JointState) -> None:
         self.state.on_joints(msg)
-        if self.gate is not None and self.is_active and self.gate.on_state(stamp_seconds(msg.header.stamp)):
+        if self.gate is None or not self.is_active:
+            return
+        stamp = stamp_seconds(msg.header.stamp)
+        with self.command_lock:
+            due = self.core.chunk_due(stamp)
+        if self.gate.on_state(stamp, chunk_due=due):
             self._tick()
 
     def _on_description(self, msg: String) -> None:

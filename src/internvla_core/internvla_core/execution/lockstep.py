@@ -4,7 +4,10 @@ Chunk and rtc modes tick on every new state stamp (the running chunk answers it)
 the chunk of that very observation: the chunk can overtake its observation's joint_states (the image is
 published first and the model can be fast), so both arrivals ask the gate. A chunk for the state stamp
 now current ticks once for that stamp in every mode (chunk modes: the new chunk answers the stamp the
-running one already answered), never twice.
+running one already answered), never twice. Chunk mode with ``execute_steps`` waits like ensemble mode
+at the steps where its running chunk's commitment ends (``chunk_due`` of ``on_state``): the chunk that
+takes over is then the one of that very observation, as in an evaluation that re-plans every
+``execute_steps`` steps.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ class LockstepGate:
         self._chunk_stamp: float | None = None  # the observation stamp of the newest accepted chunk
         self._ticked_stamp: float | None = None
 
-    def on_state(self, stamp: float) -> bool:
-        """A joint_states stamp arrived; True when the node must tick now."""
+    def on_state(self, stamp: float, chunk_due: bool = False) -> bool:
+        """A joint_states stamp arrived; True when the node must tick now. ``chunk_due``: the executor
+        needs a new chunk for this step (chunk mode, ``ExecutorCore.chunk_due``): wait for it."""
         if stamp == self.state_stamp:
             return False
         self.state_stamp = stamp
-        return True if not self.waits_for_chunk else self._answered()
+        return True if not (self.waits_for_chunk or chunk_due) else self._answered()
 
     def on_chunk(self, observation_stamp: float) -> bool:
         """An accepted chunk of ``observation_stamp``; True when the node must tick now."""

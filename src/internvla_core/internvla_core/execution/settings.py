@@ -84,6 +84,8 @@ def build_settings(
         blend_steps=p["seam_blend_steps"],
         seam_max_change=p["seam_max_change"],
         gripper_settle_steps=p["gripper_settle_steps"],
+        execute_steps=p["execute_steps"],
+        gripper_commit_steps=p["gripper_commit_steps"],
         warmup=p["embodiment_warmup"],
         limits=limits,
         max_state_age=p["max_state_age"],
