@@ -19,7 +19,8 @@ The model is ``--checkpoint`` when given, else the model trained in this reposit
 200 held-out pick_green episodes, see its README), else the tiny, untrained factory model: the loop is real
 and measured, the actions are noise, and the summary says so (the WidowX has no trained model yet).
 ``--random-model`` forces the untrained model. A trained model runs at the guidance scale its card says it
-was evaluated at (``--cfg-scale`` overrides). ``summary.json`` names the model (path, weights file and its
+was evaluated at (``--cfg-scale`` overrides) and with the executor settings the card names
+(``executor``, e.g. ``gripper_commit_steps``; ``--gripper-commit-steps`` overrides). ``summary.json`` names the model (path, weights file and its
 sha256, the model card's fields) and the scale next to the sim's own success check.
 """
 
@@ -129,6 +130,9 @@ def run(args: argparse.Namespace) -> dict:
     extra = {"sim": {"width": args.width, "height": args.height}}
     if cfg_scale is not None:
         extra["policy_node"] = {"cfg_scale": cfg_scale}
+    executor_params = demo_executor_params(args, model)
+    if executor_params:
+        extra["chunk_executor"] = executor_params
     composition = Composition.create(graph, context, extra)
     executor_node = composition.nodes["chunk_executor"]
     from rclpy.parameter import Parameter
@@ -277,6 +281,7 @@ def run(args: argparse.Namespace) -> dict:
         "model": model,
         "model_note": model["note"],
         "cfg_scale": cfg_scale,  # None: policy_node's own default
+        "executor_params": executor_params,  # {}: chunk_executor's YAML as it is
         "success": state["success"],
         "goal_result": result_reason,
         "policy_steps": len(state["chunks"]),
@@ -312,6 +317,15 @@ def demo_cfg_scale(args: argparse.Namespace, model: dict) -> float | None:
         return float(args.cfg_scale)
     card_scale = model.get("cfg_scale")
     return float(card_scale) if card_scale is not None else None
+
+
+def demo_executor_params(args: argparse.Namespace, model: dict) -> dict:
+    """chunk_executor parameters the model runs with: the card's ``executor`` (the settings its evaluation
+    used), ``--gripper-commit-steps`` replacing the card's value; {} leaves the YAML as it is."""
+    params = dict(model.get("executor") or {})
+    if getattr(args, "gripper_commit_steps", None) is not None:
+        params["gripper_commit_steps"] = int(args.gripper_commit_steps)
+    return params
 
 
 def model_identity(args: argparse.Namespace) -> dict:
@@ -405,6 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="classifier-free guidance scale (default: the scale the model's card says it was evaluated at, "
         "else policy_node's)",
+    )
+    parser.add_argument(
+        "--gripper-commit-steps",
+        type=int,
+        help="chunk_executor's gripper_commit_steps (default: the model card's executor settings, else 0)",
     )
     parser.add_argument("--out", default="demo_out", help="directory of the artefacts (default: %(default)s)")
     parser.add_argument(

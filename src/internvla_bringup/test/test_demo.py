@@ -72,6 +72,22 @@ def test_the_demo_runs_a_model_at_the_guidance_scale_it_was_evaluated_at():
     assert demo_cfg_scale(argparse.Namespace(cfg_scale=None), {"note": "untrained"}) is None  # the node's
 
 
+def test_the_demo_runs_a_model_with_the_executor_settings_it_was_evaluated_with():
+    import argparse
+
+    from internvla_bringup.demo import build_parser, demo_executor_params
+
+    card = {"executor": {"gripper_commit_steps": 8}}
+    assert demo_executor_params(argparse.Namespace(gripper_commit_steps=None), card) == {
+        "gripper_commit_steps": 8
+    }
+    assert demo_executor_params(argparse.Namespace(gripper_commit_steps=0), card) == {
+        "gripper_commit_steps": 0
+    }
+    assert demo_executor_params(argparse.Namespace(gripper_commit_steps=None), {"note": "untrained"}) == {}
+    assert build_parser().parse_args(["--gripper-commit-steps", "12"]).gripper_commit_steps == 12
+
+
 def test_demo_names_the_model_it_runs(tmp_path):
     """--random-model, a robot without a model trained here, and a checkpoint with a model card (what
     export_model writes) each give the summary an identity: path, weights digest, card fields."""

@@ -142,11 +142,14 @@ def export_run(
     extra: dict | None = None,
     cfg_scale: float | None = None,
     average_steps: list[int] | None = None,
+    executor: dict | None = None,
 ) -> Path:
     """Write the exported run directory ``out``; returns the weights file. A ``README.md`` already in
     ``out`` (the model's hand-written description) is kept; everything else is replaced. ``cfg_scale``: the
     guidance scale the model was evaluated at, recorded in the card (the demo runs the model at it).
-    ``average_steps``: ship the average of these checkpoints (module docstring) instead of ``step``'s."""
+    ``average_steps``: ship the average of these checkpoints (module docstring) instead of ``step``'s.
+    ``executor``: chunk_executor parameters the evaluation ran with (e.g. ``{"gripper_commit_steps": 8}``),
+    recorded in the card as ``executor`` (the demo runs the model with them)."""
     import yaml
 
     run, out = Path(run), Path(out)
@@ -218,6 +221,8 @@ def export_run(
     }
     if cfg_scale is not None:
         card["cfg_scale"] = cfg_scale
+    if executor:
+        card["executor"] = dict(executor)
     if eval_csv:
         card["evaluation"] = evaluation_summary(Path(eval_csv))
     if extra:
@@ -249,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--cfg-scale", type=float, help="the guidance scale the evaluation ran at (the demo uses it)"
     )
+    p.add_argument(
+        "--gripper-commit-steps",
+        type=int,
+        help="chunk_executor's gripper_commit_steps the evaluation ran with (the demo uses it)",
+    )
     p.add_argument("--card-json", help="a JSON file of extra model-card fields")
     ns = p.parse_args(argv)
     extra = json.loads(Path(ns.card_json).read_text()) if ns.card_json else None
@@ -263,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
             extra=extra,
             cfg_scale=ns.cfg_scale,
             average_steps=ns.average_steps,
+            executor=(
+                {"gripper_commit_steps": ns.gripper_commit_steps}
+                if ns.gripper_commit_steps is not None
+                else None
+            ),
         )
     except ExportError as exc:
         print(f"export_model: {exc}")

@@ -451,9 +451,10 @@ def test_export_writes_a_small_run_dir_that_loads_and_names_its_lineage(dataset,
     # a re-export replaces everything but the hand-written README; the card records the guidance scale
     (out / "README.md").write_text("# shipped\nhow it was made\n")
     (out / "stale.txt").write_text("from before")
-    export_run(run, out, step=4, cfg_scale=3.0)
+    export_run(run, out, step=4, cfg_scale=3.0, executor={"gripper_commit_steps": 8})
     card = json.loads((out / "model_card.json").read_text())
     assert card["cfg_scale"] == 3.0 and card["training_steps"] == 4 and "evaluation" not in card
+    assert card["executor"] == {"gripper_commit_steps": 8}  # what the demo runs the executor with
     assert (out / "README.md").read_text() == "# shipped\nhow it was made\n" and not (
         out / "stale.txt"
     ).exists()
