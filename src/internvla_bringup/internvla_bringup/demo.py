@@ -15,7 +15,7 @@ see :mod:`internvla_bringup.recording`; ``ros2 bag info <out>``, Foxglove, ``ros
 rates) and ``latency.png``.
 
 The model is ``--checkpoint`` when given, else the model trained in this repository for the robot
-(``models/m1_tiny_franka_pick_green`` on the Franka, written by ``scripts/train_pick_green.sh``: 71.5 % of
+(``models/m1_tiny_franka_pick_green`` on the Franka, written by ``scripts/train_pick_green.sh``: 69.5 % of
 200 held-out pick_green episodes, see its README), else the tiny, untrained factory model: the loop is real
 and measured, the actions are noise, and the summary says so (the WidowX has no trained model yet).
 ``--random-model`` forces the untrained model. A trained model runs at the guidance scale its card says it
