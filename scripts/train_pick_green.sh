@@ -51,6 +51,9 @@ CACHE_DTYPE=${CACHE_DTYPE:-$([ "$DART" = 1 ] && echo float16 || echo float32)}
 S0_STEPS=${S0_STEPS:-2500}
 S1_STEPS=${S1_STEPS:-2000}
 S2_STEPS=${S2_STEPS:-12000}
+RECOVER=${RECOVER:-0}                # DART=1: add this many recovery episodes (data_engine --grasp-miss: each
+                                     # starts with the empty gripper shut beside the block after an unrecorded
+                                     # miss, and picks it; the eleventh round, TRAINING.md)
 GRASP_RISE=${GRASP_RISE:-0}         # [m] data_engine --grasp-rise: the expert rises while it holds a grasp
                                      # (k * GRASP_RISE on the k-th step once the fingers rest) instead of
                                      # holding still (the ninth round, TRAINING.md)
@@ -83,13 +86,21 @@ DATA=$CLEAN  # the training data of stages 0 and 2
 if [ "$DART" = 1 ]; then
   DESCENT=(); DTAG=""
   if [ "$PERTURB_DESCENT" = 1 ]; then DESCENT=(--perturb-descent); DTAG=_descent; fi
-  DATA=data/pick_green_mix$DTAG$TAG
   engine --episodes "$DART_EPISODES" --seed-start "$EPISODES" --perturb "$PERTURB" "${DESCENT[@]}" "${REC[@]}" "${RISE[@]}" \
     --out "data/staging/pick_green_dart$DTAG$TAG"
+  RECOVERY=()
+  if [ "$RECOVER" != 0 ]; then  # seeds after the DART ones: disjoint from them and from the evaluation's
+    engine --episodes "$RECOVER" --seed-start "$((EPISODES + DART_EPISODES))" --perturb "$PERTURB" "${DESCENT[@]}" \
+      "${REC[@]}" "${RISE[@]}" --grasp-miss --out "data/staging/pick_green_recover$DTAG$TAG"
+    RECOVERY=("data/staging/pick_green_recover$DTAG$TAG"/episodes/*.npz)
+    DTAG+=_recover$RECOVER
+  fi
+  DATA=data/pick_green_mix$DTAG$TAG
   if [ ! -f "$DATA/meta/info.json" ]; then
     mix=data/staging/pick_green_mix$DTAG$TAG
     mkdir -p "$mix/episodes"
-    for f in "data/staging/pick_green$TAG"/episodes/*.npz "data/staging/pick_green_dart$DTAG$TAG"/episodes/*.npz; do
+    for f in "data/staging/pick_green$TAG"/episodes/*.npz "data/staging/pick_green_dart${DTAG%_recover*}$TAG"/episodes/*.npz \
+      "${RECOVERY[@]}"; do
       ln -sf "$PWD/$f" "$mix/episodes/$(basename "$f")"
     done
     python -m internvla_learning.write_dataset --staging "$mix" --out "$DATA" --format v3 --crf 18

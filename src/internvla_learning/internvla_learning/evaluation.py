@@ -369,7 +369,7 @@ SETTLED_STEPS = 3  # the Franka's fingers stop on a block within 2 control steps
 def opening_after_close(result: EpisodeResult, steps: int = SETTLED_STEPS) -> float | None:
     """The measured finger opening ``steps`` traced steps after the first close (None: no finger column,
     no close, or the trace ends first). On the object it is the object's width (0.49 for a 4 cm block in
-    the Franka's 8 cm), on nothing it is low (0.14): whether the first close caught the target."""
+    the Franka's 8 cm), on nothing it is low (0.0; 0.14 in evaluations before the eleventh round): whether the first close caught the target."""
     if not _has_column(result, FINGER_OPENING):
         return None
     close = _first_close(result)

@@ -65,6 +65,7 @@ def generate_episode(
     perturb: float = 0.0,
     perturb_descent: bool = False,
     grasp_rise: float = 0.0,
+    grasp_miss: bool = False,
 ):
     """One expert episode of the family task of (robot, seed): an ``Episode`` or a ``FailedEpisode``.
 
@@ -73,7 +74,9 @@ def generate_episode(
     ``perturb``: std [m] of the expert's DART-style target perturbation (:mod:`internvla_sim.expert`),
     drawn from a generator seeded by ``seed``; 0: the clean expert. ``perturb_descent``: the descent onto
     the grasp is perturbed as well. ``grasp_rise`` [m]: the expert rises while it holds after a grasp
-    (:mod:`internvla_sim.expert`); 0: it holds still.
+    (:mod:`internvla_sim.expert`); 0: it holds still. ``grasp_miss``: record a recovery: the expert first
+    misses the grasp (unrecorded, drawn from the seed) and the episode starts with its empty gripper shut
+    beside the object (:class:`internvla_sim.expert.GraspMiss`; pick skills only).
     """
     from internvla_learning.episode import Episode
 
@@ -131,9 +134,12 @@ def generate_episode(
             perturb_descent=perturb_descent,
             grasp_rise=grasp_rise,
         )
+        miss = expert.miss_first(np.random.default_rng([seed, 7104])) if grasp_miss else None
         result = expert.run()
         if not result.success:
             return FailedEpisode(robot, seed, "expert_failed", "", task.name, task.skill, result.steps)
+        if not times:  # a miss in a skill without a grasp: nothing was recorded
+            return FailedEpisode(robot, seed, "expert_failed", "no grasp to miss", task.name, task.skill)
         metadata = {
             **task.metadata,
             "seed": seed,
@@ -147,6 +153,7 @@ def generate_episode(
             "perturb": perturb,
             "perturb_descent": perturb_descent,
             "grasp_rise": grasp_rise,
+            "grasp_miss": None if miss is None else {"offset": list(miss.offset), "rise": miss.rise},
         }
         episode = Episode(
             robot=robot,
@@ -205,7 +212,9 @@ def expert_success(
 # ------------------------------------------------------------------------------------------ generation
 def _work(args) -> dict:
     """Worker: generate one seed, save it if it succeeded; returns a small summary (never the arrays)."""
-    out_dir, robot, seed, image_size, wrist, templates, perturb, perturb_descent, grasp_rise = args
+    out_dir, robot, seed, image_size, wrist, templates, perturb, perturb_descent, grasp_rise, grasp_miss = (
+        args
+    )
     start = time.perf_counter()
     try:
         result = generate_episode(
@@ -217,6 +226,7 @@ def _work(args) -> dict:
             perturb=perturb,
             perturb_descent=perturb_descent,
             grasp_rise=grasp_rise,
+            grasp_miss=grasp_miss,
         )
     except Exception as error:  # a crash of one seed is recorded, the run goes on
         result = FailedEpisode(robot, seed, "error", f"{type(error).__name__}: {error}")
@@ -259,6 +269,7 @@ def generate(
     perturb: float = 0.0,
     perturb_descent: bool = False,
     grasp_rise: float = 0.0,
+    grasp_miss: bool = False,
 ) -> dict:
     """Generate seeds [seed_start, seed_start + episodes) of ``robot`` into ``out_dir`` (resumable).
 
@@ -273,10 +284,8 @@ def generate(
     (out_dir / "episodes").mkdir(parents=True, exist_ok=True)
     done = done_seeds(out_dir, robot)
     seeds = [s for s in range(seed_start, seed_start + episodes) if s not in done]
-    jobs = [
-        (str(out_dir), robot, s, tuple(image_size), wrist, templates, perturb, perturb_descent, grasp_rise)
-        for s in seeds
-    ]
+    options = (perturb, perturb_descent, grasp_rise, grasp_miss)
+    jobs = [(str(out_dir), robot, s, tuple(image_size), wrist, templates, *options) for s in seeds]
     stats = {"written": 0, "frames": 0, "skipped": episodes - len(seeds), "failed": defaultdict(int)}
     per_skill: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     expert_runs = expert_ok = 0
@@ -378,6 +387,12 @@ def main(argv: list[str] | None = None) -> int:
         "holding still: every step of the hold a different picture (0: hold still, the old expert)",
     )
     parser.add_argument(
+        "--grasp-miss",
+        action="store_true",
+        help="record recoveries: each episode starts after an unrecorded grasp beside the object (the empty "
+        "gripper shut, raised 0-8 cm), its labels reopen, go back above the object and pick it",
+    )
+    parser.add_argument(
         "--expert-only", action="store_true", help="only run the expert and print its success per skill"
     )
     parser.add_argument(
@@ -406,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         perturb=args.perturb,
         perturb_descent=args.perturb_descent,
         grasp_rise=args.grasp_rise,
+        grasp_miss=args.grasp_miss,
     )
     _print_skills(f"{args.robot}: expert success per skill (seeds run now)", stats.pop("success_per_skill"))
     print(json.dumps(stats))

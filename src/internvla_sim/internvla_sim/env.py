@@ -155,8 +155,8 @@ class SimEnv:
     def finger_opening(self) -> float:
         """Where the fingers are: 0 (closed) .. 1 (open), measured. Closed on an object it stays at the
         object's width over the full opening (a 4 cm block in the Franka's 8 cm: 0.49), closed on nothing
-        it goes low (the Franka's fingers pass their closed position by 6 mm each: 0.14, as the magnitude
-        is taken): what the recorded state and an evaluation trace report."""
+        it goes to 0 (0.14 before the eleventh round, when the Franka's fingers jammed 6 mm past it): what
+        the recorded state and an evaluation trace report."""
         closed, opened = np.abs(self.robot.finger_closed), np.abs(self.robot.finger_open)
         fingers = np.abs(self.finger_positions())
         return float(np.clip(np.mean((fingers - closed) / (opened - closed)), 0.0, 1.0))

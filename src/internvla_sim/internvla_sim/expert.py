@@ -33,6 +33,15 @@ rest on the object, each further step of the hold rises ``k * grasp_rise`` (k = 
 expert (0) holds still for 6 steps, which records one picture (arm and fingers at rest) labelled "hold"
 four times and "lift" once; a policy that sees no time then holds for ever (TRAINING.md, eighth round).
 With a rise, every step of the hold is a different picture with its own, consistent label.
+
+``grasp_miss`` (a :class:`GraspMiss`) records a recovery instead of a clean pick: the expert first grasps
+beside the object on purpose (sideways by ``GraspMiss.offset``, where the closing fingers meet nothing),
+closes, rises ``GraspMiss.rise``, and only then starts recording: the episode's first frame is the
+picture a policy sees after its own missed grasp (fingers shut on nothing, the block still on the table),
+and its labels open the gripper, go back above the block and pick it. A policy trained only on clean
+picks never saw that picture and lifts its empty gripper for ever (TRAINING.md, eleventh round: the most
+common failure on fresh seeds). The missed attempt itself is never recorded (its labels would teach
+closing beside the block).
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ STUCK_STEPS = 10  # control steps without progress that end an episode as failed
 PUSH_LATERAL = {"franka": 0.0, "widowx": 0.015}
 PERTURB_CORRELATION = 0.85  # per control step: the offset drifts over ~7 steps
 PERTURB_FADE = (0.02, 0.08)  # no offset within 2 cm of the waypoint, full offset beyond 8 cm
+MISS_CAUGHT_OPENING = 0.3  # finger opening above which a deliberate miss closed on the object after all
 FINGERS_RESTING = 0.05  # finger opening change per control step below which the fingers rest (on an object)
 EMBODIMENTS = {"franka": "franka_real", "widowx": "widowx_bridge"}  # how each simulated robot deploys
 
@@ -68,6 +78,31 @@ def reference_frame(robot: str) -> str:
     from internvla_core.embodiments import get_embodiment
 
     return get_embodiment(EMBODIMENTS[robot]).reference_frame
+
+
+@dataclass(frozen=True)
+class GraspMiss:
+    """A deliberate missed grasp before the recorded recovery (module docstring)."""
+
+    offset: tuple[float, float]  # [m] base-frame x, y of the missed grasp point from the object's centre
+    rise: float  # [m] the empty gripper rises this much after closing, before the recording starts
+
+    @staticmethod
+    def draw(rng: np.random.Generator, hand_x: np.ndarray) -> GraspMiss:
+        """A miss beside the object along the hand's x axis (``hand_x``, base frame; the fingers close
+        along y), 3.5-4.5 cm off at up to 20 degrees: the fingers close on nothing; rise 0-8 cm."""
+        angle = rng.uniform(-np.pi / 9, np.pi / 9) + (np.pi if rng.random() < 0.5 else 0.0)
+        across = np.array([-hand_x[1], hand_x[0]])
+        direction = np.cos(angle) * np.asarray(hand_x[:2]) + np.sin(angle) * across
+        direction /= np.linalg.norm(direction)
+        distance = rng.uniform(0.035, 0.045)
+        return GraspMiss(
+            (float(direction[0] * distance), float(direction[1] * distance)), rng.uniform(0, 0.08)
+        )
+
+
+class MissCaughtObjectError(RuntimeError):
+    """A deliberate miss closed on the object anyway: no recovery to record."""
 
 
 @dataclass
@@ -91,6 +126,7 @@ class ScriptedExpert:
         rng: np.random.Generator | None = None,
         perturb_descent: bool = False,
         grasp_rise: float = 0.0,
+        grasp_miss: GraspMiss | None = None,
     ) -> None:
         from internvla_core.embodiments.base import delta_between
         from internvla_core.kinematics import IKSolver
@@ -116,6 +152,15 @@ class ScriptedExpert:
         self.grasp_rise = float(grasp_rise)
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.offset = np.zeros(3)  # the perturbation's current offset [m]
+        self.grasp_miss = grasp_miss
+        self._recording = grasp_miss is None  # a miss is recorded from its recovery on
+
+    def miss_first(self, rng: np.random.Generator) -> GraspMiss:
+        """Draw a :class:`GraspMiss` beside the object along this robot's hand x axis and make the next
+        pick start with it (recorded from the recovery on)."""
+        self.grasp_miss = GraspMiss.draw(rng, self.down[:, 0])
+        self._recording = False
+        return self.grasp_miss
 
     def _hand_target(self, tcp: np.ndarray) -> np.ndarray:
         target = np.eye(4)
@@ -185,14 +230,15 @@ class ScriptedExpert:
             sent = hand_target.copy()
             sent[:3, 3] = sent[:3, 3] + offset
             q_sent = self.ik.solve(env.arm_positions(), sent, max_iters=60).q
-        if self.observe is not None:
+        if self.observe is not None and self._recording:
             self.observe(env)
         env.apply_joint_targets(q_sent, self.gripper)
         env.step()
         delta = self._delta_between(self.t_cmd, self.ik.fk(q), self.frame)
         self.t_cmd = self.ik.fk(q_sent)
-        self.actions.append(np.concatenate([delta, [self.gripper]]))
-        self.joint_commands.append(np.concatenate([q, [self.gripper]]))
+        if self._recording:
+            self.actions.append(np.concatenate([delta, [self.gripper]]))
+            self.joint_commands.append(np.concatenate([q, [self.gripper]]))
 
     def _grip(self, opening: float, steps: int = 6, rise: float = 0.0) -> None:
         """Open or close the gripper, the arm commanded to the measured hand pose at the start (it settles
@@ -216,7 +262,24 @@ class ScriptedExpert:
     def _grasp_tcp(self, name: str) -> np.ndarray:
         return self.env.object_positions()[name] + [0, 0, GRASP_HEIGHT]
 
+    def _miss(self, name: str, miss: GraspMiss) -> None:
+        """The unrecorded missed grasp: beside ``name``, close on nothing, rise; recording starts after."""
+        aim = self.env.object_positions()[name] + [miss.offset[0], miss.offset[1], 0.0]
+        self._grip(1.0, 1)
+        self._move(aim + [0, 0, APPROACH], travel=True)
+        self._move(aim + [0, 0, GRASP_HEIGHT])
+        self._grip(0.0)
+        if self.env.finger_opening() > MISS_CAUGHT_OPENING:
+            raise MissCaughtObjectError(
+                f"the miss {miss} closed on {name} (opening {self.env.finger_opening():.2f})"
+            )
+        if miss.rise > 0:
+            self._move(self._tcp() + [0, 0, miss.rise])
+        self._recording = True
+
     def _pick(self, name: str, lift: float = 0.15) -> None:
+        if self.grasp_miss is not None and not self._recording:
+            self._miss(name, self.grasp_miss)
         obj = self.env.object_positions()[name]
         self._grip(1.0, 1)
         self._move(obj + [0, 0, APPROACH], travel=True)
@@ -267,6 +330,6 @@ class ScriptedExpert:
                 self._push(target, np.asarray(task.direction), radius)
             else:  # pragma: no cover - every skill has a script
                 raise ValueError(f"no script for skill {task.skill}")
-        except TimeoutError:
+        except (TimeoutError, MissCaughtObjectError):
             return ExpertEpisode(False, env.steps, self.actions, self.joint_commands, self.frame)
         return ExpertEpisode(env.success(), env.steps, self.actions, self.joint_commands, self.frame)

@@ -169,6 +169,10 @@ def _franka_spec():
     gripper = next(a for a in spec.actuators if a.name == "actuator8")
     gripper.gainprm[0] *= 8
     gripper.biasprm[1] *= 8
+    # Closed on nothing, the stiffer drive drove the two finger meshes 6-8 mm into each other, and the
+    # contact then held them there: the gripper never opened again (a real Franka Hand stops its fingers at
+    # width 0 and reopens). The fingers do not collide with each other; their joint limit (0) stops them.
+    spec.add_exclude(bodyname1="left_finger", bodyname2="right_finger")
     return spec, next(b for b in spec.bodies if b.name == "hand"), FRANKA_WRIST_POS, FRANKA_WRIST_XYAXES
 
 

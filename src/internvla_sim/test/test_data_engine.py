@@ -275,3 +275,29 @@ def test_generate_episode_passes_grasp_rise_to_the_expert_and_records_it():
     rising = generate_episode("franka", 5, SIZE, templates=["pick_green"], grasp_rise=0.003)
     assert still.metadata["grasp_rise"] == 0.0 and rising.metadata["grasp_rise"] == 0.003
     assert not np.array_equal(still.action_ee_delta, rising.action_ee_delta)
+
+
+def test_a_grasp_miss_episode_starts_with_the_empty_gripper_beside_the_block_and_recovers():
+    """``grasp_miss``: the missed grasp is not recorded; the first frame shows the fingers shut on nothing
+    3.5-4.5 cm beside the block, the first label reopens them, and the recorded recovery lifts the block."""
+    seed = 4
+    episode = generate_episode("franka", seed, SIZE, templates=["pick_green"], grasp_miss=True)
+    clean = generate_episode("franka", seed, SIZE, templates=["pick_green"])
+    assert not isinstance(episode, FailedEpisode), episode
+    miss = episode.metadata["grasp_miss"]
+    assert 0.035 <= np.hypot(*miss["offset"]) <= 0.045 and 0.0 <= miss["rise"] <= 0.08
+    assert episode.state_ee[0, 6] < 0.3  # shut on nothing (0.49 on the block)
+    assert episode.action_ee_delta[0, 6] == 1.0  # the first label opens the gripper
+    assert np.all(clean.action_ee_delta[:3, 6] == 1.0) and clean.state_ee[0, 6] > 0.9  # a clean start: open
+    # the recovery grasps again (a close after the reopening) and the episode succeeded (only successes
+    # are returned as episodes)
+    gripper = episode.action_ee_delta[:, 6]
+    assert gripper[0] == 1.0 and np.any(gripper[1:] == 0.0)
+    assert episode.success and clean.metadata["grasp_miss"] is None
+
+
+def test_a_grasp_miss_needs_a_grasp():
+    """A skill without a grasp (push) has no miss to record: the draw is reported as failed, not written."""
+    seed = _feasible_seed("franka", "push_left")
+    result = generate_episode("franka", seed, SIZE, templates=["push_left"], grasp_miss=True)
+    assert isinstance(result, FailedEpisode) and result.detail == "no grasp to miss"

@@ -189,8 +189,25 @@ def test_the_finger_opening_is_measured_open_then_closed_on_nothing():
         assert env.finger_opening() == pytest.approx(1.0, abs=0.02)  # commanded, not yet moved
         for _ in range(5):
             env.step()
-        # high above the table, nothing between the fingers: they pass their closed position (Franka: -6 mm
-        # each, |.| = 0.14), far below the 0.49 of a 4 cm block between them
-        assert env.finger_opening() < 0.2
+        # high above the table, nothing between the fingers: they stop at their closed position, far below
+        # the 0.49 of a 4 cm block between them
+        assert env.finger_opening() < 0.05
+    finally:
+        env.close()
+
+
+def test_the_franka_fingers_reopen_after_closing_on_nothing():
+    """A Franka Hand shut on nothing opens again when told to. (The fingers once drove 6-8 mm into each
+    other and the contact held them: a policy that closed beside the block could never retry.)"""
+    env = SimEnv("pick_green", seed=1, wrist=False, robot="franka")
+    try:
+        env.apply_joint_targets(gripper_opening=0.0)
+        for _ in range(5):
+            env.step()
+        assert env.finger_opening() < 0.05
+        env.apply_joint_targets(gripper_opening=1.0)
+        for _ in range(3):
+            env.step()
+        assert env.finger_opening() > 0.95
     finally:
         env.close()
