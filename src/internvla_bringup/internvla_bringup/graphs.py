@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from internvla_core.policy_setup import WRIST_VIEW, local_checkpoint_views
+from internvla_core.policy_setup import (
+    WRIST_VIEW,
+    card_node_parameters,
+    local_checkpoint_views,
+    local_model_card,
+)
 from internvla_sim.tasks import TASKS
 
 from .calibration import StaticTransform, load_calibration
@@ -65,6 +70,7 @@ class GraphOptions:
     namespace: str = ""
     checkpoint: str = ""  # empty: the nodes' default (the untrained tiny factory model, with a warning)
     device: str = ""  # empty: the YAML's device (cpu)
+    model_card: bool = True  # the checkpoint's model card sets cfg_scale and the executor settings
     dry_run: bool | None = None  # None: the setup's default (true on real robots, false in simulation)
     rviz: bool = False
     # simulation
@@ -115,6 +121,12 @@ ARGUMENTS: tuple[Argument, ...] = (
         "model trained on the wrist camera too gets it (the sim renders it, the policy sends it)",
     ),
     Argument("device", "torch device for grounding and policy (cpu, cuda, cuda:1); empty = the YAML's"),
+    Argument(
+        "model_card",
+        "run the checkpoint with the settings its model card (model_card.json) was evaluated with: policy "
+        "cfg_scale and chunk_executor settings such as gripper_commit_steps; false = the YAML's",
+        choices=("true", "false"),
+    ),
     Argument(
         "dry_run",
         "executor (and gripper bridge) publish previews only; empty = true on real robots, false in sim",
@@ -259,6 +271,9 @@ def _our_nodes(
 ) -> list[NodeSpec]:
     common = {"use_sim_time": True} if sim_time else {}
     model = _model_overrides(options)
+    card = card_node_parameters(local_model_card(options.checkpoint)) if options.model_card else {}
+    policy_extra = {**card.get("policy_node", {}), **(policy_extra or {})}
+    executor_extra = {**card.get("chunk_executor", {}), **(executor_extra or {})}
     return [
         NodeSpec(
             "grounding_node",
@@ -275,7 +290,7 @@ def _our_nodes(
             "policy_node",
             "internvla_policy.policy_node:PolicyNode",
             lifecycle=True,
-            parameters={**common, **model, **(policy_extra or {})},
+            parameters={**common, **model, **policy_extra},
             remappings=remap_camera + remap_state,
         ),
         NodeSpec(
@@ -285,7 +300,7 @@ def _our_nodes(
             "internvla_policy.chunk_executor_node:ChunkExecutorNode",
             lifecycle=True,
             control_loop=True,
-            parameters={**common, "dry_run": dry_run, **(executor_extra or {})},
+            parameters={**common, "dry_run": dry_run, **executor_extra},
             remappings=remap_state + remap_commands,
         ),
     ]

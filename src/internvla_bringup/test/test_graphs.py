@@ -242,3 +242,24 @@ def test_a_checkpoint_trained_on_the_wrist_camera_gets_it_rendered_and_sent_in_s
         graph = graph_of("sim_franka", checkpoint=checkpoint)
         assert "render_wrist" not in graph.node("sim").parameters
         assert "wrist_view" not in graph.node("policy_node").parameters
+
+
+def test_the_shipped_model_launches_with_the_settings_its_card_was_evaluated_with():
+    """``checkpoint:=<shipped model>`` runs it at its card's guidance scale and gripper commitment (the
+    rate in its card holds only there); ``model_card:=false`` leaves the YAML's defaults."""
+    from internvla_bringup.graphs import shipped_model
+    from internvla_core.policy_setup import card_node_parameters, local_model_card
+
+    model = shipped_model("franka")
+    assert model is not None
+    card = card_node_parameters(local_model_card(str(model)))
+    assert card["policy_node"]["cfg_scale"] > 0 and "gripper_commit_steps" in card["chunk_executor"]
+    graph = graph_of("sim_franka", checkpoint=str(model))
+    assert graph.node("policy_node").parameters["cfg_scale"] == card["policy_node"]["cfg_scale"]
+    executor = graph.node("chunk_executor").parameters
+    assert executor["gripper_commit_steps"] == card["chunk_executor"]["gripper_commit_steps"]
+    assert executor["tick_source"] == "state"  # the graph's own settings stay
+    plain = graph_of("sim_franka", checkpoint=str(model), model_card=False)
+    assert "cfg_scale" not in plain.node("policy_node").parameters
+    assert "gripper_commit_steps" not in plain.node("chunk_executor").parameters
+    assert options_from_arguments({"model_card": "false"}).model_card is False

@@ -49,6 +49,59 @@ def local_checkpoint_views(checkpoint: str) -> list[str] | None:
     return trained_views(load_run_config(path if path.is_dir() else run_dir_of(path)).raw)
 
 
+MODEL_CARD = "model_card.json"  # written beside a run's config by internvla_learning.export_model
+# model-card entries that are node parameters: card key -> node (the card's "executor" block goes to
+# chunk_executor whole)
+CARD_NODE_KEYS = {"cfg_scale": "policy_node"}
+
+
+def local_model_card(checkpoint: str) -> dict | None:
+    """The model card of a checkpoint on this disk (a run dir or one of its weight files): the JSON that
+    ``export_model`` writes, with the settings the model's evaluation ran with. None when the checkpoint is
+    empty, not a local path, or has no card (a user's own run, upstream's releases)."""
+    if not checkpoint:
+        return None
+    path = Path(os.path.expanduser(checkpoint))
+    if not path.exists():
+        return None
+    from .model.config import run_dir_of
+
+    card = (path if path.is_dir() else run_dir_of(path)) / MODEL_CARD
+    if not card.is_file():
+        return None
+    import json
+
+    try:
+        return json.loads(card.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{card} is not valid JSON ({error}); re-export the model or delete the card"
+        ) from None
+
+
+def card_node_parameters(card: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per node, the parameters a model card says the model was evaluated with: ``cfg_scale`` for
+    policy_node, the ``executor`` block (e.g. ``gripper_commit_steps``) for chunk_executor. A model's
+    success rate holds only at those settings (the shipped pick_green model: cfg 3.0 and an 8-step gripper
+    commitment, policy_node's and chunk_executor's defaults are 1.5 and 0). Raises ValueError on a value
+    that is not a number or a flag."""
+    nodes: dict[str, dict[str, Any]] = {}
+    if not card:
+        return nodes
+    entries = [(node, key, card[key]) for key, node in CARD_NODE_KEYS.items() if card.get(key) is not None]
+    executor = card.get("executor") or {}
+    if not isinstance(executor, Mapping):
+        raise ValueError(
+            f"model card 'executor' must be a mapping of chunk_executor parameters, not {executor!r}"
+        )
+    entries += [("chunk_executor", str(key), value) for key, value in executor.items()]
+    for node, key, value in entries:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"model card {node}.{key} must be a number, not {value!r}")
+        nodes.setdefault(node, {})[key] = value
+    return nodes
+
+
 def check_views_fit_model(views: Sequence[str], trained: Sequence[str] | None) -> None:
     """A model trained on N views must get N: with one view missing it still answers, with actions
     for a scene it has never seen (nothing fails, the arm just moves wrongly). Raises ValueError."""

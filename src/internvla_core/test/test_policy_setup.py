@@ -101,3 +101,27 @@ def test_the_local_model_loads_with_a_dtype_by_name_and_is_released_on_close():
     finally:
         model.close()
     assert model.policy is None
+
+
+def test_a_model_card_gives_the_policy_its_guidance_scale_and_the_executor_its_settings(tmp_path):
+    import json
+
+    from internvla_core.policy_setup import card_node_parameters, local_model_card
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "steps_10_pytorch_model.pt").write_bytes(b"")
+    assert local_model_card(str(run)) is None  # no card: nothing to apply
+    card = {"name": "m", "cfg_scale": 3.0, "executor": {"gripper_commit_steps": 8}, "training_steps": 10}
+    (run / "model_card.json").write_text(json.dumps(card))
+    for checkpoint in (str(run), str(run / "checkpoints" / "steps_10_pytorch_model.pt")):
+        assert card_node_parameters(local_model_card(checkpoint)) == {
+            "policy_node": {"cfg_scale": 3.0},
+            "chunk_executor": {"gripper_commit_steps": 8},
+        }
+    assert local_model_card("") is None and local_model_card("org/hub-run") is None  # no download
+    with pytest.raises(ValueError, match="gripper_commit_steps must be a number"):
+        card_node_parameters({"executor": {"gripper_commit_steps": "eight"}})
+    (run / "model_card.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        local_model_card(str(run))
