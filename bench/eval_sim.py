@@ -121,9 +121,10 @@ def run_episode(
         domain_id=-1 if domain_id is None else domain_id,
     )  # fmt: skip
     start = time.perf_counter()
-    graph = build_graph(
-        f"sim_{robot}", GraphOptions(task=task, seed=seed, checkpoint=checkpoint, device=device)
-    )
+    # model_card=False: an evaluation runs at the settings its own flags name (a checkpoint's card would
+    # otherwise set cfg_scale and the executor's settings where a flag is left out)
+    options = GraphOptions(task=task, seed=seed, checkpoint=checkpoint, device=device, model_card=False)
+    graph = build_graph(f"sim_{robot}", options)
     context = Context()
     rclpy.init(args=[], context=context, domain_id=domain_id)
     composition = runner = None

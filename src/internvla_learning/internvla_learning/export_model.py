@@ -233,9 +233,31 @@ def export_run(
     return target
 
 
+def refresh_evaluation(out: str | Path, eval_csv: str | Path) -> dict:
+    """Replace only the ``evaluation`` of the exported model ``out``'s card with ``eval_csv``'s (an
+    evaluation rerun of the same weights, e.g. after a simulator fix); returns the new card. Every episode
+    of the evaluation must have loaded the card's weights file, else ExportError."""
+    from .evaluation import read_csv
+
+    out = Path(out)
+    card_path = out / "model_card.json"
+    if not card_path.is_file():
+        raise ExportError(f"{out} has no model_card.json: export the model first")
+    card = json.loads(card_path.read_text())
+    weights = Path(card["weights"]).name
+    loaded = {Path(r.loaded_checkpoint).name for r in read_csv(eval_csv)}
+    if loaded != {weights}:
+        raise ExportError(
+            f"{eval_csv} evaluated {sorted(loaded)}, not this model's {weights}: evaluate the exported model"
+        )
+    card["evaluation"] = evaluation_summary(Path(eval_csv))
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return card
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--run", required=True, help="run directory of internvla-train")
+    p.add_argument("--run", help="run directory of internvla-train (not with --evaluation-only)")
     p.add_argument(
         "--out", required=True, help="directory to write (replaced if it exists, except its README.md)"
     )
@@ -260,7 +282,24 @@ def main(argv: list[str] | None = None) -> int:
         help="chunk_executor's gripper_commit_steps the evaluation ran with (the demo uses it)",
     )
     p.add_argument("--card-json", help="a JSON file of extra model-card fields")
+    p.add_argument(
+        "--evaluation-only",
+        action="store_true",
+        help="only replace the evaluation in --out's model card with --eval's (a rerun of the same weights)",
+    )
     ns = p.parse_args(argv)
+    if ns.evaluation_only:
+        if not ns.eval_csv:
+            p.error("--evaluation-only needs --eval")
+        try:
+            card = refresh_evaluation(ns.out, ns.eval_csv)
+        except ExportError as exc:
+            print(f"export_model: {exc}")
+            return 2
+        print(f"{ns.out}/model_card.json: evaluation {card['evaluation']['overall']}")
+        return 0
+    if not ns.run:
+        p.error("--run is required (unless --evaluation-only)")
     extra = json.loads(Path(ns.card_json).read_text()) if ns.card_json else None
     try:
         weights = export_run(

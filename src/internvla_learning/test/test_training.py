@@ -482,6 +482,40 @@ def test_export_writes_a_small_run_dir_that_loads_and_names_its_lineage(dataset,
         export_run(run, tmp_path / "bad", average_steps=[2, 3])
 
 
+def test_an_evaluation_rerun_replaces_only_the_cards_evaluation(tmp_path):
+    """``export_model --evaluation-only``: after a simulator fix the same weights are evaluated again and
+    the card takes the new numbers; the rest of the card stays, and an evaluation of other weights is
+    refused."""
+    from internvla_learning.evaluation import EpisodeResult, write_csv
+    from internvla_learning.export_model import ExportError, main, refresh_evaluation
+
+    out = tmp_path / "shipped"
+    out.mkdir()
+    card = {"name": "shipped", "weights": "checkpoints/steps_4_pytorch_model.pt", "cfg_scale": 3.0}
+    (out / "model_card.json").write_text(json.dumps(card))
+
+    def results(weights: str, successes: int):
+        return [
+            EpisodeResult(index=i, robot="franka", task="pick_green", seed=1_000_200 + i, success=i < successes,
+                          loaded_checkpoint=f"/somewhere/{out.name}/checkpoints/{weights}")
+            for i in range(5)
+        ]  # fmt: skip
+
+    rerun = write_csv(results("steps_4_pytorch_model.pt", 4), tmp_path / "rerun.csv")
+    assert main(["--out", str(out), "--eval", str(rerun), "--evaluation-only"]) == 0
+    written = json.loads((out / "model_card.json").read_text())
+    assert written["evaluation"]["overall"]["successes"] == 4 and written["evaluation"]["seeds"] == [
+        1_000_200,
+        1_000_204,
+    ]
+    assert {k: v for k, v in written.items() if k != "evaluation"} == card
+    other = write_csv(results("steps_2_pytorch_model.pt", 5), tmp_path / "other.csv")
+    with pytest.raises(ExportError, match=r"not this model.s steps_4_pytorch_model\.pt"):
+        refresh_evaluation(out, other)
+    assert main(["--out", str(out), "--eval", str(other), "--evaluation-only"]) == 2
+    assert json.loads((out / "model_card.json").read_text()) == written
+
+
 # ----------------------------------------------------------------------------------------------- bad input
 
 
