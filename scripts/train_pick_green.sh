@@ -12,7 +12,7 @@
 #                                         # on 2 idle CPU cores (the tenth round's recipe: two views, 450 clean
 #                                         # + 250 DART episodes perturbed on the descent too, the hold after a
 #                                         # grasp dropped to one frame, evaluated and shipped with the gripper
-#                                         # commitment of 8 steps; the shipped model)
+#                                         # commitment of 12 steps (8 until the eleventh round); the shipped model)
 #   DART=0 STRIDE=3 bash scripts/train_pick_green.sh   # clean episodes only (the sixth round's run)
 #   EVAL_EPISODES=200 WORKERS=2 bash scripts/train_pick_green.sh
 #   STAGE1=1 bash scripts/train_pick_green.sh   # with upstream's stage 1 before stage 0 (the ablation)
@@ -36,7 +36,7 @@ if [ "$WRIST" = 1 ]; then
   DART=${DART:-1}; DART_EPISODES=${DART_EPISODES:-250}; PERTURB=${PERTURB:-0.01}
   PERTURB_DESCENT=${PERTURB_DESCENT:-1}
   DROP_PAUSES=${DROP_PAUSES-grasp}
-  COMMIT=${COMMIT:-8}
+  COMMIT=${COMMIT:-12}
   VIEWS=(--cameras third_person wrist); REC=(--wrist); TAG=_wrist
 else
   VIEWS=(); REC=(); TAG=""
@@ -61,10 +61,10 @@ GRASP_RISE=${GRASP_RISE:-0}         # [m] data_engine --grasp-rise: the expert r
                                      # (k * GRASP_RISE on the k-th step once the fingers rest) instead of
                                      # holding still (the ninth round, TRAINING.md)
 DROP_PAUSES=${DROP_PAUSES-}          # all|grasp: stage 2 leaves out the expert's still frames (--drop-pauses);
-                                     # grasp (the hold after a close shrinks to one frame) with COMMIT=8 is
-                                     # the tenth round's recipe (two views); empty keeps every frame
+                                     # grasp (the hold after a close shrinks to one frame) with COMMIT=12 is
+                                     # the recipe (tenth and eleventh rounds; two views); empty keeps every frame
 COMMIT=${COMMIT:-0}                  # chunk_executor gripper_commit_steps of the evaluation, recorded in the
-                                     # model card for the demo (TRAINING.md, tenth round); 0 = off
+                                     # model card for the demo (TRAINING.md, tenth and eleventh rounds); 0 = off
 CFG=${CFG:-3.0}                      # the evaluation's guidance scale (policy_node's default is 1.5)
 STAGE1=${STAGE1:-0}                  # 1: train upstream's stage 1 (grounding) first
 SAVE_EVERY=${SAVE_EVERY:-1000}

@@ -233,10 +233,14 @@ def export_run(
     return target
 
 
-def refresh_evaluation(out: str | Path, eval_csv: str | Path) -> dict:
+def refresh_evaluation(
+    out: str | Path, eval_csv: str | Path, cfg_scale: float | None = None, executor: dict | None = None
+) -> dict:
     """Replace only the ``evaluation`` of the exported model ``out``'s card with ``eval_csv``'s (an
     evaluation rerun of the same weights, e.g. after a simulator fix); returns the new card. Every episode
-    of the evaluation must have loaded the card's weights file, else ExportError."""
+    of the evaluation must have loaded the card's weights file, else ExportError. ``cfg_scale`` and
+    ``executor`` (chunk_executor parameters): the settings the rerun used where they differ from the
+    card's, recorded with it (the demo and the launch files run the model with them)."""
     from .evaluation import read_csv
 
     out = Path(out)
@@ -251,6 +255,10 @@ def refresh_evaluation(out: str | Path, eval_csv: str | Path) -> dict:
             f"{eval_csv} evaluated {sorted(loaded)}, not this model's {weights}: evaluate the exported model"
         )
     card["evaluation"] = evaluation_summary(Path(eval_csv))
+    if cfg_scale is not None:
+        card["cfg_scale"] = cfg_scale
+    if executor:
+        card["executor"] = {**(card.get("executor") or {}), **executor}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card
 
@@ -285,14 +293,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--evaluation-only",
         action="store_true",
-        help="only replace the evaluation in --out's model card with --eval's (a rerun of the same weights)",
+        help="only replace the evaluation in --out's model card with --eval's (a rerun of the same weights; "
+        "with --cfg-scale / --gripper-commit-steps where the rerun changed them)",
     )
     ns = p.parse_args(argv)
     if ns.evaluation_only:
         if not ns.eval_csv:
             p.error("--evaluation-only needs --eval")
         try:
-            card = refresh_evaluation(ns.out, ns.eval_csv)
+            executor = None
+            if ns.gripper_commit_steps is not None:
+                executor = {"gripper_commit_steps": ns.gripper_commit_steps}
+            card = refresh_evaluation(ns.out, ns.eval_csv, ns.cfg_scale, executor)
         except ExportError as exc:
             print(f"export_model: {exc}")
             return 2

@@ -509,6 +509,13 @@ def test_an_evaluation_rerun_replaces_only_the_cards_evaluation(tmp_path):
         1_000_204,
     ]
     assert {k: v for k, v in written.items() if k != "evaluation"} == card
+    # a rerun at another executor setting records it with the evaluation
+    assert (
+        main(["--out", str(out), "--eval", str(rerun), "--evaluation-only", "--gripper-commit-steps", "12"])
+        == 0
+    )
+    written = json.loads((out / "model_card.json").read_text())
+    assert written["executor"] == {"gripper_commit_steps": 12} and written["cfg_scale"] == 3.0
     other = write_csv(results("steps_2_pytorch_model.pt", 5), tmp_path / "other.csv")
     with pytest.raises(ExportError, match=r"not this model.s steps_4_pytorch_model\.pt"):
         refresh_evaluation(out, other)
