@@ -95,8 +95,9 @@ DATA=$CLEAN  # the training data of stages 0 and 2
 if [ "$DART" = 1 ]; then
   DESCENT=(); DTAG=""
   if [ "$PERTURB_DESCENT" = 1 ]; then DESCENT=(--perturb-descent); DTAG=_descent; fi
+  DART_STAGING=data/staging/pick_green_dart$DTAG$TAG
   engine --episodes "$DART_EPISODES" --seed-start "$EPISODES" --perturb "$PERTURB" "${DESCENT[@]}" "${REC[@]}" "${RISE[@]}" \
-    --out "data/staging/pick_green_dart$DTAG$TAG"
+    --out "$DART_STAGING"
   RECOVERY=()
   if [ "$RECOVER" != 0 ]; then  # seeds after the DART ones: disjoint from them and from the evaluation's
     engine --episodes "$RECOVER" --seed-start "$((EPISODES + DART_EPISODES))" --perturb "$PERTURB" "${DESCENT[@]}" \
@@ -108,7 +109,7 @@ if [ "$DART" = 1 ]; then
   if [ ! -f "$DATA/meta/info.json" ]; then
     mix=data/staging/pick_green_mix$DTAG$TAG
     mkdir -p "$mix/episodes"
-    for f in "data/staging/pick_green$TAG"/episodes/*.npz "data/staging/pick_green_dart${DTAG%_recover*}$TAG"/episodes/*.npz \
+    for f in "data/staging/pick_green$TAG"/episodes/*.npz "$DART_STAGING"/episodes/*.npz \
       "${RECOVERY[@]}"; do
       ln -sf "$PWD/$f" "$mix/episodes/$(basename "$f")"
     done

@@ -313,16 +313,20 @@ def demo_cfg_scale(args: argparse.Namespace, model: dict) -> float | None:
     """The guidance scale the policy runs at: ``--cfg-scale``, else the one the model was evaluated at
     (its card's ``cfg_scale``: the shipped model's success rate holds at that scale), else None
     (policy_node's default)."""
+    from internvla_core.policy_setup import card_node_parameters
+
     if args.cfg_scale is not None:
         return float(args.cfg_scale)
-    card_scale = model.get("cfg_scale")
+    card_scale = card_node_parameters(model).get("policy_node", {}).get("cfg_scale")
     return float(card_scale) if card_scale is not None else None
 
 
 def demo_executor_params(args: argparse.Namespace, model: dict) -> dict:
     """chunk_executor parameters the model runs with: the card's ``executor`` (the settings its evaluation
     used), ``--gripper-commit-steps`` replacing the card's value; {} leaves the YAML as it is."""
-    params = dict(model.get("executor") or {})
+    from internvla_core.policy_setup import card_node_parameters
+
+    params = card_node_parameters(model).get("chunk_executor", {})
     if getattr(args, "gripper_commit_steps", None) is not None:
         params["gripper_commit_steps"] = int(args.gripper_commit_steps)
     return params

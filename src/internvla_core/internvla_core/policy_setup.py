@@ -39,14 +39,25 @@ def local_checkpoint_views(checkpoint: str) -> list[str] | None:
     None when the checkpoint is empty, not a local path (a hub id: reading it could download) or its
     config does not say. Launch descriptions use it to render and send the views the model expects.
     """
+    run = local_run_dir(checkpoint)
+    if run is None:
+        return None
+    from .model.config import load_run_config  # torch-free: launch descriptions call this
+
+    return trained_views(load_run_config(run).raw)
+
+
+def local_run_dir(checkpoint: str) -> Path | None:
+    """The run directory of a checkpoint on this disk (a run dir or one of its weight files); None when
+    the checkpoint is empty or not a local path (a hub id: reading it could download)."""
     if not checkpoint:
         return None
     path = Path(os.path.expanduser(checkpoint))
     if not path.exists():
         return None
-    from .model.config import load_run_config, run_dir_of  # torch-free: launch descriptions call this
+    from .model.config import run_dir_of
 
-    return trained_views(load_run_config(path if path.is_dir() else run_dir_of(path)).raw)
+    return path if path.is_dir() else run_dir_of(path)
 
 
 MODEL_CARD = "model_card.json"  # written beside a run's config by internvla_learning.export_model
@@ -59,15 +70,9 @@ def local_model_card(checkpoint: str) -> dict | None:
     """The model card of a checkpoint on this disk (a run dir or one of its weight files): the JSON that
     ``export_model`` writes, with the settings the model's evaluation ran with. None when the checkpoint is
     empty, not a local path, or has no card (a user's own run, upstream's releases)."""
-    if not checkpoint:
-        return None
-    path = Path(os.path.expanduser(checkpoint))
-    if not path.exists():
-        return None
-    from .model.config import run_dir_of
-
-    card = (path if path.is_dir() else run_dir_of(path)) / MODEL_CARD
-    if not card.is_file():
+    run = local_run_dir(checkpoint)
+    card = run / MODEL_CARD if run is not None else None
+    if card is None or not card.is_file():
         return None
     import json
 

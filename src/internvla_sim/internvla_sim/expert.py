@@ -34,7 +34,7 @@ expert (0) holds still for 6 steps, which records one picture (arm and fingers a
 four times and "lift" once; a policy that sees no time then holds for ever (TRAINING.md, eighth round).
 With a rise, every step of the hold is a different picture with its own, consistent label.
 
-``grasp_miss`` (a :class:`GraspMiss`) records a recovery instead of a clean pick: the expert first grasps
+``miss_first`` (a :class:`GraspMiss` drawn from a generator) records a recovery instead of a clean pick: the expert first grasps
 beside the object on purpose (sideways by ``GraspMiss.offset``, where the closing fingers meet nothing),
 closes, rises ``GraspMiss.rise``, and only then starts recording: the episode's first frame is the
 picture a policy sees after its own missed grasp (fingers shut on nothing, the block still on the table),
@@ -126,7 +126,6 @@ class ScriptedExpert:
         rng: np.random.Generator | None = None,
         perturb_descent: bool = False,
         grasp_rise: float = 0.0,
-        grasp_miss: GraspMiss | None = None,
     ) -> None:
         from internvla_core.embodiments.base import delta_between
         from internvla_core.kinematics import IKSolver
@@ -152,8 +151,8 @@ class ScriptedExpert:
         self.grasp_rise = float(grasp_rise)
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.offset = np.zeros(3)  # the perturbation's current offset [m]
-        self.grasp_miss = grasp_miss
-        self._recording = grasp_miss is None  # a miss is recorded from its recovery on
+        self.grasp_miss: GraspMiss | None = None  # miss_first: the next pick starts with this miss
+        self._recording = True  # False while a miss runs: it is recorded from its recovery on
 
     def miss_first(self, rng: np.random.Generator) -> GraspMiss:
         """Draw a :class:`GraspMiss` beside the object along this robot's hand x axis and make the next
