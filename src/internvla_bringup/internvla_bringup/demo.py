@@ -14,14 +14,15 @@ see :mod:`internvla_bringup.recording`; ``ros2 bag info <out>``, Foxglove, ``ros
 (task, seed, success from the sim's own check, steps, wall/sim time, per-stage latency p50/p95, loop
 rates) and ``latency.png``.
 
-The model is ``--checkpoint`` when given, else the model trained in this repository for the robot
-(``models/m1_tiny_franka_pick_green`` on the Franka, written by ``scripts/train_pick_green.sh``: 69.5 % of
-200 held-out pick_green episodes, see its README), else the tiny, untrained factory model: the loop is real
-and measured, the actions are noise, and the summary says so (the WidowX has no trained model yet).
+The model is ``--checkpoint`` when given, else the model trained in this repository for the task on the
+robot (``models/m1_tiny_<robot>_<task>``, written by ``scripts/train_task.sh``; ``m1_tiny_franka_pick_green``:
+80 % of 200 held-out pick_green episodes, see its README), else the tiny, untrained factory model: the loop
+is real and measured, the actions are noise, and the summary says so (the WidowX has no trained model yet).
 ``--random-model`` forces the untrained model. A trained model runs at the guidance scale its card says it
 was evaluated at (``--cfg-scale`` overrides) and with the executor settings the card names
-(``executor``, e.g. ``gripper_commit_steps``; ``--gripper-commit-steps`` overrides). ``summary.json`` names the model (path, weights file and its
-sha256, the model card's fields) and the scale next to the sim's own success check.
+(``executor``, e.g. ``gripper_commit_steps``; ``--gripper-commit-steps`` overrides). ``summary.json`` names
+the model (path, weights file and its sha256, the model card's fields) and the scale next to the sim's own
+success check.
 """
 
 from __future__ import annotations
@@ -345,13 +346,13 @@ def model_identity(args: argparse.Namespace) -> dict:
             "note": "untrained random tiny InternVLA-M1 (--random-model): the loop is real, the actions are "
             "noise; success is not expected",
         }
-    shipped = shipped_model(args.robot)
+    shipped = shipped_model(args.robot, args.task)
     checkpoint = args.checkpoint or (str(shipped) if shipped is not None else "")
     if not checkpoint:
         return {
             "checkpoint": "",
-            "note": f"no model trained here for the {args.robot} yet: the untrained random tiny InternVLA-M1 "
-            "runs (the loop is real, the actions are noise); pass --checkpoint",
+            "note": f"no model trained here for {args.task} on the {args.robot} yet: the untrained random "
+            "tiny InternVLA-M1 runs (the loop is real, the actions are noise); pass --checkpoint",
         }
     from internvla_core.model.policy import resolve_checkpoint, run_dir_of
 
@@ -385,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--task",
         default="pick_green",
         choices=list(TASKS),
-        help="simulation task (default: %(default)s, the task the Franka model is trained on)",
+        help="simulation task; each runs the model trained here for it on --robot, when there is one "
+        "(default: %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=0, help="layout seed of the task (default: %(default)s)")
     parser.add_argument(
@@ -413,7 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--height", type=int, default=224, help="camera image height [px] (default: %(default)s)"
     )
     parser.add_argument(
-        "--checkpoint", default="", help="a run dir or .pt (default: the model trained here for --robot)"
+        "--checkpoint",
+        default="",
+        help="a run dir or .pt (default: the model trained here for --task on --robot)",
     )
     parser.add_argument(
         "--random-model", action="store_true", help="the untrained tiny factory model instead"

@@ -228,9 +228,10 @@ def config_dir() -> Path:
     return Path(get_package_share_directory(PACKAGE)) / "config"
 
 
-SHIPPED_MODELS = {"franka": "m1_tiny_franka_pick_green"}
-"""Where the models trained in this repository go (``models/<name>/``, a run directory each, written by
-``scripts/train_pick_green.sh``), by robot. A name whose directory is absent has no model yet."""
+def shipped_model_name(robot: str, task: str) -> str:
+    """The directory name of the model trained here for ``task`` on ``robot`` (``models/<name>/``, a run
+    directory written by ``scripts/train_task.sh``): one model per task, since each is trained on one."""
+    return f"m1_tiny_{robot}_{task}"
 
 
 def models_dir() -> Path:
@@ -238,11 +239,11 @@ def models_dir() -> Path:
     return config_dir().parent / "models"
 
 
-def shipped_model(robot: str) -> Path | None:
-    """The run directory of the model trained here for ``robot``, or None when there is none yet."""
-    name = SHIPPED_MODELS.get(robot)
-    run = models_dir() / name if name else None
-    return run if run is not None and (run / "config.yaml").is_file() else None
+def shipped_model(robot: str, task: str) -> Path | None:
+    """The run directory of the model trained here for ``task`` on ``robot``, or None when there is none
+    yet (a model trained on another task is not offered: it never saw this instruction)."""
+    run = models_dir() / shipped_model_name(robot, task)
+    return run if (run / "config.yaml").is_file() else None
 
 
 def rviz_config_path() -> Path:

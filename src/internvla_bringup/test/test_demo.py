@@ -23,11 +23,11 @@ def test_demo_runs_the_sim_graph_and_writes_video_bag_summary_and_plot(tmp_path,
     assert isinstance(summary["success"], bool)
     from internvla_bringup.graphs import shipped_model
 
-    shipped = shipped_model(robot)
+    shipped = shipped_model(robot, "red_on_plate")
     if shipped is not None:  # the model trained here, named with its weights' digest
         assert "trained in this repository" in summary["model_note"]
         assert summary["model"]["checkpoint"] == str(shipped) and len(summary["model"]["sha256"]) == 64
-    else:  # no model trained here for this robot yet: the random model, said so
+    else:  # no model trained here for this task and robot yet: the random model, said so
         assert "untrained" in summary["model_note"] and summary["model"]["checkpoint"] == ""
     assert summary["sim_steps"] >= 4 and summary["sim_time_s"] > 0
     assert summary["grounding"] is not None  # the Ground service answered (random text, maybe no box)

@@ -250,7 +250,7 @@ def test_the_shipped_model_launches_with_the_settings_its_card_was_evaluated_wit
     from internvla_bringup.graphs import shipped_model
     from internvla_core.policy_setup import card_node_parameters, local_model_card
 
-    model = shipped_model("franka")
+    model = shipped_model("franka", "pick_green")
     assert model is not None
     card = card_node_parameters(local_model_card(str(model)))
     assert card["policy_node"]["cfg_scale"] > 0 and "gripper_commit_steps" in card["chunk_executor"]
@@ -263,3 +263,17 @@ def test_the_shipped_model_launches_with_the_settings_its_card_was_evaluated_wit
     assert "cfg_scale" not in plain.node("policy_node").parameters
     assert "gripper_commit_steps" not in plain.node("chunk_executor").parameters
     assert options_from_arguments({"model_card": "false"}).model_card is False
+
+
+def test_a_shipped_model_is_offered_only_for_the_task_it_was_trained_on(tmp_path, monkeypatch):
+    """Each model trained here learned one task: the demo must not hand pick_green's model a push."""
+    from internvla_bringup import graphs
+
+    monkeypatch.setattr(graphs, "models_dir", lambda: tmp_path)
+    push = tmp_path / graphs.shipped_model_name("franka", "push_blue_left")
+    push.mkdir()
+    assert graphs.shipped_model("franka", "push_blue_left") is None  # a directory without its config
+    (push / "config.yaml").write_text("framework: {}\n")
+    assert graphs.shipped_model("franka", "push_blue_left") == push
+    assert graphs.shipped_model("franka", "pick_green") is None
+    assert graphs.shipped_model("widowx", "push_blue_left") is None

@@ -22,7 +22,8 @@ def moving_square(length: int, size: int, seed: int, colour) -> np.ndarray:
 
 
 def make_episode(seed: int, length: int = 20, size: int = 64, fps: float = 10.0, grounding: bool = True,
-                 trace_points: int = 4, cameras=("third_person", "wrist")) -> Episode:  # fmt: skip
+                 trace_points: int = 4, cameras=("third_person", "wrist"),
+                 container: bool = False) -> Episode:  # fmt: skip
     rng = np.random.default_rng(seed)
     t = np.arange(length)
     state_joint = np.cumsum(rng.normal(0, 0.02, (length, 7)), axis=0).astype(np.float32)
@@ -39,7 +40,12 @@ def make_episode(seed: int, length: int = 20, size: int = 64, fps: float = 10.0,
         visible = np.ones(length, np.float32)
         box[: length // 4] = np.nan  # out of view at the start
         visible[: length // 4] = 0.0
-        container = np.full((length, 4), np.nan, np.float32)  # no container in this task
+        container_box = np.full((length, 4), np.nan, np.float32)  # no container in this task
+        container_visible = np.zeros(length, np.float32)
+        if container:  # a plate that stays put, hidden (occluded) in the last 3 frames
+            container_box[:] = np.array([30, 40, 50, 56], np.float32) + seed
+            container_visible[:] = 1.0
+            container_box[-3:], container_visible[-3:] = np.nan, 0.0
         grasp = np.stack([t + 3.5, t + 4.0], 1).astype(np.float32)
         place = np.full((length, 2), np.nan, np.float32)
         trace = (
@@ -48,8 +54,8 @@ def make_episode(seed: int, length: int = 20, size: int = 64, fps: float = 10.0,
             .astype(np.float32)
         )
         labels = GroundingLabels(
-            target_box=box, target_visible=visible, container_box=container,
-            container_visible=np.zeros(length, np.float32), grasp_point=grasp, place_point=place, trace=trace,
+            target_box=box, target_visible=visible, container_box=container_box,
+            container_visible=container_visible, grasp_point=grasp, place_point=place, trace=trace,
             box_answer=[f'[{{"bbox_2d": [{i}, 1, 2, 3], "label": "cube"}}]' for i in range(length)],
             point_answer=[f'[{{"point_2d": [{i}, 4], "label": "grasp"}}]' for i in range(length)],
             trace_answer=['{"trace": [[1, 2], [3, 4]]}'] * length,

@@ -818,3 +818,26 @@ def test_average_checkpoints_means_floats_and_refuses_what_cannot_be_averaged(tm
         average_checkpoints([a, save("e.pt", w=torch.zeros(2))])
     with pytest.raises(ExportError, match="nothing"):
         average_checkpoints([])
+
+
+def test_spatial_aux_container_also_reads_where_the_plate_is_and_needs_a_task_with_one(
+    dataset, stage1, tmp_path
+):
+    from internvla_learning.training.train import TrainingError
+
+    plates = tmp_path / "plates"
+    with LeRobotV3Writer(plates, 10, "franka", {"third_person": (64, 64)}, JOINTS) as writer:
+        for seed in range(2):
+            writer.add_episode(
+                make_episode(seed, length=20, size=64, cameras=("third_person",), container=True)
+            )
+    kw = dict(stage=2, init=str(stage1), steps=4, batch_size=4, freeze_vlm=True, spatial_aux_weight=1.0)
+    kw.update(spatial_aux_readout="tokens", spatial_aux_gripper=True, spatial_aux_container=True)
+    run = tmp_path / "plate_run"
+    train(_cfg(plates, run, **kw))
+    spatial = [v for v in _losses(run, "spatial_loss") if v is not None]
+    assert spatial and all(math.isfinite(v) for v in spatial)  # hidden plates (NaN) left out, not NaN
+    with pytest.raises(TrainingError, match="has no container"):
+        train(_cfg(dataset, tmp_path / "no_plate", **kw))
+    with pytest.raises(TrainingError, match="goes with --spatial-aux-weight"):
+        train(_cfg(plates, tmp_path / "bare", stage=2, init=str(stage1), steps=1, spatial_aux_container=True))

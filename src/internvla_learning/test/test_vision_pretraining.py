@@ -11,7 +11,14 @@ import torch
 from internvla_learning.lerobot_v3 import LeRobotV3Writer
 from internvla_learning.training.data import load_training_data
 from internvla_learning.training.train import TrainConfig, TrainingError, train
-from internvla_learning.training.vision import box_coverage, dense_loss, dense_targets, patch_centres
+from internvla_learning.training.vision import (
+    OUTPUTS,
+    box_coverage,
+    dense_loss,
+    dense_targets,
+    head_outputs,
+    patch_centres,
+)
 from learning_synthetic import JOINTS, make_episode
 
 
@@ -90,6 +97,53 @@ def test_dense_loss_is_least_for_the_true_maps_and_skips_unknown_vectors():
     assert float(parts["gripper_state"]) == 0.0
     seven[1, 2, 5] = 3.0  # one patch wrong
     assert float(dense_loss(seven, t)[1]["gripper_state"]) > 0
+
+
+def test_container_vectors_point_to_the_plate_and_count_only_where_it_is_seen():
+    boxes = np.array([[0.5, 0.5, 1.0, 1.0], [0.5, 0.5, 1.0, 1.0]])
+    grippers = np.array([[0.2, 0.3], [0.2, 0.3]])
+    plates = np.array([[0.0, 0.0, 0.5, 0.25], [np.nan] * 4])  # the second frame: the plate is hidden
+    t = dense_targets(boxes, grippers, 2, 2, containers=plates)
+    centres = patch_centres(2, 2)
+    np.testing.assert_allclose(t["to_container"][0] + centres, np.tile([0.25, 0.125], (4, 1)), atol=1e-6)
+    assert t["container_ok"].tolist() == [True, False]
+    assert "to_container" not in dense_targets(boxes, grippers, 2, 2)  # a task without a container
+    assert head_outputs(False) == OUTPUTS and head_outputs(True) == OUTPUTS + 2
+
+    perfect = torch.zeros(2, 4, head_outputs(True))
+    perfect[..., 0] = torch.from_numpy(t["mask"]) * 40 - 20
+    perfect[:, :, 1:3] = torch.from_numpy(t["to_target"])
+    perfect[:, :, 3:5] = torch.from_numpy(t["to_gripper"])
+    perfect[0, :, 7:9] = torch.from_numpy(t["to_container"][0])
+    perfect[1, :, 7:9] = 55.0  # the hidden plate's vectors must not count
+    loss, parts = dense_loss(perfect, t)
+    assert float(loss) < 1e-6 and float(parts["to_container"]) == 0.0
+    perfect[0, 1, 8] += 0.1
+    assert float(dense_loss(perfect, t)[1]["to_container"]) > 0
+    with pytest.raises(ValueError, match="head of 9 outputs"):
+        dense_loss(perfect[..., :OUTPUTS], t)
+
+
+def test_stage0_learns_where_the_container_is_when_the_task_has_one(tmp_path):
+    root = tmp_path / "plates"
+    with LeRobotV3Writer(root, 10, "franka", {"third_person": (64, 64)}, JOINTS) as writer:
+        for seed in range(2):
+            writer.add_episode(
+                make_episode(seed, length=20, size=64, cameras=("third_person",), container=True)
+            )
+    data = load_training_data(root, horizon=4, action_dim=7, image_size=(56, 56), grounding=False)
+    plates = data.container_boxes
+    assert plates.shape == (len(data), 4)
+    hidden = ~np.isfinite(plates).all(axis=1)
+    assert hidden.sum() == 2 * 3  # the last 3 frames of each episode
+    np.testing.assert_allclose(plates[0], (np.array([30, 40, 50, 56]) + 0) / 64, atol=1e-6)
+
+    run = tmp_path / "s0"
+    train(_cfg(root, run, stage=0, tiny="toy", steps=30, lr_base=3e-3))
+    losses = _losses(run, "vision_to_container")
+    assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6]), (losses[:6], losses[-6:])
+    state = torch.load(next((run / "train_state").glob("steps_*.pt")), weights_only=False)
+    assert state["vision_head"]["weight"].shape[0] == OUTPUTS + 2
 
 
 def test_gripper_points_come_from_the_trace_and_follow_the_frame_stride(dataset):

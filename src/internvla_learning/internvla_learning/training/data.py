@@ -89,6 +89,10 @@ class TrainingData:
     # camera's from its grounding, the others' from Episode.view_labels; all NaN where the dataset has none)
     view_target_boxes: dict[str, np.ndarray] = field(default_factory=dict)
     view_gripper_points: dict[str, np.ndarray] = field(default_factory=dict)
+    # float32 [N, 4] the container's box (the plate of a put_on task) in [0, 1] of the annotation camera,
+    # NaN where it is hidden or the task has none: where to go once the target is held (stage 0's
+    # to_container map, --spatial-aux-container)
+    container_boxes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.instructions)
@@ -322,6 +326,7 @@ def load_training_data(
     dino: np.ndarray | None = None
     view_boxes: dict[str, list[np.ndarray]] = {}
     view_grippers: dict[str, list[np.ndarray]] = {}
+    containers: list[np.ndarray] = []
     for e_i in range(len(episodes)):
         ep = reader.episode(e_i)  # decoded now, released after its sampled frames are taken
         keep = kept[e_i]
@@ -333,6 +338,7 @@ def load_training_data(
         for c in cameras:
             view_boxes.setdefault(c, []).append(_normalised_target_boxes(ep, c)[frames])
             view_grippers.setdefault(c, []).append(_normalised_gripper_points(ep, c)[frames])
+        containers.append(_normalised_container_boxes(ep, annotation_camera)[frames])
         states.append(np.asarray(ep.state_ee, dtype=np.float32)[frames][:, [2, 6]])
         for t in frames:
             views = [vlm_view(ep.images[c][t], image_size) for c in cameras]
@@ -385,6 +391,7 @@ def load_training_data(
         view_target_boxes={c: np.concatenate(v).astype(np.float32) for c, v in view_boxes.items()},
         view_gripper_points={c: np.concatenate(v).astype(np.float32) for c, v in view_grippers.items()},
         gripper_states=np.concatenate(states).astype(np.float32),
+        container_boxes=np.concatenate(containers).astype(np.float32),
     )
 
 
@@ -397,6 +404,21 @@ def _normalised_target_boxes(ep, camera: str) -> np.ndarray:
     h, w = ep.images[camera].shape[1:3]
     visible = np.nan_to_num(np.asarray(g.target_visible, dtype=np.float32)) >= 0.5
     box = np.asarray(g.target_box, dtype=np.float32) / np.array([w, h, w, h], dtype=np.float32)
+    ok = visible & np.isfinite(box).all(axis=1)
+    out[ok] = box[ok]
+    return out
+
+
+def _normalised_container_boxes(ep, camera: str) -> np.ndarray:
+    """[T, 4] the container's box per frame in [0, 1] of ``camera``'s image; NaN rows where it is hidden,
+    the task has none, or ``camera`` is not the annotation camera (only its grounding labels hold it)."""
+    out = np.full((ep.length, 4), np.nan, dtype=np.float32)
+    g = ep.grounding
+    if g is None or ep.annotation_camera != camera:
+        return out
+    h, w = ep.images[camera].shape[1:3]
+    visible = np.nan_to_num(np.asarray(g.container_visible, dtype=np.float32)) >= 0.5
+    box = np.asarray(g.container_box, dtype=np.float32) / np.array([w, h, w, h], dtype=np.float32)
     ok = visible & np.isfinite(box).all(axis=1)
     out[ok] = box[ok]
     return out

@@ -95,6 +95,7 @@ class TrainConfig:
     spatial_aux_readout: str = "linear"  # "linear": a learned head; "channels": mean token, channels 0-3
     spatial_aux_gripper: bool = False  # the auxiliary target also holds the gripper's image point
     spatial_aux_gripper_state: bool = False  # ... and its height and opening
+    spatial_aux_container: bool = False  # ... and the container's box centre (put_on tasks)
     vision_gripper_state: bool = False  # stage 0 also teaches the gripper's height and opening
     condition_norm: bool = False  # stage 2: the DiT sees its condition standardised (folded in at save)
     action_expert: tuple[int, int, int] | None = (
@@ -272,6 +273,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="with --spatial-aux-gripper: and the gripper's height and opening (8 values; measured worse, "
         "TRAINING.md)",
+    )
+    p.add_argument(
+        "--spatial-aux-container",
+        action="store_true",
+        help="the spatial auxiliary target also holds the centre of the container's box (2 more values, "
+        "after the others; frames where the container is hidden leave only those out): where a put_on "
+        "task carries the block",
     )
     p.add_argument(
         "--vision-gripper-state",
@@ -548,6 +556,8 @@ class Trainer:
             raise TrainingError("--spatial-aux-gripper goes with --spatial-aux-weight > 0")
         if cfg.spatial_aux_gripper_state and not cfg.spatial_aux_gripper:
             raise TrainingError("--spatial-aux-gripper-state goes with --spatial-aux-gripper")
+        if cfg.spatial_aux_container and cfg.spatial_aux_weight <= 0:
+            raise TrainingError("--spatial-aux-container goes with --spatial-aux-weight > 0")
         if cfg.condition_norm and cfg.stage != 2:
             raise TrainingError("--condition-norm applies to stage 2 only")
         if cfg.condition_gain is not None and not cfg.condition_gain > 0:
@@ -692,6 +702,16 @@ class Trainer:
                 f"annotation.target_visible) and {self.cfg.data} has none visible"
             )
         dims = 4 + 2 * self.cfg.spatial_aux_gripper + 2 * self.cfg.spatial_aux_gripper_state
+        dims += 2 * self.cfg.spatial_aux_container
+        containers = self.data.container_boxes
+        if self.cfg.spatial_aux_container and (
+            containers is None or not bool(np.isfinite(containers).all(axis=1).any())
+        ):
+            raise TrainingError(
+                f"--spatial-aux-container needs the container's box per frame (annotation.container_box, "
+                f"annotation.container_visible) and {self.cfg.data} has none visible: its task has no "
+                "container (only put_on tasks such as red_on_plate have one)"
+            )
         if self.cfg.spatial_aux_gripper and not bool(np.isfinite(self.data.gripper_points).all(axis=1).any()):
             raise TrainingError(
                 f"--spatial-aux-gripper needs the gripper's image point per frame (annotation.trace) and "
@@ -714,7 +734,8 @@ class Trainer:
 
     def _spatial_loss(self, cond, frames: list[int]):
         """MSE between the head's read-out of ``cond`` and the frames' target boxes in [-1, 1] (rows
-        without a visible target are left out; None when the batch has none)."""
+        without a visible target are left out; None when the batch has none). The container's centre
+        (--spatial-aux-container) counts only where the container is seen."""
         import torch
 
         boxes = torch.from_numpy(self.data.target_boxes[frames]).to(self.device)
@@ -726,20 +747,27 @@ class Trainer:
         visible = torch.isfinite(boxes).all(dim=1)
         if not bool(visible.any()):
             return None
+        if self.cfg.spatial_aux_container:  # (..., container x, y): NaN where hidden, masked below
+            container = self.data.container_boxes[frames]
+            centre = 0.5 * (container[:, :2] + container[:, 2:])
+            boxes = torch.cat([boxes, torch.from_numpy(centre.astype(np.float32)).to(self.device)], 1)
         pred = self.spatial_readout(cond[visible].float())
         target = 2 * boxes[visible] - 1
         if pred.dim() == 3:  # one box per condition token
             target = target[:, None, :]
-        return ((pred - target) ** 2).mean()
+        err = (pred - torch.nan_to_num(target)) ** 2
+        known = torch.isfinite(target).expand_as(err)
+        return err[known].mean()
 
     def _build_vision_head(self) -> None:
         """Stage 0: a linear head per DINO patch token -> the dense maps of :mod:`.vision` (it lives in the
         trainer and its train state; the checkpoint keeps upstream's keys, with DINO's weights trained)."""
         import torch
 
-        from .vision import OUTPUTS
+        from .vision import head_outputs
 
         self.vision_head = None
+        self.vision_parts: list[str] = []
         if self.cfg.stage != 0:
             return
         data = self.data
@@ -759,12 +787,20 @@ class Trainer:
         self.vision_views = [(data.cameras.index(c), c) for c in labelled]
         self.vision_grid = (width // patch, height // patch)
         gen = torch.Generator().manual_seed(self.cfg.seed + 15485863)
-        head = torch.nn.Linear(self.model.dino_encoder.num_channels, OUTPUTS)
+        # a task with a container (red_on_plate's plate) also teaches where it is, in the annotation view
+        containers = data.container_boxes
+        self.vision_containers = containers is not None and bool(np.isfinite(containers).all(axis=1).any())
+        head = torch.nn.Linear(self.model.dino_encoder.num_channels, head_outputs(self.vision_containers))
         with torch.no_grad():
             bound = head.in_features**-0.5
             head.weight.copy_(torch.rand(head.weight.shape, generator=gen) * 2 * bound - bound)
             head.bias.zero_()
         self.vision_head = head.to(self.device)
+        # the parts metrics.jsonl reports, each the mean over the views that have it (None in a batch
+        # without it): the same columns on every row
+        self.vision_parts = ["mask", "to_target", "to_gripper"]
+        self.vision_parts += ["gripper_state"] * self.cfg.vision_gripper_state
+        self.vision_parts += ["to_container"] * self.vision_containers
 
     def _gripper_states(self, frames: list[int]) -> np.ndarray:
         """[B, 2] the frames' gripper height and opening, standardised over the training data."""
@@ -783,25 +819,27 @@ class Trainer:
         frames = batch_indices(len(data), self.cfg.batch_size, step, self.cfg.seed)
         grid_w, grid_h = self.vision_grid
         state = self._gripper_states(frames) if self.cfg.vision_gripper_state else None
-        total, sums = 0.0, {}
+        total, sums, counts = 0.0, {}, {}
         for index, camera in self.vision_views:
             views = torch.from_numpy(data.dino_views[frames, index])
             tokens = m.dino_encoder(m.dino_encoder.preprocess_tensor(views).to(self.device))
+            with_container = self.vision_containers and camera == data.annotation_camera
             targets = dense_targets(
                 data.view_target_boxes[camera][frames],
                 data.view_gripper_points[camera][frames],
                 grid_w,
                 grid_h,
                 gripper_state=state,
+                containers=data.container_boxes[frames] if with_container else None,
             )
             loss, parts = dense_loss(self.vision_head(tokens.float()), targets)
             total = total + loss
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v.detach()
-        n = len(self.vision_views)
-        loss = total / n
+                counts[k] = counts.get(k, 0) + 1
+        loss = total / len(self.vision_views)
         out = {"loss": loss, "vision_loss": loss.detach()}
-        out.update({f"vision_{k}": v / n for k, v in sums.items()})
+        out.update({f"vision_{k}": v / counts[k] for k, v in sums.items()})
         return out
 
     def _redraw_query_tokens(self, std: float) -> None:
@@ -1209,6 +1247,9 @@ class Trainer:
                     "lr": lr,
                     "s_per_step": dt,
                 }
+                for part in self.vision_parts:  # stage 0: each dense map's loss
+                    value_part = losses.get(f"vision_{part}")
+                    record[f"vision_{part}"] = None if value_part is None else float(value_part)
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     self._log(record)
                 if bar is not None:

@@ -15,7 +15,9 @@ Every patch token is taught, by a linear head that lives only in the trainer:
   both in image fractions (MSE);
 - ``gripper_state``: the gripper's height and opening, standardised over the dataset (MSE), the same at
   every patch. One camera sees "higher" and "farther" alike, and an open and a closed gripper differ by a
-  few pixels; the phase of a pick (above the block, at it, holding it) is exactly these two numbers.
+  few pixels; the phase of a pick (above the block, at it, holding it) is exactly these two numbers;
+- ``to_container`` (datasets whose task has a container, e.g. red_on_plate's plate): the vector from the
+  patch centre to the container box's centre, where the held block must go.
 
 The two vectors are dense on purpose: every token then knows where the target and the gripper are, so
 even the near-uniform attention of a freshly initialised QFormer averages them into the target's and
@@ -30,6 +32,13 @@ from __future__ import annotations
 import numpy as np
 
 OUTPUTS = 7  # mask logit, to_target (dx, dy), to_gripper (dx, dy), gripper state (height, opening)
+CONTAINER_OUTPUTS = 2  # to_container (dx, dy), after the others, for data with a container
+
+
+def head_outputs(with_container: bool) -> int:
+    """The stage-0 head's width: a dataset without containers keeps the 7 outputs (and so the runs, their
+    train states and their random head rows) of the recipes before containers were learned."""
+    return OUTPUTS + CONTAINER_OUTPUTS * bool(with_container)
 
 
 def patch_centres(grid_w: int, grid_h: int) -> np.ndarray:
@@ -57,10 +66,12 @@ def dense_targets(
     grid_w: int,
     grid_h: int,
     gripper_state: np.ndarray | None = None,
+    containers: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-patch targets of a batch: ``mask`` [N, P], ``to_target`` / ``to_gripper`` [N, P, 2], the
     validity of each frame's box / gripper point (``target_ok`` / ``gripper_ok`` [N]) and, when given,
-    ``gripper_state`` [N, 2] (standardised height and opening)."""
+    ``gripper_state`` [N, 2] (standardised height and opening) and, from ``containers`` [N, 4] (boxes, NaN
+    where hidden), ``to_container`` [N, P, 2] with ``container_ok`` [N]."""
     centres = patch_centres(grid_w, grid_h)
     boxes = np.asarray(boxes, dtype=np.float32)
     gripper = np.asarray(gripper, dtype=np.float32)
@@ -76,11 +87,16 @@ def dense_targets(
     }
     if gripper_state is not None:
         out["gripper_state"] = np.asarray(gripper_state, dtype=np.float32)
+    if containers is not None:
+        containers = np.asarray(containers, dtype=np.float32)
+        centre = np.nan_to_num(0.5 * (containers[:, :2] + containers[:, 2:]))
+        out["to_container"] = centre[:, None, :] - centres[None]
+        out["container_ok"] = np.isfinite(containers).all(axis=1)
     return out
 
 
 def dense_loss(outputs, targets: dict[str, np.ndarray]):
-    """The stage-0 loss of head ``outputs`` [N, P, 5] against :func:`dense_targets`; returns
+    """The stage-0 loss of head ``outputs`` [N, P, 7 or 9] against :func:`dense_targets`; returns
     (loss, parts). The mask is learned on every frame (no visible target: all zeros); each vector only
     where its point is known. The vectors are scaled ×4 (a patch is 1/16 of the image) so that their
     errors weigh like the mask's."""
@@ -92,10 +108,12 @@ def dense_loss(outputs, targets: dict[str, np.ndarray]):
     mask_loss = F.binary_cross_entropy_with_logits(outputs[..., 0], mask)
     parts = {"mask": mask_loss}
     loss = mask_loss
-    for name, cols, ok_key in (
-        ("to_target", slice(1, 3), "target_ok"),
-        ("to_gripper", slice(3, 5), "gripper_ok"),
-    ):
+    vectors = [("to_target", slice(1, 3), "target_ok"), ("to_gripper", slice(3, 5), "gripper_ok")]
+    if "to_container" in targets:
+        if outputs.shape[-1] < OUTPUTS + CONTAINER_OUTPUTS:
+            raise ValueError(f"container targets need a head of {OUTPUTS + CONTAINER_OUTPUTS} outputs")
+        vectors.append(("to_container", slice(OUTPUTS, OUTPUTS + CONTAINER_OUTPUTS), "container_ok"))
+    for name, cols, ok_key in vectors:
         ok = torch.from_numpy(targets[ok_key]).to(dev)
         if not bool(ok.any()):
             continue
