@@ -55,6 +55,22 @@ def _state_ee(env) -> np.ndarray:
     return np.array([*hand[:3, 3], *matrix_to_rpy(hand[:3, :3]), env.finger_opening()])
 
 
+def task_of(robot: str, seed: int, templates: list[str] | None = None):
+    """The task of (robot, seed): a family draw restricted to ``templates`` (template ids or skills), or,
+    when ``templates`` names named tasks (red_on_plate, pick_green, push_blue_left), that task's fixed scene
+    with the seed's layout; several named tasks: the seed picks one (seed % count), so a seed range covers
+    them evenly. Raises ``InfeasibleTaskError`` for a layout the robot cannot do."""
+    from .task_family import named_task, sample_task
+    from .tasks import TASKS
+
+    named = [t for t in templates or () if t in TASKS]
+    if named and len(named) != len(templates):
+        raise ValueError(
+            f"templates {templates}: a named task ({named}) cannot be mixed with family templates"
+        )
+    return named_task(named[seed % len(named)], robot, seed) if named else sample_task(robot, seed, templates)
+
+
 def generate_episode(
     robot: str,
     seed: int,
@@ -85,23 +101,11 @@ def generate_episode(
     from .env import SimEnv
     from .expert import ScriptedExpert
     from .ground_truth import GroundTruthRecorder, ViewRecorder
-    from .task_family import InfeasibleTaskError, named_task, sample_task
-    from .tasks import TASKS
+    from .task_family import InfeasibleTaskError
 
     embodiment = get_embodiment(EMBODIMENTS[robot])
-    named = [t for t in templates or () if t in TASKS]
-    if named and len(named) != len(templates):
-        raise ValueError(
-            f"templates {templates}: a named task ({named}) cannot be mixed with family templates"
-        )
     try:
-        # a named task (red_on_plate, pick_green, push_blue_left): its fixed scene with the seed's layout;
-        # several named tasks: the seed picks one (seed % count), so a seed range covers them evenly
-        task = (
-            named_task(named[seed % len(named)], robot, seed)
-            if named
-            else sample_task(robot, seed, templates)
-        )
+        task = task_of(robot, seed, templates)
     except InfeasibleTaskError as error:
         return FailedEpisode(robot, seed, "infeasible_layout", str(error))
     width, height = image_size
@@ -190,13 +194,13 @@ def expert_success(
 
     from .env import SimEnv
     from .expert import ScriptedExpert
-    from .task_family import InfeasibleTaskError, sample_task
+    from .task_family import InfeasibleTaskError
 
     dt = get_embodiment(EMBODIMENTS[robot]).control_period
     stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for seed in seeds:
         try:
-            task = sample_task(robot, seed, templates)
+            task = task_of(robot, seed, templates)
         except InfeasibleTaskError:
             stats["(infeasible layout)"][1] += 1
             continue

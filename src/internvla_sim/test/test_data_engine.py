@@ -301,3 +301,15 @@ def test_a_grasp_miss_needs_a_grasp():
     seed = _feasible_seed("franka", "push_left")
     result = generate_episode("franka", seed, SIZE, templates=["push_left"], grasp_miss=True)
     assert isinstance(result, FailedEpisode) and result.detail == "no grasp to miss"
+
+
+def test_expert_only_runs_the_named_tasks_the_engine_records():
+    """``--expert-only --templates pick_green`` measured nothing before (named tasks are not family
+    templates): the expert's check and the recording draw their tasks the same way."""
+    from internvla_sim.data_engine import expert_success, task_of
+
+    assert task_of("widowx", 3, ["push_blue_left"]).skill == "push_left"
+    stats = expert_success("franka", range(2), ["pick_green"])
+    assert stats == {"pick": [2, 2]}
+    with pytest.raises(ValueError, match="cannot be mixed"):
+        task_of("franka", 0, ["pick_green", "pick/0"])
