@@ -39,6 +39,19 @@ def _graded_progress(env) -> tuple[float, float]:
     return float(np.linalg.norm(_tcp_to_target(env))), float(rise)
 
 
+def _target_progress(env) -> tuple[float, float, float | None]:
+    """The target's xy move since the start (a push) and, for a task with a container, its xy distance to
+    the container's centre (a place) [m]: what a failed push or place got done."""
+    now = env.object_positions()
+    target = env.task.target
+    shift = now[target][:2] - env.start_positions[target][:2]
+    container = getattr(env.task, "container", None)
+    to_container = None
+    if container is not None and container in now:
+        to_container = float(np.linalg.norm(now[target][:2] - now[container][:2]))
+    return float(shift[0]), float(shift[1]), to_container
+
+
 def _tcp_to_target(env) -> np.ndarray:
     """The gripper's TCP minus the target's centre, robot base frame [m]."""
     return np.asarray(env.tcp_position()) - env.object_positions()[env.task.target]
@@ -178,6 +191,9 @@ def run_episode(
                 result.trace = tracer.stop()
         result.success = bool(sim.env.success())  # the sim's own check, after the last command
         result.final_tcp_to_target_m, result.target_rise_m = _graded_progress(sim.env)
+        result.target_shift_x_m, result.target_shift_y_m, result.target_to_container_m = _target_progress(
+            sim.env
+        )
         result.sim_steps = int(sim.steps)
         result.policy_chunks = int(summary["policy_chunks"])
         result.goal_result = str(summary["goal_result"])

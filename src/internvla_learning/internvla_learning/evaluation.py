@@ -122,6 +122,11 @@ class EpisodeResult:
     start_tcp_to_target_m: float | None = None  # gripper TCP to the target object's centre, at the start
     final_tcp_to_target_m: float | None = None  # ... and when the episode ends
     target_rise_m: float | None = None  # target's height now minus at the start (a lift shows as > 0)
+    # the target's move on the table since the start, robot base frame (+y: the robot's left; a push shows
+    # here), and for tasks with a container its xy distance to the container's centre when the episode ends
+    target_shift_x_m: float | None = None
+    target_shift_y_m: float | None = None
+    target_to_container_m: float | None = None
     latency: dict[str, list[float]] = field(default_factory=dict)  # stage -> seconds per chunk (not in CSV)
     # (sim step, TCP - target x, y, z [m] in the robot base frame[, commanded gripper opening 0..1, measured
     # finger opening 0..1]) as the episode ran; eval_sim --trace (not in results.csv: write_traces writes
@@ -262,6 +267,9 @@ def read_csv(path: str | Path) -> list[EpisodeResult]:
                     start_tcp_to_target_m=_optional_float(row.get("start_tcp_to_target_m")),
                     final_tcp_to_target_m=_optional_float(row.get("final_tcp_to_target_m")),
                     target_rise_m=_optional_float(row.get("target_rise_m")),
+                    target_shift_x_m=_optional_float(row.get("target_shift_x_m")),
+                    target_shift_y_m=_optional_float(row.get("target_shift_y_m")),
+                    target_to_container_m=_optional_float(row.get("target_to_container_m")),
                 )
             )
     return out

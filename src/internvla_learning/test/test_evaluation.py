@@ -327,6 +327,44 @@ def test_graded_progress_medians_the_measured_episodes_and_counts_lifts(tmp_path
     assert [r.target_rise_m for r in back] == [0.05, 0.0, 0.019, None, None]
 
 
+def test_a_push_and_a_place_are_measured_on_the_table_and_read_back(tmp_path):
+    """eval_sim records how far the target moved (a push) and how far it ends from the container (a place);
+    results.csv keeps both, and files written before these columns read back as not measured."""
+    pytest.importorskip("mujoco")
+    from bench_scripts import load_bench
+
+    from internvla_sim.env import SimEnv
+
+    eval_sim = load_bench("eval_sim")
+    env = SimEnv("red_on_plate", 3, 0.1, 64, 64)
+    try:
+        dx, dy, to_plate = eval_sim._target_progress(env)
+        now = env.object_positions()
+        assert dx == 0.0 and dy == 0.0
+        assert to_plate == pytest.approx(float(np.linalg.norm(now["red_block"][:2] - now["plate"][:2])))
+    finally:
+        env.close()
+    env = SimEnv("push_blue_left", 3, 0.1, 64, 64)
+    try:
+        assert eval_sim._target_progress(env)[2] is None  # no container
+    finally:
+        env.close()
+    results = _results()
+    results[0].target_shift_x_m, results[0].target_shift_y_m, results[0].target_to_container_m = (
+        0.01,
+        0.09,
+        0.2,
+    )
+    write_reports(results, tmp_path / "out", "t")
+    back = read_csv(tmp_path / "out" / "results.csv")
+    assert (back[0].target_shift_x_m, back[0].target_shift_y_m, back[0].target_to_container_m) == (
+        0.01,
+        0.09,
+        0.2,
+    )
+    assert back[1].target_shift_y_m is None and back[1].target_to_container_m is None
+
+
 # ---------------------------------------------------------------------------------------------- grounding
 
 
