@@ -10,7 +10,7 @@ import pytest
 import torch
 from internvla_learning.lerobot_v3 import LeRobotV3Writer
 from internvla_learning.training.data import load_training_data
-from internvla_learning.training.train import TrainConfig, TrainingError, train
+from internvla_learning.training.train import TINY_PRESETS, TrainConfig, TrainingError, train
 from internvla_learning.training.vision import (
     OUTPUTS,
     box_coverage,
@@ -20,6 +20,8 @@ from internvla_learning.training.vision import (
     patch_centres,
 )
 from learning_synthetic import JOINTS, make_episode
+
+from internvla_core.model.tiny import TinySpec
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +146,52 @@ def test_stage0_learns_where_the_container_is_when_the_task_has_one(tmp_path):
     assert np.mean(losses[-6:]) < 0.8 * np.mean(losses[:6]), (losses[:6], losses[-6:])
     state = torch.load(next((run / "train_state").glob("steps_*.pt")), weights_only=False)
     assert state["vision_head"]["weight"].shape[0] == OUTPUTS + 2
+    held = [make_episode(9, length=20, size=64, cameras=("third_person",), container=True)]
+    out = _probe(run, tmp_path / "held", held)
+    assert "(dino)" in out and "container centre (vectors): error x" in out
+
+
+def test_stage0_on_the_vlm_vision_tower_trains_only_it_and_its_loss_falls(dataset, tmp_path):
+    """--vision-encoder qwen: the dense maps teach the VLM's own vision tower (what grounding answers are
+    decoded from); nothing else moves, the checkpoint keeps upstream's keys."""
+    run = tmp_path / "s0q"
+    kw = dict(stage=0, tiny="toy", steps=40, lr_vlm=3e-3, save_every=20, vision_encoder="qwen")
+    final = train(_cfg(dataset, run, **kw))
+    losses = _losses(run, "vision_loss")
+    assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8]), (losses[:8], losses[-8:])
+    init = torch.load(next((run / "init_model" / "checkpoints").glob("*.pt")), weights_only=True)
+    trained = torch.load(final, weights_only=True)
+    assert trained.keys() == init.keys()
+    moved = [k for k in init if not torch.equal(init[k], trained[k])]
+    assert moved and all(".visual." in k for k in moved), [k for k in moved if ".visual." not in k]
+    state = torch.load(next((run / "train_state").glob("steps_*.pt")), weights_only=False)
+    assert (
+        state["vision_head"]["weight"].shape[1] == TinySpec(**TINY_PRESETS["toy"]).text_hidden
+    )  # merger out
+    with pytest.raises(TrainingError, match="stage 0 only"):
+        train(_cfg(dataset, tmp_path / "bad", stage=1, tiny="toy", steps=1, vision_encoder="qwen"))
+    out = _probe(run, tmp_path / "held", [make_episode(7, length=20, size=64, cameras=("third_person",))])
+    assert "(qwen)" in out and "target centre (vectors): error x" in out
+
+
+def _probe(run, staging, episodes) -> str:
+    """bench/probe_vision.py's report on ``episodes`` saved as a data engine staging dir."""
+    import contextlib
+    import io
+
+    from bench_scripts import load_bench
+    from internvla_learning.episode import save_episode
+
+    (staging / "episodes").mkdir(parents=True)
+    for ep in episodes:
+        save_episode(ep, staging / "episodes" / f"franka_seed_{ep.seed:07d}.npz")
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        assert (
+            load_bench("probe_vision").main(["--run", str(run), "--staging", str(staging), "--every", "4"])
+            == 0
+        )
+    return report.getvalue()
 
 
 def test_gripper_points_come_from_the_trace_and_follow_the_frame_stride(dataset):

@@ -97,6 +97,7 @@ class TrainConfig:
     spatial_aux_gripper_state: bool = False  # ... and its height and opening
     spatial_aux_container: bool = False  # ... and the container's box centre (put_on tasks)
     vision_gripper_state: bool = False  # stage 0 also teaches the gripper's height and opening
+    vision_encoder: str = "dino"  # stage 0 trains DINO ("dino") or the VLM's vision tower ("qwen")
     condition_norm: bool = False  # stage 2: the DiT sees its condition standardised (folded in at save)
     action_expert: tuple[int, int, int] | None = (
         None  # stage 2 from --init: a fresh QFormer output + DiT (W, D, H)
@@ -287,6 +288,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="stage 0 also teaches every DINO patch the gripper's height and opening (measured worse on "
         "pick_green: the target is seen less sharply, TRAINING.md)",
     )
+    p.add_argument(
+        "--vision-encoder",
+        choices=VISION_ENCODERS,
+        default=d.vision_encoder,
+        help="stage 0: the encoder that learns the dense maps: DINO (what stage 2's QFormer reads besides the "
+        "VLM), or the VLM's own vision tower (qwen: its merged patch tokens, what stage 1's grounding answers "
+        "are decoded from; --lr-vlm is its learning rate). Chain them with --init to train both",
+    )
     p.add_argument("--lora", action="store_true", help="LoRA on the VLM (needs peft)")
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--log-every", type=int, default=d.log_every)
@@ -452,7 +461,38 @@ def _token_channel_readout(cond, dims: int = 4):
 
 
 FIXED_READOUTS = {"channels": _channel_readout, "tokens": _token_channel_readout}
+VISION_ENCODERS = ("dino", "qwen")  # what stage 0 trains (--vision-encoder)
 SPATIAL_READOUTS = ("linear", *FIXED_READOUTS)  # linear: a learned head (Trainer._build_spatial_head)
+
+
+def vision_encoder_module(model, encoder: str):
+    """The module stage 0 trains (--vision-encoder): DINO, or the VLM's vision tower (patch embedding,
+    blocks and merger)."""
+    return model.qwen_vl_interface.model.model.visual if encoder == "qwen" else model.dino_encoder
+
+
+def vision_token_geometry(model, encoder: str) -> tuple[int, int]:
+    """(pixels per token side, token width) of the stage-0 encoder: DINO's patch, or the vision tower's
+    merged token (patch x spatial merge, e.g. 28 px) and its output width (the LLM's hidden size)."""
+    if encoder == "qwen":
+        config = vision_encoder_module(model, encoder).config
+        return int(config.patch_size * config.spatial_merge_size), int(config.out_hidden_size)
+    return int(model.dino_encoder.body.patch_size), int(model.dino_encoder.num_channels)
+
+
+def vision_tokens(model, encoder: str, views, device=None):
+    """[B, P, C] the stage-0 encoder's tokens of uint8 views [B, H, W, 3] (DINO's input size for "dino",
+    the VLM's for "qwen"), row-major over the token grid. The VLM's views go through the batched
+    preprocessing equal to the per-image path; the tower's merged tokens come back row-major over the merged
+    grid (transformers undoes its window permutation)."""
+    if encoder == "qwen":
+        pixels = model.qwen_vl_interface.processor.pixels_from_tensor(views)
+        out = vision_encoder_module(model, encoder)(
+            pixels["pixel_values"].to(device), grid_thw=pixels["image_grid_thw"].to(device)
+        )
+        merged = out.pooler_output if hasattr(out, "pooler_output") else out
+        return merged.reshape(views.shape[0], -1, merged.shape[-1])
+    return model.dino_encoder(model.dino_encoder.preprocess_tensor(views).to(device))
 
 
 def load_model(path: str | Path):
@@ -560,6 +600,12 @@ class Trainer:
             raise TrainingError("--spatial-aux-container goes with --spatial-aux-weight > 0")
         if cfg.condition_norm and cfg.stage != 2:
             raise TrainingError("--condition-norm applies to stage 2 only")
+        if cfg.vision_encoder not in VISION_ENCODERS:
+            raise TrainingError(
+                f"--vision-encoder must be one of {VISION_ENCODERS}, got {cfg.vision_encoder!r}"
+            )
+        if cfg.vision_encoder != "dino" and cfg.stage != 0:
+            raise TrainingError("--vision-encoder applies to stage 0 only")
         if cfg.condition_gain is not None and not cfg.condition_gain > 0:
             raise TrainingError(f"--condition-gain must be positive, got {cfg.condition_gain}")
         if cfg.query_token_std is not None and not cfg.query_token_std > 0:
@@ -782,15 +828,16 @@ class Trainer:
             c for c in data.cameras
             if c in data.view_target_boxes and bool(np.isfinite(data.view_target_boxes[c]).all(axis=1).any())
         ]  # fmt: skip
-        height, width = data.dino_views.shape[2:4]
-        patch = self.model.dino_encoder.body.patch_size
         self.vision_views = [(data.cameras.index(c), c) for c in labelled]
+        views = data.vlm_views if self.cfg.vision_encoder == "qwen" else data.dino_views
+        height, width = views.shape[2:4]
+        patch, channels = vision_token_geometry(self.model, self.cfg.vision_encoder)
         self.vision_grid = (width // patch, height // patch)
         gen = torch.Generator().manual_seed(self.cfg.seed + 15485863)
         # a task with a container (red_on_plate's plate) also teaches where it is, in the annotation view
         containers = data.container_boxes
         self.vision_containers = containers is not None and bool(np.isfinite(containers).all(axis=1).any())
-        head = torch.nn.Linear(self.model.dino_encoder.num_channels, head_outputs(self.vision_containers))
+        head = torch.nn.Linear(channels, head_outputs(self.vision_containers))
         with torch.no_grad():
             bound = head.in_features**-0.5
             head.weight.copy_(torch.rand(head.weight.shape, generator=gen) * 2 * bound - bound)
@@ -802,6 +849,18 @@ class Trainer:
         self.vision_parts += ["gripper_state"] * self.cfg.vision_gripper_state
         self.vision_parts += ["to_container"] * self.vision_containers
 
+    def _vision_encoder(self):
+        return vision_encoder_module(self.model, self.cfg.vision_encoder)
+
+    def _vision_tokens(self, frames: list[int], view: int):
+        """[B, P, C] the stage-0 encoder's patch tokens of one camera view, row-major over its grid."""
+        import torch
+
+        views = self.data.vlm_views if self.cfg.vision_encoder == "qwen" else self.data.dino_views
+        return vision_tokens(
+            self.model, self.cfg.vision_encoder, torch.from_numpy(views[frames, view]), self.device
+        )
+
     def _gripper_states(self, frames: list[int]) -> np.ndarray:
         """[B, 2] the frames' gripper height and opening, standardised over the training data."""
         mean, std = self.gripper_state_norm
@@ -811,18 +870,16 @@ class Trainer:
         """Stage 0: the dense-map loss of DINO's patch tokens, averaged over the labelled views (the
         annotation camera, and the wrist camera when the dataset has its view labels and --cameras names
         it); each part (mask, to_target, ...) is reported as its mean over the views."""
-        import torch
 
         from .vision import dense_loss, dense_targets
 
-        data, m = self.data, self.model
+        data = self.data
         frames = batch_indices(len(data), self.cfg.batch_size, step, self.cfg.seed)
         grid_w, grid_h = self.vision_grid
         state = self._gripper_states(frames) if self.cfg.vision_gripper_state else None
         total, sums, counts = 0.0, {}, {}
         for index, camera in self.vision_views:
-            views = torch.from_numpy(data.dino_views[frames, index])
-            tokens = m.dino_encoder(m.dino_encoder.preprocess_tensor(views).to(self.device))
+            tokens = self._vision_tokens(frames, index)
             with_container = self.vision_containers and camera == data.annotation_camera
             targets = dense_targets(
                 data.view_target_boxes[camera][frames],
@@ -933,7 +990,7 @@ class Trainer:
         for p in m.parameters():
             p.requires_grad_(cfg.stage == 2)
         if cfg.stage == 0:
-            for p in m.dino_encoder.parameters():
+            for p in self._vision_encoder().parameters():
                 p.requires_grad_(True)
         if cfg.stage == 1:
             for p in m.qwen_vl_interface.parameters():
