@@ -107,19 +107,19 @@ DATA=$CLEAN  # the training data of stages 0 and 2
 if [ "$DART" = 1 ]; then
   DESCENT=(); DTAG=""
   if [ "$PERTURB_DESCENT" = 1 ]; then DESCENT=(--perturb-descent); DTAG=_descent; fi
-  DART_STAGING=data/staging/$TASK_dart$DTAG$TAG
+  DART_STAGING=data/staging/${TASK}_dart$DTAG$TAG
   engine --episodes "$DART_EPISODES" --seed-start "$EPISODES" --perturb "$PERTURB" "${DESCENT[@]}" "${REC[@]}" "${RISE[@]}" \
     --out "$DART_STAGING"
   RECOVERY=()
   if [ "$RECOVER" != 0 ]; then  # seeds after the DART ones: disjoint from them and from the evaluation's
     engine --episodes "$RECOVER" --seed-start "$((EPISODES + DART_EPISODES))" --perturb "$PERTURB" "${DESCENT[@]}" \
-      "${REC[@]}" "${RISE[@]}" --grasp-miss --out "data/staging/$TASK_recover$DTAG$TAG"
-    RECOVERY=("data/staging/$TASK_recover$DTAG$TAG"/episodes/*.npz)
+      "${REC[@]}" "${RISE[@]}" --grasp-miss --out "data/staging/${TASK}_recover$DTAG$TAG"
+    RECOVERY=("data/staging/${TASK}_recover$DTAG$TAG"/episodes/*.npz)
     DTAG+=_recover$RECOVER
   fi
-  DATA=data/$TASK_mix$DTAG$TAG
+  DATA=data/${TASK}_mix$DTAG$TAG
   if [ ! -f "$DATA/meta/info.json" ]; then
-    mix=data/staging/$TASK_mix$DTAG$TAG
+    mix=data/staging/${TASK}_mix$DTAG$TAG
     mkdir -p "$mix/episodes"
     for f in "data/staging/$TASK$TAG"/episodes/*.npz "$DART_STAGING"/episodes/*.npz \
       "${RECOVERY[@]}"; do
