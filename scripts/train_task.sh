@@ -23,6 +23,7 @@
 #   RECOVER=150 bash scripts/train_task.sh  # + 150 recovery episodes (--grasp-miss, seeds 700-849; the
 #                                         # eleventh round: worse, 105/200 against 148/200 on fresh seeds)
 #   TASK=push_blue_left bash scripts/train_task.sh  # the same recipe on another demo task (the twelfth round)
+#   DRY_RUN=1 TASK=red_on_plate bash scripts/train_task.sh  # print the commands a run would execute, run none
 #
 # Seeds: clean demonstrations 0..EPISODES-1, perturbed (DART=1) demonstrations
 # EPISODES..EPISODES+DART_EPISODES-1, recoveries (RECOVER=N) the N after those,
@@ -94,8 +95,15 @@ EVAL_SEED_START=${EVAL_SEED_START:-1000000}  # 1000000: the seeds every round is
                                      # model's card was written from 1000200 (seeds no choice was made on)
 WORKERS=${WORKERS:-2}
 RUNS=${RUNS:-runs}
+DRY_RUN=${DRY_RUN:-0}                # 1: print each command (shell-quoted, after "+ ") instead of running it
 
-engine() { python -m internvla_sim.data_engine --robot franka --templates "$TASK" --workers "$WORKERS" "$@"; }
+run() { if [ "$DRY_RUN" = 1 ]; then printf '+'; printf ' %q' "$@"; echo; else "$@"; fi; }
+link_episodes() {  # link_episodes DIR FILES...: the mixed dataset's staging dir, made of links
+  local dir=$1; shift
+  mkdir -p "$dir/episodes"
+  for f in "$@"; do ln -sf "$PWD/$f" "$dir/episodes/$(basename "$f")"; done
+}
+engine() { run python -m internvla_sim.data_engine --robot franka --templates "$TASK" --workers "$WORKERS" "$@"; }
 RISE=(); RTAG=""
 if [ "$GRASP_RISE" != 0 ]; then RISE=(--grasp-rise "$GRASP_RISE"); RTAG=_rise$GRASP_RISE; fi
 TAG=$RTAG$TAG  # data, stage-0 and stage-2 names: a different expert must not reuse (or resume) another's
@@ -120,15 +128,12 @@ if [ "$DART" = 1 ]; then
   DATA=data/${TASK}_mix$DTAG$TAG
   if [ ! -f "$DATA/meta/info.json" ]; then
     mix=data/staging/${TASK}_mix$DTAG$TAG
-    mkdir -p "$mix/episodes"
-    for f in "data/staging/$TASK$TAG"/episodes/*.npz "$DART_STAGING"/episodes/*.npz \
-      "${RECOVERY[@]}"; do
-      ln -sf "$PWD/$f" "$mix/episodes/$(basename "$f")"
-    done
-    python -m internvla_learning.write_dataset --staging "$mix" --out "$DATA" --format v3 --crf 18
+    run link_episodes "$mix" "data/staging/$TASK$TAG"/episodes/*.npz "$DART_STAGING"/episodes/*.npz \
+      "${RECOVERY[@]}"
+    run python -m internvla_learning.write_dataset --staging "$mix" --out "$DATA" --format v3 --crf 18
   fi
 else
-  [ -f "$CLEAN/meta/info.json" ] || python -m internvla_learning.write_dataset \
+  [ -f "$CLEAN/meta/info.json" ] || run python -m internvla_learning.write_dataset \
     --staging "data/staging/$TASK$TAG" --out "$CLEAN" --format v3 --crf 18
 fi
 
@@ -136,9 +141,9 @@ train() {  # train OUT ARGS...: start, or continue a run that has saved state
   local out=$1; shift
   if [ -f "$out/final_model/pytorch_model.pt" ]; then return 0; fi
   if [ -f "$out/train_args.json" ]; then
-    python -m internvla_learning.training.train --out "$out" --resume
+    run python -m internvla_learning.training.train --out "$out" --resume
   else
-    python -m internvla_learning.training.train --out "$out" "$@"
+    run python -m internvla_learning.training.train --out "$out" "$@"
   fi
 }
 # the stage-2 run is named after its recipe: a variant must not resume, or skip as finished, another's run
@@ -152,7 +157,7 @@ if [ -n "$DROP_PAUSES" ]; then recipe+=_drop$DROP_PAUSES; PAUSES=(--drop-pauses 
 recipe+=$TAG
 S2_RUN=${S2_RUN:-$recipe}
 if [ "$STAGE1" = 1 ]; then
-  train "$RUNS/${SHORT}_s1$TAG" --data "$CLEAN" --stage 1 --tiny default --steps "$S1_STEPS" --batch-size 16 \
+  train "$RUNS/${SHORT}_s1$TAG" --data "$DATA" --stage 1 --tiny default --steps "$S1_STEPS" --batch-size 16 \
     --lr-vlm 3e-4 --spatial-qa --save-every 500 --log-every 10 --seed 0
   S0_FROM=(--init "$RUNS/${SHORT}_s1$TAG"); S0_RUN=${SHORT}_s1_s0$TAG
 else
@@ -162,22 +167,26 @@ fi
 if [ "$DART" = 1 ]; then S0_RUN+=_dart$DTAG; fi
 train "$RUNS/$S0_RUN" --data "$DATA" --stage 0 "${S0_FROM[@]}" "${VIEWS[@]}" --steps "$S0_STEPS" \
   --batch-size 32 --lr-base 1e-3 --frame-stride "$STRIDE" --save-every 500 --log-every 10 --seed 0
-python bench/probe_vision.py --run "$RUNS/$S0_RUN" --staging "$HELDOUT"
-if [ "$WRIST" = 1 ]; then python bench/probe_vision.py --run "$RUNS/$S0_RUN" --staging "$HELDOUT" --camera wrist; fi
+run python bench/probe_vision.py --run "$RUNS/$S0_RUN" --staging "$HELDOUT"
+if [ "$WRIST" = 1 ]; then run python bench/probe_vision.py --run "$RUNS/$S0_RUN" --staging "$HELDOUT" --camera wrist; fi
 train "$RUNS/$S2_RUN" --data "$DATA" --stage 2 --init "$RUNS/$S0_RUN" "${VIEWS[@]}" --freeze-vlm --frame-stride "$STRIDE" \
   --qformer-attn-dropout 0 --query-token-std 0.02 --condition-norm --spatial-aux-weight "$AUX_WEIGHT" \
   --spatial-aux-readout tokens --spatial-aux-gripper "${CONTAINER[@]}" --steps "$S2_STEPS" --batch-size 16 --lr-action 1e-3 \
   --lr-base 1e-3 --feature-cache-dtype "$CACHE_DTYPE" "${PAUSES[@]}" --save-every "$SAVE_EVERY" --log-every 50 \
   --seed 0
-python bench/probe_condition.py --checkpoint "$RUNS/$S2_RUN" --staging "$HELDOUT" --episodes 20 --approach \
+run python bench/probe_condition.py --checkpoint "$RUNS/$S2_RUN" --staging "$HELDOUT" --episodes 20 --approach \
   --cfg-scale "$CFG"
 
-python bench/eval_sim.py --checkpoint "$RUNS/$S2_RUN" --tasks "$TASK" --episodes "$EVAL_EPISODES" \
+run python bench/eval_sim.py --checkpoint "$RUNS/$S2_RUN" --tasks "$TASK" --episodes "$EVAL_EPISODES" \
   --seed-start "$EVAL_SEED_START" \
   --workers "$WORKERS" --max-steps "$MAX_STEPS" --skip-grounding --cfg-scale "$CFG" --gripper-commit-steps "$COMMIT" \
   --trace --out "eval/$S2_RUN"
 # Export only a model that does the task: the demo runs whatever lies in models/, so a failing run must
 # not replace the untrained model there (it would be presented as "the trained model").
+if [ "$DRY_RUN" = 1 ]; then
+  echo "+ export $RUNS/$S2_RUN to $MODEL_OUT when its success rate in eval/$S2_RUN >= $EXPORT_MIN_RATE"
+  exit 0
+fi
 rate=$(python -c "import sys
 from internvla_learning.evaluation import read_csv
 rows = read_csv(sys.argv[1])
