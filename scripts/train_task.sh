@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Train a model for one named task (TASK=pick_green|push_blue_left|red_on_plate) on the simulated Franka from
-# nothing: data generation -> LeRobot v3.0 dataset -> stage 0
+# Train a model for one named task (TASK=pick_green|push_blue_left|red_on_plate) on a simulated arm
+# (ROBOT=franka|widowx) from nothing: data generation -> LeRobot v3.0 dataset -> stage 0
 # (DINO sees the target and the gripper) -> [stage 1 (grounding), with STAGE1=1] -> stage 2 (actions, frozen
 # VLM and DINO, cached features) -> closed-loop evaluation on held-out seeds -> export (when it succeeds on
 # at least EXPORT_MIN_RATE of them, by default the shipped model's rate) to
-# src/internvla_bringup/models/m1_tiny_franka_$TASK (for pick_green the one `make demo` runs; its
+# src/internvla_bringup/models/m1_tiny_${ROBOT}_$TASK (the demo runs it for that task and robot; its
 # model_card.json carries the evaluation). scripts/train_pick_green.sh is this script with TASK=pick_green.
 # Every step is resumable: rerun the script after an interruption and finished steps are skipped (the engine
 # skips written episodes, the trainer continues with --resume). TRAINING.md, "Third round" to "Twelfth
@@ -24,6 +24,7 @@
 #                                         # eleventh round: worse, 105/200 against 148/200 on fresh seeds)
 #   TASK=push_blue_left bash scripts/train_task.sh  # the same recipe on another demo task (the twelfth round)
 #   DRY_RUN=1 TASK=red_on_plate bash scripts/train_task.sh  # print the commands a run would execute, run none
+#   ROBOT=widowx bash scripts/train_task.sh   # the WidowX (5 Hz; the recipe as measured on the Franka, untried)
 #
 # Seeds: clean demonstrations 0..EPISODES-1, perturbed (DART=1) demonstrations
 # EPISODES..EPISODES+DART_EPISODES-1, recoveries (RECOVER=N) the N after those,
@@ -33,6 +34,12 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 TASK=${TASK:-pick_green}             # the named task (internvla_sim.tasks.TASKS) recorded, trained and evaluated
+ROBOT=${ROBOT:-franka}               # the simulated arm
+case "$ROBOT" in                     # RTAG: the WidowX's data and runs carry its name, the Franka's keep theirs
+  franka) ROBOT_TAG=""; DEFAULT_COMMIT=12 ;;
+  widowx) ROBOT_TAG=_widowx; DEFAULT_COMMIT=6 ;;  # the Franka's 1.2 s gripper commitment at 5 Hz
+  *) echo "ROBOT must be franka or widowx (got '$ROBOT')" >&2; exit 2 ;;
+esac
 case "$TASK" in                      # the short name of its runs (pg_s0..., pg_s2...) and its evaluation's
   pick_green) SHORT=pg; MAX_STEPS=${MAX_STEPS:-120} ;;           # step limit (the expert needs ~60 steps,
   push_blue_left) SHORT=pb; MAX_STEPS=${MAX_STEPS:-120} ;;       # ~75 and ~110)
@@ -49,7 +56,7 @@ if [ "$WRIST" = 1 ]; then
   DART=${DART:-1}; DART_EPISODES=${DART_EPISODES:-250}; PERTURB=${PERTURB:-0.01}
   PERTURB_DESCENT=${PERTURB_DESCENT:-1}
   DROP_PAUSES=${DROP_PAUSES-grasp}
-  COMMIT=${COMMIT:-12}
+  COMMIT=${COMMIT:-$DEFAULT_COMMIT}
   VIEWS=(--cameras third_person wrist); REC=(--wrist); TAG=_wrist
 else
   VIEWS=(); REC=(); TAG=""
@@ -85,7 +92,7 @@ AUX_WEIGHT=${AUX_WEIGHT:-10}         # --spatial-aux-weight: how hard the condit
 # the held-out success rate a run needs to become models/'s model: by default the rate in the shipped
 # model's card (a worse run must not replace it; the eleventh round's 0.525 would have passed a fixed 0.5),
 # 0.5 where none is shipped yet
-MODEL_OUT=${MODEL_OUT:-src/internvla_bringup/models/m1_tiny_franka_$TASK}
+MODEL_OUT=${MODEL_OUT:-src/internvla_bringup/models/m1_tiny_${ROBOT}_$TASK}
 SHIPPED_RATE=$(python -c "import json, sys
 try: print(json.load(open(sys.argv[1]))['evaluation']['overall']['rate'])
 except (OSError, KeyError, ValueError): print(0.5)" "$MODEL_OUT/model_card.json")
@@ -103,10 +110,11 @@ link_episodes() {  # link_episodes DIR FILES...: the mixed dataset's staging dir
   mkdir -p "$dir/episodes"
   for f in "$@"; do ln -sf "$PWD/$f" "$dir/episodes/$(basename "$f")"; done
 }
-engine() { run python -m internvla_sim.data_engine --robot franka --templates "$TASK" --workers "$WORKERS" "$@"; }
+engine() { run python -m internvla_sim.data_engine --robot "$ROBOT" --templates "$TASK" --workers "$WORKERS" "$@"; }
 RISE=(); RTAG=""
 if [ "$GRASP_RISE" != 0 ]; then RISE=(--grasp-rise "$GRASP_RISE"); RTAG=_rise$GRASP_RISE; fi
-TAG=$RTAG$TAG  # data, stage-0 and stage-2 names: a different expert must not reuse (or resume) another's
+TAG=$ROBOT_TAG$RTAG$TAG  # data, stage-0 and stage-2 names: another robot or expert must not reuse
+                         # (or resume) another's
 CLEAN=data/$TASK$TAG
 HELDOUT=data/staging/heldout_$SHORT$TAG
 engine --episodes "$EPISODES" --seed-start 0 "${REC[@]}" "${RISE[@]}" --out "data/staging/$TASK$TAG"
@@ -177,7 +185,7 @@ train "$RUNS/$S2_RUN" --data "$DATA" --stage 2 --init "$RUNS/$S0_RUN" "${VIEWS[@
 run python bench/probe_condition.py --checkpoint "$RUNS/$S2_RUN" --staging "$HELDOUT" --episodes 20 --approach \
   --cfg-scale "$CFG"
 
-run python bench/eval_sim.py --checkpoint "$RUNS/$S2_RUN" --tasks "$TASK" --episodes "$EVAL_EPISODES" \
+run python bench/eval_sim.py --checkpoint "$RUNS/$S2_RUN" --robot "$ROBOT" --tasks "$TASK" --episodes "$EVAL_EPISODES" \
   --seed-start "$EVAL_SEED_START" \
   --workers "$WORKERS" --max-steps "$MAX_STEPS" --skip-grounding --cfg-scale "$CFG" --gripper-commit-steps "$COMMIT" \
   --trace --out "eval/$S2_RUN"
@@ -194,7 +202,7 @@ print(sum(bool(r.success) for r in rows) / max(len(rows), 1))" "eval/$S2_RUN/res
 if python -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)" "$rate" "$EXPORT_MIN_RATE"; then
   python -m internvla_learning.export_model --run "$RUNS/$S2_RUN" --out "$MODEL_OUT" --cfg-scale "$CFG" \
     --gripper-commit-steps "$COMMIT" \
-    --summary "$TASK on the simulated Franka (tiny InternVLA-M1, $S2_RUN: stage 0 + stage 2, DART=$DART)" \
+    --summary "$TASK on the simulated $ROBOT (tiny InternVLA-M1, $S2_RUN: stage 0 + stage 2, DART=$DART)" \
     --eval "eval/$S2_RUN/results.csv"
 else
   echo "not exported: success rate $rate < EXPORT_MIN_RATE=$EXPORT_MIN_RATE (run in $RUNS/$S2_RUN, eval/$S2_RUN)"

@@ -72,6 +72,20 @@ def test_each_task_is_recorded_trained_evaluated_and_exported_under_its_own_name
     assert value(evaluation, "--checkpoint") == value(stage2, "--out")
 
 
+def test_the_widowx_gets_its_own_data_runs_and_model_and_the_franka_keeps_its_names(tmp_path):
+    widowx, franka = dry_run(tmp_path, ROBOT="widowx"), dry_run(tmp_path)
+    assert all(value(c, "--robot") == "widowx" for c in widowx if "internvla_sim.data_engine" in c)
+    for cmd in (stage(widowx, 2), stage(widowx, 0)):
+        assert "widowx" in Path(value(cmd, "--out")).name and "widowx" in value(cmd, "--data")
+    assert Path(value(stage(franka, 2), "--out")).name == "pg_s2_dart_descent_dropgrasp_wrist"  # as before
+    evaluation = command(widowx, "bench/eval_sim.py")
+    assert value(evaluation, "--robot") == "widowx"
+    # the Franka's 12-step (1.2 s) gripper commitment, at the WidowX's 5 Hz
+    assert value(evaluation, "--gripper-commit-steps") == "6"
+    assert value(command(franka, "bench/eval_sim.py"), "--gripper-commit-steps") == "12"
+    assert "m1_tiny_widowx_pick_green" in next(line for line in widowx if line[0] == "export")[3]
+
+
 def test_train_pick_green_sh_is_train_task_sh_for_pick_green(tmp_path):
     assert dry_run(tmp_path, "train_pick_green.sh") == dry_run(tmp_path, TASK="pick_green")
 
