@@ -284,6 +284,34 @@ def _cm(metres: float | None) -> str:
     return "n/a" if metres is None else f"{100 * metres:.1f}"
 
 
+def table_progress_lines(results: Sequence[EpisodeResult]) -> list[str]:
+    """Markdown: per task, where the target went on the table (median xy move since the start, robot base
+    frame, +y the robot's left) and, for tasks with a container, its median distance to the container at
+    the end, over successes and failures apart: what a failed push or place still got done. Empty for
+    results without these measurements (files written before them)."""
+    groups: dict[str, list[EpisodeResult]] = {}
+    for r in results:
+        if r.target_shift_x_m is not None and r.target_shift_y_m is not None:
+            groups.setdefault(r.task, []).append(r)
+    if not groups:
+        return []
+    lines = ["", "| task | episodes | median target move x / y [cm] | median target-container at the end [cm] |",
+             "| --- | --- | ---: | ---: |"]  # fmt: skip
+    for task, rows in groups.items():
+        for name, part in (
+            ("succeeded", [r for r in rows if r.success]),
+            ("failed", [r for r in rows if not r.success]),
+        ):
+            if not part:
+                continue
+            dx = float(np.median([r.target_shift_x_m for r in part]))
+            dy = float(np.median([r.target_shift_y_m for r in part]))
+            gaps = [r.target_to_container_m for r in part if r.target_to_container_m is not None]
+            gap = _cm(float(np.median(gaps))) if gaps else "-"
+            lines.append(f"| {task} | {name} ({len(part)}) | {100 * dx:+.1f} / {100 * dy:+.1f} | {gap} |")
+    return lines
+
+
 def _graded(s: TaskSummary) -> str:
     return f"{_cm(s.median_start_tcp_to_target_m)} → {_cm(s.median_tcp_to_target_m)} | {s.lifted}/{s.n}"
 
@@ -559,6 +587,7 @@ def write_markdown(results: Sequence[EpisodeResult], path: str | Path, title: st
         lines += ["", "| stage | p50 [ms] | p95 [ms] | chunks |", "| --- | ---: | ---: | ---: |"]
         for stage, v in latency.items():
             lines.append(f"| {stage} | {1e3 * v['p50']:.1f} | {1e3 * v['p95']:.1f} | {v['count']} |")
+    lines += table_progress_lines(results)
     lines += arrival_lines(results)
     lines += reopening_lines(results)
     lines += failure_lines(results)

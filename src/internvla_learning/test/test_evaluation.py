@@ -364,6 +364,17 @@ def test_a_push_and_a_place_are_measured_on_the_table_and_read_back(tmp_path):
     )
     assert back[1].target_shift_y_m is None and back[1].target_to_container_m is None
 
+    from internvla_learning.evaluation import table_progress_lines
+
+    assert table_progress_lines(results[1:]) == []  # not measured: no table
+    for r in results:
+        r.target_shift_x_m, r.target_shift_y_m = 0.0, (0.10 if r.success else 0.02)
+    lines = table_progress_lines(results)
+    assert "| a | succeeded (2) | +0.0 / +10.0 | 20.0 |" in lines  # the container gap of the one measured
+    assert "| a | failed (1) | +0.0 / +2.0 | - |" in lines
+    write_reports(results, tmp_path / "again", "t")
+    assert "| a | failed (1) | +0.0 / +2.0 | - |" in (tmp_path / "again" / "results.md").read_text()
+
 
 # ---------------------------------------------------------------------------------------------- grounding
 
