@@ -26,7 +26,9 @@ expert's IK solution (the label), not the perturbed one that was sent.
 
 ``perturb_descent`` also perturbs the descent onto a grasp, fading out within 2-8 cm of the grasp point:
 a policy that arrives above the block 1-2 cm off (TRAINING.md, sixth round) otherwise never saw the
-expert correct sideways on the way down, since every clean descent is a vertical line.
+expert correct sideways on the way down, since every clean descent is a vertical line. The descent to
+the start of a push is perturbed the same way (TRAINING.md, twelfth round: a push policy that reached
+the table 1-2 cm off the expert's line never pushed); the stroke itself stays clean.
 
 ``grasp_rise`` (metres) turns the still hold after a grasp into the start of the lift: once the fingers
 rest on the object, each further step of the hold rises ``k * grasp_rise`` (k = 1, 2, ...). The default
@@ -302,7 +304,7 @@ class ScriptedExpert:
         if abs(direction[0]) > 0.5:
             start[1] += PUSH_LATERAL[self.env.robot.robot]
         self._move(start + [0, 0, APPROACH - height], travel=True)
-        self._move(start)
+        self._move(start, travel=self.perturb_descent)
         self._move(start + direction * PUSH_DISTANCE)
         self._move(start + direction * PUSH_DISTANCE + [0, 0, APPROACH - height])
 

@@ -205,6 +205,49 @@ def test_perturbed_descent_sends_the_arm_sideways_on_the_way_down_and_still_gras
     assert descent_offsets[descent_offsets[:, 0] < 0.005, 1].max() < 0.002
 
 
+def test_perturbed_descent_also_sends_a_push_sideways_on_the_way_down_and_still_pushes():
+    """``perturb_descent`` perturbs the descent to the start of a push as it does a grasp's: sent sideways
+    on the way down, faded out at the table, and the push still succeeds; the stroke stays clean."""
+    from internvla_sim.expert import ScriptedExpert
+
+    seed = 3
+    task = tf.named_task("push_blue_left", "franka", seed)
+    env = SimEnv(task, seed, 0.1, SIZE[0], SIZE[1], False, "franka")
+    ik = IKSolver.from_description(robot_description("panda"))
+    tcp_offset = np.array(env.robot.tcp_offset)
+    sent = []
+    apply = env.apply_joint_targets
+
+    def record(q=None, gripper_opening=None):
+        sent.append(np.array(q, dtype=np.float64))
+        apply(q, gripper_opening)
+
+    env.apply_joint_targets = record
+    expert = ScriptedExpert(
+        env, frame="tool", perturb=0.01, rng=np.random.default_rng(seed), perturb_descent=True
+    )
+    result = expert.run()
+    env.close()
+    assert result.success
+    wanted = []
+    for q_sent, command in zip(sent, result.joint_commands, strict=True):
+        hand_sent, hand_wanted = ik.fk(q_sent), ik.fk(command[:7])
+        tcp = hand_wanted[:3, 3] + hand_wanted[:3, :3] @ tcp_offset
+        wanted.append((tcp, np.linalg.norm(hand_sent[:2, 3] - hand_wanted[:2, 3])))
+    tcps = np.array([w[0] for w in wanted])
+    sideways = np.array([w[1] for w in wanted])
+    stroke = int(np.argmax(np.diff(tcps[:, 1]) > 0.01)) + 1  # the first step of the push (+y, ~1.7 cm/step)
+    start = tcps[stroke - 1]  # where the expert starts pushing
+    before = np.arange(stroke)
+    # the descent to the push start: below the travel's waypoint (11.5 cm above the start, where the
+    # travel's own perturbation has faded) and above the last 3 cm
+    height = tcps[before, 2] - start[2]
+    descent = before[(height > 0.03) & (height < 0.09)]
+    assert len(descent) >= 2 and sideways[descent].max() > 0.005  # sent sideways on the way down
+    low = np.flatnonzero(np.abs(tcps[:, 2] - start[2]) < 0.005)
+    assert sideways[low[low >= stroke - 1]].max() < 0.002  # faded out at the table; the stroke is clean
+
+
 def test_no_perturbation_is_the_plain_expert():
     a = generate_episode("franka", 5, SIZE, templates=["pick_green"])
     b = generate_episode("franka", 5, SIZE, templates=["pick_green"], perturb=0.0)
