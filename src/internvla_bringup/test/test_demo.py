@@ -89,8 +89,8 @@ def test_the_demo_runs_a_model_with_the_executor_settings_it_was_evaluated_with(
 
 
 def test_demo_names_the_model_it_runs(tmp_path):
-    """--random-model, a robot without a model trained here, and a checkpoint with a model card (what
-    export_model writes) each give the summary an identity: path, weights digest, card fields."""
+    """--random-model, a robot or task without a model trained here, and a checkpoint with a model card
+    (what export_model writes) each give the summary an identity: path, weights digest, card fields."""
     import argparse
     import hashlib
 
@@ -98,11 +98,15 @@ def test_demo_names_the_model_it_runs(tmp_path):
     from internvla_core.model.tiny import build_tiny_checkpoint
 
     def args(**kw):
-        return argparse.Namespace(**{"random_model": False, "checkpoint": "", "robot": "widowx", **kw})
+        base = {"random_model": False, "checkpoint": "", "robot": "widowx", "task": "pick_green"}
+        return argparse.Namespace(**{**base, **kw})
 
     assert model_identity(args(random_model=True))["checkpoint"] == ""
     assert "untrained" in model_identity(args(random_model=True))["note"]
-    assert "no model trained here for the widowx" in model_identity(args())["note"]
+    assert "no model trained here for pick_green on the widowx" in model_identity(args())["note"]
+    # the Franka's model is pick_green's: another task gets the random model, said so
+    other_task = model_identity(args(robot="franka", task="push_blue_left"))
+    assert other_task["checkpoint"] == "" and "for push_blue_left on the franka" in other_task["note"]
     run = tmp_path / "run"
     build_tiny_checkpoint(run)
     (run / "model_card.json").write_text(json.dumps({"summary": "pick_green, toy", "training_steps": 7}))
