@@ -162,17 +162,15 @@ def test_perturbed_expert_records_the_correction_from_the_target_actually_sent()
     assert shifts[shifts[:, 1] < 0.5, 0].max() < 1e-4  # never while the gripper is closed (grasp, lift)
 
 
-def test_perturbed_descent_sends_the_arm_sideways_on_the_way_down_and_still_grasps():
-    """With ``perturb_descent`` the descent onto the grasp is sent off the expert's vertical line (the
-    states a policy arriving 1-2 cm off reaches), the recorded actions lead back to it, and the offset has
-    faded out before the fingers close: the expert still lifts the block."""
-    from internvla_sim.expert import APPROACH, GRASP_HEIGHT, ScriptedExpert
+def _perturbed_descent_run(task_name: str, seed: int = 3):
+    """The expert on a named Franka task with a perturbed descent (``perturb`` 1 cm): the target's start
+    position, the (joint targets, gripper opening) actually sent each step, the expert's result, and the
+    Panda's IK solver and TCP offset to read the sent and the wanted poses."""
+    from internvla_sim.expert import ScriptedExpert
 
-    seed = 3
-    task = tf.named_task("pick_green", "franka", seed)
+    task = tf.named_task(task_name, "franka", seed)
     env = SimEnv(task, seed, 0.1, SIZE[0], SIZE[1], False, "franka")
-    block = env.object_positions()[task.target].copy()
-    ik = IKSolver.from_description(robot_description("panda"))
+    target = env.object_positions()[task.target].copy()
     tcp_offset = np.array(env.robot.tcp_offset)
     sent = []
     apply = env.apply_joint_targets
@@ -187,6 +185,16 @@ def test_perturbed_descent_sends_the_arm_sideways_on_the_way_down_and_still_gras
     )
     result = expert.run()
     env.close()
+    return target, sent, result, IKSolver.from_description(robot_description("panda")), tcp_offset
+
+
+def test_perturbed_descent_sends_the_arm_sideways_on_the_way_down_and_still_grasps():
+    """With ``perturb_descent`` the descent onto the grasp is sent off the expert's vertical line (the
+    states a policy arriving 1-2 cm off reaches), the recorded actions lead back to it, and the offset has
+    faded out before the fingers close: the expert still lifts the block."""
+    from internvla_sim.expert import APPROACH, GRASP_HEIGHT
+
+    block, sent, result, ik, tcp_offset = _perturbed_descent_run("pick_green")
     assert result.success
     descent_offsets = []
     for (q_sent, opening), command in zip(sent, result.joint_commands, strict=True):
@@ -208,29 +216,10 @@ def test_perturbed_descent_sends_the_arm_sideways_on_the_way_down_and_still_gras
 def test_perturbed_descent_also_sends_a_push_sideways_on_the_way_down_and_still_pushes():
     """``perturb_descent`` perturbs the descent to the start of a push as it does a grasp's: sent sideways
     on the way down, faded out at the table, and the push still succeeds; the stroke stays clean."""
-    from internvla_sim.expert import ScriptedExpert
-
-    seed = 3
-    task = tf.named_task("push_blue_left", "franka", seed)
-    env = SimEnv(task, seed, 0.1, SIZE[0], SIZE[1], False, "franka")
-    ik = IKSolver.from_description(robot_description("panda"))
-    tcp_offset = np.array(env.robot.tcp_offset)
-    sent = []
-    apply = env.apply_joint_targets
-
-    def record(q=None, gripper_opening=None):
-        sent.append(np.array(q, dtype=np.float64))
-        apply(q, gripper_opening)
-
-    env.apply_joint_targets = record
-    expert = ScriptedExpert(
-        env, frame="tool", perturb=0.01, rng=np.random.default_rng(seed), perturb_descent=True
-    )
-    result = expert.run()
-    env.close()
+    _, sent, result, ik, tcp_offset = _perturbed_descent_run("push_blue_left")
     assert result.success
     wanted = []
-    for q_sent, command in zip(sent, result.joint_commands, strict=True):
+    for (q_sent, _), command in zip(sent, result.joint_commands, strict=True):
         hand_sent, hand_wanted = ik.fk(q_sent), ik.fk(command[:7])
         tcp = hand_wanted[:3, 3] + hand_wanted[:3, :3] @ tcp_offset
         wanted.append((tcp, np.linalg.norm(hand_sent[:2, 3] - hand_wanted[:2, 3])))
