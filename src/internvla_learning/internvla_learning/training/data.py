@@ -401,12 +401,7 @@ def _normalised_target_boxes(ep, camera: str) -> np.ndarray:
     g = ep.grounding if ep.annotation_camera == camera else ep.view_labels.get(camera)
     if g is None:
         return out
-    h, w = ep.images[camera].shape[1:3]
-    visible = np.nan_to_num(np.asarray(g.target_visible, dtype=np.float32)) >= 0.5
-    box = np.asarray(g.target_box, dtype=np.float32) / np.array([w, h, w, h], dtype=np.float32)
-    ok = visible & np.isfinite(box).all(axis=1)
-    out[ok] = box[ok]
-    return out
+    return _visible_boxes(out, g.target_box, g.target_visible, ep.images[camera].shape[1:3])
 
 
 def _normalised_container_boxes(ep, camera: str) -> np.ndarray:
@@ -416,10 +411,16 @@ def _normalised_container_boxes(ep, camera: str) -> np.ndarray:
     g = ep.grounding
     if g is None or ep.annotation_camera != camera:
         return out
-    h, w = ep.images[camera].shape[1:3]
-    visible = np.nan_to_num(np.asarray(g.container_visible, dtype=np.float32)) >= 0.5
-    box = np.asarray(g.container_box, dtype=np.float32) / np.array([w, h, w, h], dtype=np.float32)
-    ok = visible & np.isfinite(box).all(axis=1)
+    return _visible_boxes(out, g.container_box, g.container_visible, ep.images[camera].shape[1:3])
+
+
+def _visible_boxes(out: np.ndarray, boxes, visible, image_hw: tuple[int, int]) -> np.ndarray:
+    """``out`` [T, 4] (NaN) with the rows of pixel ``boxes`` whose object is at least half visible, in [0, 1]
+    of an image of ``image_hw`` (height, width)."""
+    h, w = image_hw
+    seen = np.nan_to_num(np.asarray(visible, dtype=np.float32)) >= 0.5
+    box = np.asarray(boxes, dtype=np.float32) / np.array([w, h, w, h], dtype=np.float32)
+    ok = seen & np.isfinite(box).all(axis=1)
     out[ok] = box[ok]
     return out
 

@@ -829,8 +829,7 @@ class Trainer:
             if c in data.view_target_boxes and bool(np.isfinite(data.view_target_boxes[c]).all(axis=1).any())
         ]  # fmt: skip
         self.vision_views = [(data.cameras.index(c), c) for c in labelled]
-        views = data.vlm_views if self.cfg.vision_encoder == "qwen" else data.dino_views
-        height, width = views.shape[2:4]
+        height, width = self._vision_views().shape[2:4]
         patch, channels = vision_token_geometry(self.model, self.cfg.vision_encoder)
         self.vision_grid = (width // patch, height // patch)
         gen = torch.Generator().manual_seed(self.cfg.seed + 15485863)
@@ -852,11 +851,15 @@ class Trainer:
     def _vision_encoder(self):
         return vision_encoder_module(self.model, self.cfg.vision_encoder)
 
+    def _vision_views(self) -> np.ndarray:
+        """The frames the stage-0 encoder reads: at the VLM's input size for its tower, else DINO's."""
+        return self.data.vlm_views if self.cfg.vision_encoder == "qwen" else self.data.dino_views
+
     def _vision_tokens(self, frames: list[int], view: int):
         """[B, P, C] the stage-0 encoder's patch tokens of one camera view, row-major over its grid."""
         import torch
 
-        views = self.data.vlm_views if self.cfg.vision_encoder == "qwen" else self.data.dino_views
+        views = self._vision_views()
         return vision_tokens(
             self.model, self.cfg.vision_encoder, torch.from_numpy(views[frames, view]), self.device
         )
