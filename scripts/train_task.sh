@@ -35,7 +35,7 @@ source scripts/env.sh
 
 TASK=${TASK:-pick_green}             # the named task (internvla_sim.tasks.TASKS) recorded, trained and evaluated
 ROBOT=${ROBOT:-franka}               # the simulated arm
-case "$ROBOT" in                     # RTAG: the WidowX's data and runs carry its name, the Franka's keep theirs
+case "$ROBOT" in                     # ROBOT_TAG: the WidowX's data and runs carry its name, the Franka's keep theirs
   franka) ROBOT_TAG=""; DEFAULT_COMMIT=12 ;;
   widowx) ROBOT_TAG=_widowx; DEFAULT_COMMIT=6 ;;  # the Franka's 1.2 s gripper commitment at 5 Hz
   *) echo "ROBOT must be franka or widowx (got '$ROBOT')" >&2; exit 2 ;;
