@@ -11,7 +11,10 @@ or infeasible draws come back as :class:`FailedEpisode` with a reason and are ne
 ``generate(out_dir, robot, episodes, seed_start, workers)`` runs seeds [seed_start, seed_start +
 episodes) in worker processes (spawn context: MuJoCo / EGL per process), writes
 ``<out_dir>/episodes/<robot>_seed_<seed:07d>.npz`` per success and a line per failure in
-``<out_dir>/failures.jsonl``; a rerun skips seeds already written or failed.
+``<out_dir>/failures.jsonl``; a rerun skips seeds already written or failed. ``<out_dir>/generator.json``
+records, per robot, what made the episodes (the expert's version, the image size, the cameras, the tasks
+and the perturbations): a rerun with other settings is refused, naming what differs, so that a directory
+never mixes two kinds of demonstration.
 
     python -m internvla_sim.data_engine --robot franka --episodes 100 --workers 2 --out /data/staging
     python -m internvla_sim.data_engine --robot widowx --episodes 20 --expert-only   # success per skill
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -28,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .expert import EMBODIMENTS
+from .expert import EMBODIMENTS, EXPERT_VERSION
 
 FAILURES = "failures.jsonl"
+GENERATOR = "generator.json"
 
 
 @dataclass
@@ -260,6 +265,55 @@ def done_seeds(out_dir: str | Path, robot: str) -> set[int]:
     return seeds
 
 
+class GeneratorMismatchError(ValueError):
+    """A staging directory holds episodes of ``robot`` made with other settings than the ones asked for."""
+
+
+def generator_settings(
+    image_size: tuple[int, int],
+    wrist: bool,
+    templates: list[str] | None,
+    perturb: float,
+    perturb_descent: bool,
+    grasp_rise: float,
+    grasp_miss: bool,
+) -> dict:
+    """What decides the episodes a run writes, besides the seed (JSON-ready)."""
+    return {
+        "expert_version": EXPERT_VERSION,
+        "image_size": list(image_size),
+        "wrist": bool(wrist),
+        "templates": sorted(templates) if templates else None,
+        "perturb": float(perturb),
+        "perturb_descent": bool(perturb_descent),
+        "grasp_rise": float(grasp_rise),
+        "grasp_miss": bool(grasp_miss),
+    }
+
+
+def check_generator(out_dir: str | Path, robot: str, settings: dict) -> None:
+    """Record ``settings`` for ``robot`` in ``<out_dir>/generator.json``, or refuse to resume with others.
+
+    A directory written before this record existed has its episodes accepted as they are (nothing tells
+    what made them) and gets the record now.
+    """
+    path = Path(out_dir) / GENERATOR
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    before = recorded.get(robot)
+    if before is not None and before != settings:
+        differs = ", ".join(
+            f"{key}: {before.get(key)!r} there, {settings.get(key)!r} now"
+            for key in sorted(set(before) | set(settings))
+            if before.get(key) != settings.get(key)
+        )
+        raise GeneratorMismatchError(
+            f"{out_dir} holds {robot} episodes made with other settings ({differs}); resuming would mix "
+            "two kinds of demonstration. Write to another --out, or move that directory aside."
+        )
+    if before is None:
+        path.write_text(json.dumps({**recorded, robot: settings}, indent=2, sort_keys=True) + "\n")
+
+
 def generate(
     out_dir: str | Path,
     robot: str,
@@ -286,9 +340,10 @@ def generate(
 
     out_dir = Path(out_dir)
     (out_dir / "episodes").mkdir(parents=True, exist_ok=True)
+    options = (perturb, perturb_descent, grasp_rise, grasp_miss)
+    check_generator(out_dir, robot, generator_settings(image_size, wrist, templates, *options))
     done = done_seeds(out_dir, robot)
     seeds = [s for s in range(seed_start, seed_start + episodes) if s not in done]
-    options = (perturb, perturb_descent, grasp_rise, grasp_miss)
     jobs = [(str(out_dir), robot, s, tuple(image_size), wrist, templates, *options) for s in seeds]
     stats = {"written": 0, "frames": 0, "skipped": episodes - len(seeds), "failed": defaultdict(int)}
     per_skill: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -413,7 +468,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {time.perf_counter() - start:.1f} s")
         return 0
     size = tuple(args.image_size * 2 if len(args.image_size) == 1 else args.image_size[:2])
-    stats = generate(
+    try:
+        stats = _generate_from_args(args, size)
+    except GeneratorMismatchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    _print_skills(f"{args.robot}: expert success per skill (seeds run now)", stats.pop("success_per_skill"))
+    print(json.dumps(stats))
+    return 0
+
+
+def _generate_from_args(args: argparse.Namespace, size: tuple[int, int]) -> dict:
+    return generate(
         args.out,
         args.robot,
         args.episodes,
@@ -427,9 +493,6 @@ def main(argv: list[str] | None = None) -> int:
         grasp_rise=args.grasp_rise,
         grasp_miss=args.grasp_miss,
     )
-    _print_skills(f"{args.robot}: expert success per skill (seeds run now)", stats.pop("success_per_skill"))
-    print(json.dumps(stats))
-    return 0
 
 
 if __name__ == "__main__":

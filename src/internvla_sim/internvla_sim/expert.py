@@ -73,6 +73,10 @@ PERTURB_FADE = (0.02, 0.08)  # no offset within 2 cm of the waypoint, full offse
 MISS_CAUGHT_OPENING = 0.3  # finger opening above which a deliberate miss closed on the object after all
 FINGERS_RESTING = 0.05  # finger opening change per control step below which the fingers rest (on an object)
 EMBODIMENTS = {"franka": "franka_real", "widowx": "widowx_bridge"}  # how each simulated robot deploys
+# The expert's behaviour, named after its last change. Bump it with every change that alters the episodes
+# the expert writes: a staging directory records it (data_engine.GENERATOR) and refuses to resume with
+# another expert, so one dataset never mixes two experts' demonstrations.
+EXPERT_VERSION = "2026-12-push-descent-perturbed"
 
 
 def reference_frame(robot: str) -> str:

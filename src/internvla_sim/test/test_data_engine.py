@@ -18,7 +18,16 @@ from internvla_core.embodiments.base import delta_between
 from internvla_core.kinematics import IKSolver
 from internvla_core.robot_assets import robot_description
 from internvla_sim import task_family as tf
-from internvla_sim.data_engine import FailedEpisode, done_seeds, episode_path, generate, generate_episode
+from internvla_sim.data_engine import (
+    GENERATOR,
+    FailedEpisode,
+    GeneratorMismatchError,
+    done_seeds,
+    episode_path,
+    generate,
+    generate_episode,
+    main,
+)
 from internvla_sim.env import SimEnv
 
 SIZE = (64, 64)
@@ -119,6 +128,33 @@ def test_parallel_generation_writes_episodes_and_failures_and_resumes(tmp_path):
     assert len((tmp_path / "failures.jsonl").read_text().splitlines()) == len(failures) + sum(
         again["failed"].values()
     )
+
+
+def test_a_staging_directory_refuses_to_resume_with_another_expert_setting(tmp_path):
+    generate(tmp_path, "franka", 0, image_size=SIZE, wrist=True, templates=["push_blue_left"], progress=False)
+    generate(tmp_path, "franka", 0, image_size=SIZE, wrist=True, templates=["push_blue_left"], progress=False)
+    with pytest.raises(GeneratorMismatchError, match=r"perturb: 0\.0 there, 0\.01 now") as refused:
+        generate(tmp_path, "franka", 0, image_size=SIZE, wrist=True, templates=["push_blue_left"],
+                 perturb=0.01, progress=False)  # fmt: skip
+    assert "perturb_descent" not in str(refused.value) and "another --out" in str(refused.value)
+    generate(tmp_path, "widowx", 0, image_size=SIZE, progress=False)  # another robot keeps its own record
+    recorded = json.loads((tmp_path / GENERATOR).read_text())
+    assert recorded["franka"]["templates"] == ["push_blue_left"] and recorded["franka"]["perturb"] == 0.0
+    assert recorded["widowx"]["wrist"] is False and recorded["franka"]["expert_version"]
+
+
+def test_a_directory_from_before_the_record_is_accepted_and_gets_it(tmp_path):
+    (tmp_path / "episodes").mkdir()
+    (tmp_path / "episodes" / "franka_seed_0000000.npz").write_bytes(b"")  # an episode of an older engine
+    stats = generate(tmp_path, "franka", 1, image_size=SIZE, progress=False)
+    assert stats["skipped"] == 1 and json.loads((tmp_path / GENERATOR).read_text())["franka"]["perturb"] == 0
+
+
+def test_the_cli_says_what_differs_and_exits_2_instead_of_mixing(tmp_path, capsys):
+    base = ["--robot", "franka", "--episodes", "0", "--out", str(tmp_path), "--image-size", "64"]
+    assert main(base) == 0
+    assert main([*base, "--wrist"]) == 2
+    assert "wrist: False there, True now" in capsys.readouterr().err
 
 
 def test_cli_help():
