@@ -2,6 +2,7 @@
 
     source scripts/env.sh && python bench/replay_expert_ros.py [--robot franka widowx]
         [--tasks red_on_plate pick_green push_blue_left] [--seeds 30] [--seed-start 1000000]
+        [--drop-pauses all|grasp|settle]
 
 For every (robot, task, seed): the scripted expert runs on a SimEnv without ROS and records its
 commanded actions (``internvla_sim.expert``: deltas between successive commanded targets in the
@@ -36,17 +37,25 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def expert_actions(robot: str, task: str, seed: int):
-    """(success, actions) of the scripted expert on (robot, task, seed), no rendering."""
+def expert_actions(robot: str, task: str, seed: int, drop_pauses: str | None = None):
+    """(success, actions) of the scripted expert on (robot, task, seed), no rendering. ``drop_pauses``:
+    without the pause frames of that kind, as stage 2 trains on them (``training.data.pause_frames``)."""
     from internvla_core.embodiments import get_embodiment
+    from internvla_sim.data_engine import _state_ee
     from internvla_sim.env import SimEnv
     from internvla_sim.expert import EMBODIMENTS, ScriptedExpert
 
     embodiment = get_embodiment(EMBODIMENTS[robot])
     env = SimEnv(task, seed, embodiment.control_period, 64, 48, False, robot)
-    result = ScriptedExpert(env).run()
+    states: list[np.ndarray] = []
+    result = ScriptedExpert(env, observe=lambda e: states.append(_state_ee(e))).run()
     env.close()
-    return result.success, np.array(result.actions)
+    actions = np.array(result.actions)
+    if drop_pauses and len(actions):
+        from internvla_learning.training.data import pause_frames
+
+        actions = actions[~pause_frames(actions, np.array(states), drop_pauses)]
+    return result.success, actions
 
 
 class Replayer:
@@ -164,6 +173,11 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=sorted(TASKS), choices=sorted(TASKS))
     parser.add_argument("--seeds", type=int, default=30, help="seeds per robot and task")
     parser.add_argument("--seed-start", type=int, default=1_000_000, help="first seed (evaluation range)")
+    parser.add_argument(
+        "--drop-pauses",
+        choices=["all", "grasp", "settle"],
+        help="replay the actions without these pause frames, as stage 2 --drop-pauses trains on them",
+    )
     args = parser.parse_args()
     rows = []
     for robot in args.robot:
@@ -172,7 +186,7 @@ def main() -> None:
             failed = []
             start = time.perf_counter()
             for seed in range(args.seed_start, args.seed_start + args.seeds):
-                ok, actions = expert_actions(robot, task, seed)
+                ok, actions = expert_actions(robot, task, seed, args.drop_pauses)
                 if not ok:
                     continue
                 expert_ok += 1

@@ -667,6 +667,25 @@ def test_pause_frames_are_the_held_still_frames_inside_an_episode_not_its_end():
         pause_frames(actions, state, "some")
 
 
+def test_settle_pauses_are_the_still_and_tiny_commands_at_the_end_of_a_move_even_while_the_arm_sinks():
+    """A push as the scripted expert records it, the gripper closed throughout: descend (0-2), zero
+    commands while the arm still sinks (3-4), corrections against the sag of 4.8 and 2.7 mm (5-6), the
+    stroke (7-8), then stay (9-10)."""
+    actions = np.zeros((11, 7))
+    actions[0:3, 2] = -0.022
+    actions[5:7, 2] = [0.0048, 0.0027]
+    actions[7:9, 1] = 0.017
+    state = np.zeros((11, 7))
+    state[:, 2] = [0.2, 0.18, 0.16, 0.145, 0.141, 0.139, 0.141, 0.143, 0.143, 0.143, 0.143]
+    # the zero commands drop although the arm still moves (the other kinds keep them), and so does the
+    # 2.7 mm correction; the 4.8 mm one stays; the trailing stay is the end of the task, kept
+    assert np.flatnonzero(pause_frames(actions, state, "settle")).tolist() == [3, 4, 6]
+    assert np.flatnonzero(pause_frames(actions, state, "all")).tolist() == []
+    closing = actions.copy()
+    closing[4:, 6] = 1.0  # a gripper change is never a settle frame, even without motion
+    assert np.flatnonzero(pause_frames(closing, state, "settle")).tolist() == [3, 6]
+
+
 def test_drop_pauses_leaves_out_the_held_frames_and_their_actions(tmp_path):
     """With ``drop_pauses`` the held frames are neither samples nor rows of any chunk: the chunk of the
     frame before a hold runs on into the lift, so the policy learns to lift once the fingers rest."""

@@ -47,7 +47,14 @@ PAUSE_ACTION_NORM = 1e-4
 # (opening 0..1): the arm is at rest and so is the picture
 PAUSE_TCP_MOTION = 1e-3
 PAUSE_FINGER_MOTION = 0.005
-PAUSE_KINDS = ("all", "grasp")  # what --drop-pauses leaves out (pause_frames' ``which``)
+# A settle frame (pause_frames' "settle"): the command moves the target less than this (6-D delta norm) with
+# the gripper command unchanged, whether or not the arm is still moving. The expert's moves end with such
+# frames: zero commands while the arm sinks into place, then corrections against the sag of about 5, 3 and
+# 1 mm. Its travel steps command 1.5-2.5 cm. The first correction stays: without it the push sags, and the
+# expert's pushes replayed open loop through the graph fail 5 of 20 (20 of 20 at 3 mm; TRAINING.md,
+# thirteenth round)
+SETTLE_ACTION_NORM = 0.003
+PAUSE_KINDS = ("all", "grasp", "settle")  # what --drop-pauses leaves out (pause_frames' ``which``)
 
 
 class DatasetError(ValueError):
@@ -146,6 +153,16 @@ def chunk_indices(length: int, horizon: int) -> np.ndarray:
     return np.minimum(idx, length - 1)
 
 
+def _inside(idle: np.ndarray) -> np.ndarray:
+    """``idle`` without its trailing run: once the task is done, staying put is the demonstration."""
+    idle = idle.copy()
+    end = len(idle)
+    while end > 0 and idle[end - 1]:
+        end -= 1
+    idle[end:] = False
+    return idle
+
+
 def pause_frames(actions: np.ndarray, state_ee: np.ndarray, which: str = "all") -> np.ndarray:
     """[T] bool: the frames of ``actions`` [T, 7] (EE delta + gripper) that are pauses inside the episode.
 
@@ -163,6 +180,11 @@ def pause_frames(actions: np.ndarray, state_ee: np.ndarray, which: str = "all") 
     still frame: the hold after a grasp shrinks to one step (the other pauses stay). Both removed the trap
     and both lowered success on pick_green (TRAINING.md, eighth round): without the settled frames at grasp
     height the policy seldom closed, and with the hold shortened its closes flickered open again.
+    ``"settle"``: every frame that commands less than ``SETTLE_ACTION_NORM`` of motion with an unchanged
+    gripper command, the arm at rest or not: the end of each of the expert's moves (the zero commands
+    while the arm sinks into place and the smallest corrections after them), where a push policy stopped for
+    good, at the waypoint above the push and at its start (TRAINING.md, thirteenth round). It drops the
+    hold before a close as well, so it suits tasks without a grasp.
     """
     if which not in PAUSE_KINDS:
         raise ValueError(f"which must be one of {PAUSE_KINDS}, not {which!r}")
@@ -171,17 +193,16 @@ def pause_frames(actions: np.ndarray, state_ee: np.ndarray, which: str = "all") 
     n = len(actions)
     if n == 0:
         return np.zeros(0, dtype=bool)
-    still = np.linalg.norm(actions[:, :6], axis=1) < PAUSE_ACTION_NORM
+    motion = np.linalg.norm(actions[:, :6], axis=1)
     opened = actions[:, 6] > 0.5
     same_grip = np.concatenate([[False], opened[1:] == opened[:-1]])
+    if which == "settle":
+        return _inside((motion < SETTLE_ACTION_NORM) & same_grip)
+    still = motion < PAUSE_ACTION_NORM
     arm_rest = np.linalg.norm(np.diff(state[:, :3], axis=0), axis=1) < PAUSE_TCP_MOTION
     fingers_rest = np.abs(np.diff(state[:, 6])) < PAUSE_FINGER_MOTION
     at_rest = np.concatenate([arm_rest & fingers_rest, [True]])
-    idle = still & same_grip & at_rest
-    end = n
-    while end > 0 and idle[end - 1]:
-        end -= 1
-    idle[end:] = False
+    idle = _inside(still & same_grip & at_rest)
     if which == "grasp":
         run_start = idle & ~np.concatenate([[False], idle[:-1]])
         idle &= ~opened & ~run_start

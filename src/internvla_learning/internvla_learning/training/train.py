@@ -165,7 +165,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="leave out frames where the demonstrator holds still inside an episode (no motion commanded, "
         "arm and fingers at rest): the same picture labelled 'hold k more steps' teaches a policy without "
         "memory to hold for ever. all: every such frame (upstream's no_noops datasets); grasp: only the "
-        "hold after a grasp, shortened to one step (TRAINING.md, eighth round)",
+        "hold after a grasp, shortened to one step (TRAINING.md, eighth round); settle: every command "
+        "under 3 mm with the gripper unchanged, the arm at rest or not: the end of each move, where a push "
+        "policy stopped (thirteenth round; it also drops the hold before a close)",
     )
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
