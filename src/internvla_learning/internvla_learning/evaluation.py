@@ -572,6 +572,57 @@ def arrival_lines(results: Sequence[EpisodeResult], below: float = ARRIVAL_HEIGH
     return lines
 
 
+STALL_MOTION_M = 0.003  # the hand moves less than this per traced step, relative to the target ...
+STALL_STEPS = 15  # ... for at least this many steps in a row: it stopped (1.5 s at the Franka's 10 Hz)
+STALL_HEIGHTS_M = (0.02, 0.08, 0.18)  # bins of the TCP's height above the target where it stopped
+
+
+def longest_stall(result: EpisodeResult) -> tuple[int, float] | None:
+    """(steps, dz [m]) of the longest run of traced steps in which the TCP moved less than
+    ``STALL_MOTION_M`` per step relative to the target, and its height above the target at the run's end;
+    None without a trace. A policy re-queried at every step that keeps predicting no motion at one picture
+    stays there for good (TRAINING.md, thirteenth round: the push stopped at the expert's waypoints).
+    Relative motion: a hand that carries the target along also counts as still, so read it for failures."""
+    if len(result.trace) < 2:
+        return None
+    xyz = np.array([sample[1:4] for sample in result.trace], dtype=float)
+    still = np.linalg.norm(np.diff(xyz, axis=0), axis=1) < STALL_MOTION_M
+    best, best_end, run = 0, 0, 0
+    for i, is_still in enumerate(still):
+        run = run + 1 if is_still else 0
+        if run > best:
+            best, best_end = run, i + 1
+    return best, float(xyz[best_end, 2])
+
+
+def stall_lines(results: Sequence[EpisodeResult]) -> list[str]:
+    """Markdown: the failed traced episodes whose hand stopped for ``STALL_STEPS`` or more, by the height
+    above the target where it stopped (:func:`longest_stall`)."""
+    stalls = [longest_stall(r) for r in results if not r.success]
+    stalls = [s for s in stalls if s is not None]
+    if not stalls:
+        return []
+    stopped = [(steps, dz) for steps, dz in stalls if steps >= STALL_STEPS]
+    lines = [
+        "",
+        f"Stopped (the TCP moved < {1000 * STALL_MOTION_M:.0f} mm per step relative to the target for "
+        f">= {STALL_STEPS} steps in a row): {len(stopped)} of {len(stalls)} failed traced episodes"
+        + (f", for {np.median([s for s, _ in stopped]):.0f} steps (median)." if stopped else "."),
+    ]
+    if stopped:
+        lines += ["", "| where it stopped: TCP above the target [cm] | failed episodes |", "| --- | ---: |"]
+        edges = [-np.inf, *STALL_HEIGHTS_M, np.inf]
+        for low, high in itertools.pairwise(edges):
+            n = sum(1 for _, dz in stopped if low <= dz < high)
+            name = (
+                f"< {100 * high:.0f}" if low == -np.inf
+                else f">= {100 * low:.0f}" if high == np.inf
+                else f"{100 * low:.0f} to {100 * high:.0f}"
+            )  # fmt: skip
+            lines.append(f"| {name} | {n} |")
+    return lines
+
+
 def write_markdown(results: Sequence[EpisodeResult], path: str | Path, title: str = "Evaluation") -> Path:
     path = Path(path)
     lines = [f"# {title}", "",
@@ -591,6 +642,7 @@ def write_markdown(results: Sequence[EpisodeResult], path: str | Path, title: st
     lines += arrival_lines(results)
     lines += reopening_lines(results)
     lines += failure_lines(results)
+    lines += stall_lines(results)
     seeds = sorted(r.seed for r in results)
     if seeds:
         lines += ["", f"Seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} episodes)."]

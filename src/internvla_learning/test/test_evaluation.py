@@ -24,6 +24,7 @@ from internvla_learning.evaluation import (
     episode_plan,
     failure_kind,
     gripper_reopenings,
+    longest_stall,
     mcnemar_exact_p,
     opening_after_close,
     paired_comparison,
@@ -227,6 +228,26 @@ def test_failures_are_told_apart_by_the_gripper_and_the_height_after_the_first_c
     with open(tmp_path / "traces.csv") as f:
         rows = [r for r in csv.DictReader(f) if r["seed"] == str(stuck.seed)]
     assert [r["finger_opening"] for r in rows][-1] == "0.140"
+
+
+def test_a_hand_that_stops_for_fifteen_steps_is_counted_where_it_stopped(tmp_path):
+    results = _results()
+    for r in results[:3]:
+        r.success = False
+    approach = [(i, 0.1 - 0.01 * i, 0.0, 0.30 - 0.02 * i) for i in range(10)]  # 1-2 cm per step
+    # stops 12 cm above the target for 20 steps (moving 1 mm per step), then moves on
+    results[0].trace = (
+        approach + [(10 + i, 0.0, 0.0, 0.12 - 0.001 * i) for i in range(21)] + [(31, 0, 0.05, 0.05)]
+    )
+    # reaches the table and sits there until the end
+    results[1].trace = approach + [(10 + i, 0.0, -0.06, 0.005) for i in range(30)]
+    results[2].trace = approach  # never stops
+    assert longest_stall(results[0]) == (20, pytest.approx(0.10))
+    assert longest_stall(results[1])[0] == 29 and longest_stall(results[2])[0] == 0
+    assert longest_stall(results[3]) is None  # untraced
+    md = write_reports(results, tmp_path, "t")["md"].read_text()
+    assert "for >= 15 steps in a row): 2 of 3 failed traced episodes, for 24 steps (median)." in md
+    assert "| < 2 | 1 |" in md and "| 8 to 18 | 1 |" in md and "| 2 to 8 | 0 |" in md
 
 
 def test_traces_read_back_from_disk_give_the_same_failure_kinds(tmp_path):
