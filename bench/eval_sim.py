@@ -96,6 +96,7 @@ def run_episode(
     gripper_settle_steps: int | None = None,
     execute_steps: int | None = None,
     gripper_commit_steps: int | None = None,
+    ensemble_horizon: int | None = None,
     max_sim_steps: int | None = None,
     trace: bool = False,
     domain_id: int | None = None,
@@ -110,8 +111,8 @@ def run_episode(
     default). ``noise_seed``: policy_node's diffusion noise seed (-1: random at every inference, so a
     repeated evaluation differs; ``episode_noise_seed(seed)`` makes the episode repeatable). ``ddim_steps``:
     DDIM steps per inference (None: policy_node's default). ``executor_mode``: chunk_executor's ``mode``
-    (None: its default, ensemble). ``gripper_settle_steps``, ``execute_steps``, ``gripper_commit_steps``: chunk_executor's (None:
-    its defaults, 0). ``max_sim_steps``: a success counts only when the goal ended within that many
+    (None: its default, ensemble). ``gripper_settle_steps``, ``execute_steps``, ``gripper_commit_steps``, ``ensemble_horizon``:
+    chunk_executor's (None: its defaults, 0). ``max_sim_steps``: a success counts only when the goal ended within that many
     control steps (the policy ends the goal at success), whatever the number of model queries: with
     ``execute_steps`` the policy is queried less often than once per step, so ``max_steps`` (queries)
     alone would give those episodes more time.
@@ -163,6 +164,8 @@ def run_episode(
             executor_params["execute_steps"] = execute_steps
         if gripper_commit_steps is not None:
             executor_params["gripper_commit_steps"] = gripper_commit_steps
+        if ensemble_horizon is not None:
+            executor_params["ensemble_horizon"] = ensemble_horizon
         if executor_params:
             overrides["chunk_executor"] = executor_params
         composition = Composition.create(graph, context, overrides, skip=skip)
@@ -397,6 +400,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "decision, this many actions come from the chunk that made it (default: its 0)",
     )
     p.add_argument(
+        "--ensemble-horizon",
+        type=int,
+        default=None,
+        help="chunk_executor's ensemble_horizon (ensemble mode): how many of the newest chunks are averaged "
+        "for each step (default: the embodiment's, 3 for the Franka)",
+    )
+    p.add_argument(
         "--max-sim-steps",
         type=int,
         default=None,
@@ -437,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                    spatial_prompt=args.spatial_prompt, wrist=wrist, cfg_scale=args.cfg_scale,
                    ddim_steps=args.ddim_steps, executor_mode=args.executor_mode,
                    gripper_settle_steps=args.gripper_settle_steps, execute_steps=args.execute_steps,
-                   gripper_commit_steps=args.gripper_commit_steps,
+                   gripper_commit_steps=args.gripper_commit_steps, ensemble_horizon=args.ensemble_horizon,
                    max_sim_steps=args.max_sim_steps, trace=args.trace,
                    device=args.device, timeout=args.timeout)  # fmt: skip
     jobs = [

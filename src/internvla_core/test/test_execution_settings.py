@@ -41,6 +41,8 @@ def test_schema_defaults_give_the_embodiment_rate_and_one_period_points():
     assert settings.config.execute_steps == 0  # chunk mode switches to each new chunk unless asked
     committed = build_settings({**defaults(), "mode": "chunk", "execute_steps": 8})
     assert committed.config.execute_steps == 8
+    assert settings.config.ensemble_horizon is None  # 0: the embodiment's H
+    assert build_settings({**defaults(), "ensemble_horizon": 8}).config.ensemble_horizon == 8
 
 
 def test_chunk_trajectory_only_in_chunk_modes_with_the_joint_trajectory_backend():

@@ -491,3 +491,11 @@ def test_gripper_commitment_carries_a_close_through_the_hold_into_the_lift_in_en
     assert plain[2].gripper_opening == 0.0 and plain[4].gripper_opening == 1.0
     with pytest.raises(ValueError, match="gripper_commit_steps"):
         ExecutorConfig(mode="chunk", gripper_commit_steps=2)
+
+
+def test_ensemble_horizon_overrides_the_embodiments_number_of_averaged_chunks():
+    assert make(mode="ensemble", embodiment="franka_real").ensembler.horizon == 3  # the embodiment's H
+    core = make(mode="ensemble", embodiment="franka_real", ensemble_horizon=8)
+    assert core.ensembler.horizon == 8
+    core.stop("goal ended")
+    assert core.ensembler.horizon == 8  # a fresh ensembler keeps the setting

@@ -263,6 +263,13 @@ def refresh_evaluation(
     return card
 
 
+def _executor_settings(ns: argparse.Namespace) -> dict | None:
+    """The chunk_executor parameters named on the command line (None: none), for the model card."""
+    names = ("gripper_commit_steps", "ensemble_horizon")
+    executor = {name: getattr(ns, name) for name in names if getattr(ns, name) is not None}
+    return executor or None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", help="run directory of internvla-train (not with --evaluation-only)")
@@ -289,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="chunk_executor's gripper_commit_steps the evaluation ran with (the demo uses it)",
     )
+    p.add_argument(
+        "--ensemble-horizon",
+        type=int,
+        help="chunk_executor's ensemble_horizon the evaluation ran with (the demo uses it)",
+    )
     p.add_argument("--card-json", help="a JSON file of extra model-card fields")
     p.add_argument(
         "--evaluation-only",
@@ -301,10 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         if not ns.eval_csv:
             p.error("--evaluation-only needs --eval")
         try:
-            executor = None
-            if ns.gripper_commit_steps is not None:
-                executor = {"gripper_commit_steps": ns.gripper_commit_steps}
-            card = refresh_evaluation(ns.out, ns.eval_csv, ns.cfg_scale, executor)
+            card = refresh_evaluation(ns.out, ns.eval_csv, ns.cfg_scale, _executor_settings(ns))
         except ExportError as exc:
             print(f"export_model: {exc}")
             return 2
@@ -324,11 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             extra=extra,
             cfg_scale=ns.cfg_scale,
             average_steps=ns.average_steps,
-            executor=(
-                {"gripper_commit_steps": ns.gripper_commit_steps}
-                if ns.gripper_commit_steps is not None
-                else None
-            ),
+            executor=_executor_settings(ns),
         )
     except ExportError as exc:
         print(f"export_model: {exc}")

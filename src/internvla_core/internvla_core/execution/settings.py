@@ -86,6 +86,7 @@ def build_settings(
         gripper_settle_steps=p["gripper_settle_steps"],
         execute_steps=p["execute_steps"],
         gripper_commit_steps=p["gripper_commit_steps"],
+        ensemble_horizon=p["ensemble_horizon"] or None,
         warmup=p["embodiment_warmup"],
         limits=limits,
         max_state_age=p["max_state_age"],
