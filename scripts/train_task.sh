@@ -22,7 +22,9 @@
 #   WRIST=0 bash scripts/train_task.sh    # third-person view only (the fourth round's run)
 #   RECOVER=150 bash scripts/train_task.sh  # + 150 recovery episodes (--grasp-miss, seeds 700-849; the
 #                                         # eleventh round: worse, 105/200 against 148/200 on fresh seeds)
-#   TASK=push_blue_left bash scripts/train_task.sh  # the same recipe on another demo task (the twelfth round)
+#   TASK=push_blue_left bash scripts/train_task.sh  # another demo task (the twelfth round; the push drops every
+#                                         # settle frame, --drop-pauses settle, since the thirteenth: the shipped
+#                                         # push model)
 #   DRY_RUN=1 TASK=red_on_plate bash scripts/train_task.sh  # print the commands a run would execute, run none
 #   ROBOT=widowx bash scripts/train_task.sh   # the WidowX (5 Hz; the recipe as measured on the Franka, untried)
 #
@@ -41,10 +43,12 @@ case "$ROBOT" in                     # ROBOT_TAG: the WidowX's data and runs car
   *) echo "ROBOT must be franka or widowx (got '$ROBOT')" >&2; exit 2 ;;
 esac
 case "$TASK" in                      # the short name of its runs (pg_s0..., pg_s2...) and its evaluation's
-  pick_green) SHORT=pg; MAX_STEPS=${MAX_STEPS:-120} ;;           # step limit (the expert needs ~60 steps,
-  push_blue_left) SHORT=pb; MAX_STEPS=${MAX_STEPS:-120} ;;       # ~75 and ~110)
-  red_on_plate) SHORT=rp; MAX_STEPS=${MAX_STEPS:-180} ;;  # its plate: stage 0 learns where it is by itself
-                                     # (a container in the labels); stage 2 reads it with --spatial-aux-container
+  pick_green) SHORT=pg; MAX_STEPS=${MAX_STEPS:-120}; TASK_PAUSES=grasp ;;      # step limit (the expert needs
+  push_blue_left) SHORT=pb; MAX_STEPS=${MAX_STEPS:-120}; TASK_PAUSES=settle ;;  # ~60, ~75 and ~110 steps)
+  red_on_plate) SHORT=rp; MAX_STEPS=${MAX_STEPS:-180}; TASK_PAUSES=grasp ;;  # its plate: stage 0 learns where
+                                     # it is by itself (a container in the labels); stage 2 reads it with
+                                     # --spatial-aux-container. TASK_PAUSES: the two-view recipe's --drop-pauses
+                                     # (a push has no grasp to keep the settled frames for: thirteenth round)
   *) echo "TASK must be pick_green, push_blue_left or red_on_plate (got '$TASK')" >&2; exit 2 ;;
 esac
 
@@ -55,7 +59,7 @@ if [ "$WRIST" = 1 ]; then
   S2_STEPS=${S2_STEPS:-16000}
   DART=${DART:-1}; DART_EPISODES=${DART_EPISODES:-250}; PERTURB=${PERTURB:-0.01}
   PERTURB_DESCENT=${PERTURB_DESCENT:-1}
-  DROP_PAUSES=${DROP_PAUSES-grasp}
+  DROP_PAUSES=${DROP_PAUSES-$TASK_PAUSES}
   COMMIT=${COMMIT:-$DEFAULT_COMMIT}
   VIEWS=(--cameras third_person wrist); REC=(--wrist); TAG=_wrist
 else

@@ -49,15 +49,15 @@ def stage(commands: list[list[str]], number: int) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("task", "short", "max_steps", "container"),
+    ("task", "short", "max_steps", "container", "pauses"),
     [
-        ("pick_green", "pg", "120", False),
-        ("push_blue_left", "pb", "120", False),
-        ("red_on_plate", "rp", "180", True),
+        ("pick_green", "pg", "120", False, "grasp"),
+        ("push_blue_left", "pb", "120", False, "settle"),  # no grasp to keep the settled frames for
+        ("red_on_plate", "rp", "180", True, "grasp"),
     ],
 )
 def test_each_task_is_recorded_trained_evaluated_and_exported_under_its_own_names(
-    tmp_path, task, short, max_steps, container
+    tmp_path, task, short, max_steps, container, pauses
 ):
     commands = dry_run(tmp_path, TASK=task)
     engines = [c for c in commands if "internvla_sim.data_engine" in c]
@@ -65,6 +65,7 @@ def test_each_task_is_recorded_trained_evaluated_and_exported_under_its_own_name
     stage2 = stage(commands, 2)
     assert Path(value(stage2, "--out")).name.startswith(f"{short}_s2")
     assert ("--spatial-aux-container" in stage2) is container  # only a put_on task has a plate to find
+    assert value(stage2, "--drop-pauses") == pauses and f"_drop{pauses}_" in value(stage2, "--out")
     assert value(stage(commands, 0), "--data") == value(stage2, "--data")
     evaluation = command(commands, "bench/eval_sim.py")
     assert value(evaluation, "--tasks") == task and value(evaluation, "--max-steps") == max_steps

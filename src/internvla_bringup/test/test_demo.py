@@ -88,7 +88,7 @@ def test_the_demo_runs_a_model_with_the_executor_settings_it_was_evaluated_with(
     assert build_parser().parse_args(["--gripper-commit-steps", "12"]).gripper_commit_steps == 12
 
 
-def test_demo_names_the_model_it_runs(tmp_path):
+def test_demo_names_the_model_it_runs(tmp_path, monkeypatch):
     """--random-model, a robot or task without a model trained here, and a checkpoint with a model card
     (what export_model writes) each give the summary an identity: path, weights digest, card fields."""
     import argparse
@@ -104,8 +104,17 @@ def test_demo_names_the_model_it_runs(tmp_path):
     assert model_identity(args(random_model=True))["checkpoint"] == ""
     assert "untrained" in model_identity(args(random_model=True))["note"]
     assert "no model trained here for pick_green on the widowx" in model_identity(args())["note"]
-    # the Franka's model is pick_green's: another task gets the random model, said so
-    other_task = model_identity(args(robot="franka", task="push_blue_left"))
+    # with only a pick_green model for the Franka, another task gets the random model, said so
+    from internvla_bringup import graphs
+
+    only_pick = tmp_path / "models"
+    (only_pick / graphs.shipped_model_name("franka", "pick_green")).mkdir(parents=True)
+    (only_pick / graphs.shipped_model_name("franka", "pick_green") / "config.yaml").write_text(
+        "framework: {}\n"
+    )
+    with monkeypatch.context() as patched:
+        patched.setattr(graphs, "models_dir", lambda: only_pick)
+        other_task = model_identity(args(robot="franka", task="push_blue_left"))
     assert other_task["checkpoint"] == "" and "for push_blue_left on the franka" in other_task["note"]
     run = tmp_path / "run"
     build_tiny_checkpoint(run)
