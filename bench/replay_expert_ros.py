@@ -41,14 +41,14 @@ def expert_actions(robot: str, task: str, seed: int, drop_pauses: str | None = N
     """(success, actions) of the scripted expert on (robot, task, seed), no rendering. ``drop_pauses``:
     without the pause frames of that kind, as stage 2 trains on them (``training.data.pause_frames``)."""
     from internvla_core.embodiments import get_embodiment
-    from internvla_sim.data_engine import _state_ee
+    from internvla_sim.data_engine import measured_state_ee
     from internvla_sim.env import SimEnv
     from internvla_sim.expert import EMBODIMENTS, ScriptedExpert
 
     embodiment = get_embodiment(EMBODIMENTS[robot])
     env = SimEnv(task, seed, embodiment.control_period, 64, 48, False, robot)
     states: list[np.ndarray] = []
-    result = ScriptedExpert(env, observe=lambda e: states.append(_state_ee(e))).run()
+    result = ScriptedExpert(env, observe=lambda e: states.append(measured_state_ee(e))).run()
     env.close()
     actions = np.array(result.actions)
     if drop_pauses and len(actions):

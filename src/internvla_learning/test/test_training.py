@@ -516,6 +516,12 @@ def test_an_evaluation_rerun_replaces_only_the_cards_evaluation(tmp_path):
     )
     written = json.loads((out / "model_card.json").read_text())
     assert written["executor"] == {"gripper_commit_steps": 12} and written["cfg_scale"] == 3.0
+    # another executor setting joins the ones the card already names
+    assert (
+        main(["--out", str(out), "--eval", str(rerun), "--evaluation-only", "--ensemble-horizon", "8"]) == 0
+    )
+    written = json.loads((out / "model_card.json").read_text())
+    assert written["executor"] == {"gripper_commit_steps": 12, "ensemble_horizon": 8}
     other = write_csv(results("steps_2_pytorch_model.pt", 5), tmp_path / "other.csv")
     with pytest.raises(ExportError, match=r"not this model.s steps_4_pytorch_model\.pt"):
         refresh_evaluation(out, other)

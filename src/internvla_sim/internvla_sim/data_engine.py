@@ -53,7 +53,8 @@ def episode_path(out_dir: str | Path, robot: str, seed: int) -> Path:
     return Path(out_dir) / "episodes" / f"{robot}_seed_{seed:07d}.npz"
 
 
-def _state_ee(env) -> np.ndarray:
+def measured_state_ee(env) -> np.ndarray:
+    """The state a frame records: the measured hand position and rpy (base frame) and finger opening."""
     from internvla_core.rotations import matrix_to_rpy
 
     hand = env.hand_pose()
@@ -128,7 +129,7 @@ def generate_episode(
             for camera in cameras:
                 images[camera].append(env.render(camera))
             state_joint.append(env.arm_positions())
-            state_ee.append(_state_ee(env))
+            state_ee.append(measured_state_ee(env))
             if truth is not None:
                 truth.observe()
             for view in views.values():
