@@ -155,17 +155,14 @@ def run_episode(
             policy_params["num_ddim_steps"] = ddim_steps
         policy_params["seed"] = noise_seed
         overrides = {"sim": sim_params, "policy_node": policy_params}
-        executor_params = {}
-        if executor_mode is not None:
-            executor_params["mode"] = executor_mode
-        if gripper_settle_steps is not None:
-            executor_params["gripper_settle_steps"] = gripper_settle_steps
-        if execute_steps is not None:
-            executor_params["execute_steps"] = execute_steps
-        if gripper_commit_steps is not None:
-            executor_params["gripper_commit_steps"] = gripper_commit_steps
-        if ensemble_horizon is not None:
-            executor_params["ensemble_horizon"] = ensemble_horizon
+        executor_settings = {
+            "mode": executor_mode,
+            "gripper_settle_steps": gripper_settle_steps,
+            "execute_steps": execute_steps,
+            "gripper_commit_steps": gripper_commit_steps,
+            "ensemble_horizon": ensemble_horizon,
+        }
+        executor_params = {name: value for name, value in executor_settings.items() if value is not None}
         if executor_params:
             overrides["chunk_executor"] = executor_params
         composition = Composition.create(graph, context, overrides, skip=skip)

@@ -166,6 +166,8 @@ def replay_through_ros(robot: str, task: str, seed: int, actions: np.ndarray, ti
 
 
 def main() -> None:
+    from internvla_learning.training.data import PAUSE_KINDS
+
     from internvla_sim.tasks import TASKS  # the one task registry
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -175,7 +177,7 @@ def main() -> None:
     parser.add_argument("--seed-start", type=int, default=1_000_000, help="first seed (evaluation range)")
     parser.add_argument(
         "--drop-pauses",
-        choices=["all", "grasp", "settle"],
+        choices=PAUSE_KINDS,
         help="replay the actions without these pause frames, as stage 2 --drop-pauses trains on them",
     )
     args = parser.parse_args()

@@ -543,6 +543,16 @@ def plot_comparison(runs: Sequence[tuple[str, Sequence[EpisodeResult]]], path: s
     return _wilson_bars(totals, labels, ["tab:blue"] * len(runs), path, (1.5 * len(runs) + 2.5, 3.8), 20)
 
 
+def _bin_label(low: float, high: float, spec: str) -> str:
+    """A table row's name for the bin [low, high) of metres, in cm formatted with ``spec`` (open ends as
+    "< high" and ">= low")."""
+    if low == -np.inf:
+        return f"< {100 * high:{spec}}"
+    if high == np.inf:
+        return f">= {100 * low:{spec}}"
+    return f"{100 * low:{spec}} to {100 * high:{spec}}"
+
+
 def arrival_lines(results: Sequence[EpisodeResult], below: float = ARRIVAL_HEIGHT_M) -> list[str]:
     """Markdown: how many traced episodes arrived, their x / y offset, and success per x-offset bin."""
     arrivals = arrival_offsets(results, below)
@@ -562,11 +572,7 @@ def arrival_lines(results: Sequence[EpisodeResult], below: float = ARRIVAL_HEIGH
     edges = [-np.inf, *ARRIVAL_BINS_M, np.inf]
     for low, high in itertools.pairwise(edges):
         inside = a[(a[:, 1] >= low) & (a[:, 1] < high)]
-        name = (
-            f"< {100 * high:+.1f}" if low == -np.inf
-            else f">= {100 * low:+.1f}" if high == np.inf
-            else f"{100 * low:+.1f} to {100 * high:+.1f}"
-        )  # fmt: skip
+        name = _bin_label(low, high, "+.1f")
         rate = f"{inside[:, 0].mean():.2f}" if len(inside) else "-"
         lines.append(f"| {name} | {len(inside)} | {rate} |")
     return lines
@@ -614,12 +620,7 @@ def stall_lines(results: Sequence[EpisodeResult]) -> list[str]:
         edges = [-np.inf, *STALL_HEIGHTS_M, np.inf]
         for low, high in itertools.pairwise(edges):
             n = sum(1 for _, dz in stopped if low <= dz < high)
-            name = (
-                f"< {100 * high:.0f}" if low == -np.inf
-                else f">= {100 * low:.0f}" if high == np.inf
-                else f"{100 * low:.0f} to {100 * high:.0f}"
-            )  # fmt: skip
-            lines.append(f"| {name} | {n} |")
+            lines.append(f"| {_bin_label(low, high, '.0f')} | {n} |")
     return lines
 
 
