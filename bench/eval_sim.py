@@ -116,8 +116,8 @@ def run_episode(
     control steps (the policy ends the goal at success), whatever the number of model queries: with
     ``execute_steps`` the policy is queried less often than once per step, so ``max_steps`` (queries)
     alone would give those episodes more time.
-    ``trace``: record TCP - target, the commanded gripper opening and the
-    measured finger opening at every sim step into ``result.trace``."""
+    ``trace``: record TCP - target, the commanded gripper opening, the
+    measured finger opening and the target's rise at every sim step into ``result.trace``."""
     import rclpy
     from internvla_learning.evaluation import EpisodeResult
     from rclpy.action import ActionClient
@@ -219,15 +219,15 @@ def run_episode(
 
 
 class StepTracer:
-    """Samples TCP - target (robot base frame), the commanded gripper opening and the measured finger
-    opening (``SimEnv.finger_opening``) once per sim step, from
+    """Samples TCP - target (robot base frame), the commanded gripper opening, the measured finger
+    opening (``SimEnv.finger_opening``) and the target's rise since the start once per sim step, from
     a thread beside the sim's: the sim node offers no per-step hook, and a diagnostic must not change how
     the episode runs. A sample is read while the sim may be stepping, so a value can mix two adjacent
     steps (millimetres)."""
 
     def __init__(self, sim, poll_s: float = 0.002) -> None:
         self.sim, self.poll_s = sim, poll_s
-        self.samples: list[tuple[int, float, float, float, float, float]] = []
+        self.samples: list[tuple[float, ...]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="step_tracer")
         self._thread.start()
@@ -244,9 +244,10 @@ class StepTracer:
     def _sample(self, step: int) -> None:
         env = self.sim.env
         gripper = (env.commanded_gripper_opening(), env.finger_opening())
-        self.samples.append((step, *(float(v) for v in _tcp_to_target(env)), *gripper))
+        rise = _graded_progress(env)[1]
+        self.samples.append((step, *(float(v) for v in _tcp_to_target(env)), *gripper, rise))
 
-    def stop(self) -> list[tuple[int, float, float, float, float, float]]:
+    def stop(self) -> list[tuple[float, ...]]:
         self._stop.set()
         self._thread.join(2.0)
         step = int(self.sim.steps)
@@ -356,8 +357,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--trace",
         action="store_true",
-        help="record TCP - target, the gripper command and the finger opening at every sim step: traces.csv "
-        "and traces.png beside results.csv",
+        help="record TCP - target, the gripper command, the finger opening and the target's rise at every sim "
+        "step: traces.csv and traces.png beside results.csv",
     )
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: policy_node's)")
     p.add_argument("--ddim-steps", type=int, help="DDIM steps per inference (default: policy_node's)")

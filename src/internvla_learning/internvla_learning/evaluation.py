@@ -335,7 +335,9 @@ def arrival_offsets(
     return out
 
 
-GRIPPER_CMD, FINGER_OPENING = 4, 5  # trace columns after (step, dx, dy, dz) where eval_sim recorded them
+# trace columns after (step, dx, dy, dz) where eval_sim recorded them: the commanded gripper opening, the
+# measured finger opening, the target's height above its start [m] (since the fourteenth round)
+GRIPPER_CMD, FINGER_OPENING, TARGET_RISE = 4, 5, 6
 
 
 def _has_column(result: EpisodeResult, column: int) -> bool:
@@ -387,7 +389,9 @@ def failure_kind(result: EpisodeResult) -> str | None:
     rose ``ROSE_M`` above its height at that first close, relative to the target (a hand stuck at the
     block: the hold a policy without memory cannot leave, TRAINING.md eighth round); ``rose without the
     target``: it rose that much relative to the target, so the target stayed behind (a grasp that did not
-    hold, or a lift before the fingers held). A lifted target rises with the TCP and counts as neither.
+    hold, or a lift before the fingers held). A target carried away in the hand rises with the TCP, so a
+    failed carry counts as ``closed, never rose``: for a task with a container, :func:`placement_kind` tells
+    those apart.
     """
     if result.success or not _has_column(result, GRIPPER_CMD):
         return None
@@ -412,6 +416,38 @@ def opening_after_close(result: EpisodeResult, steps: int = SETTLED_STEPS) -> fl
     if close is None or close + steps >= len(result.trace):
         return None
     return float(result.trace[close + steps][FINGER_OPENING])
+
+
+PLACEMENT_KINDS = ("never lifted the target", "still held at the end", "set down off the container")
+
+
+def placement_kind(result: EpisodeResult) -> str | None:
+    """What a failed traced episode of a task with a container (red_on_plate's plate) did with the target,
+    from the target's traced height above its start (None: a success, a task without a container, or a
+    trace without that column). ``never lifted the target``: it never rose ``LIFT_M``; ``still held at
+    the end``: it was still that high when the episode ended (carried, never put down); ``set down off
+    the container``: it was lifted and is down again, but not where the task wants it (dropped on the way
+    or put down beside the plate). The report gives their distances to the container."""
+    if result.success or result.target_to_container_m is None or not _has_column(result, TARGET_RISE):
+        return None
+    rises = [sample[TARGET_RISE] for sample in result.trace]
+    if max(rises) < LIFT_M:
+        return PLACEMENT_KINDS[0]
+    return PLACEMENT_KINDS[1] if rises[-1] >= LIFT_M else PLACEMENT_KINDS[2]
+
+
+def placement_lines(results: Sequence[EpisodeResult]) -> list[str]:
+    """Markdown: the failed traced episodes of tasks with a container by :func:`placement_kind`, with the
+    median xy distance from the target to the container's centre when they ended."""
+    kinds = [placement_kind(r) for r in results]
+    if not any(kinds):
+        return []
+    lines = ["", "| failed place (traced) | episodes | target to container at the end, median [cm] |",
+             "| --- | ---: | ---: |"]  # fmt: skip
+    for kind in PLACEMENT_KINDS:
+        gaps = [r.target_to_container_m for r, k in zip(results, kinds, strict=True) if k == kind]
+        lines.append(f"| {kind} | {len(gaps)} | {_cm(float(np.median(gaps))) if gaps else '-'} |")
+    return lines
 
 
 def failure_lines(results: Sequence[EpisodeResult]) -> list[str]:
@@ -454,7 +490,10 @@ def read_traces(path: str | Path, results: Sequence[EpisodeResult]) -> list[Epis
             if key not in by_key:
                 raise ValueError(f"{path}: a trace of {key[0]} seed {key[1]}, which is not in the results")
             sample = [float(row[name]) for name in ("step", "dx_m", "dy_m", "dz_m")]
-            sample += [float(row[name]) for name in ("gripper_cmd", "finger_opening") if row.get(name)]
+            for name in OPTIONAL_TRACE_FIELDS:  # positional: the first empty one ends the sample
+                if not row.get(name):
+                    break
+                sample.append(float(row[name]))
             traces.setdefault(key, []).append(tuple(sample))
     for key, trace in traces.items():
         by_key[key].trace = trace
@@ -643,6 +682,7 @@ def write_markdown(results: Sequence[EpisodeResult], path: str | Path, title: st
     lines += arrival_lines(results)
     lines += reopening_lines(results)
     lines += failure_lines(results)
+    lines += placement_lines(results)
     lines += stall_lines(results)
     seeds = sorted(r.seed for r in results)
     if seeds:
@@ -687,21 +727,27 @@ def _wilson_bars(
     return Path(path)
 
 
-TRACE_FIELDS = ["seed", "task", "success", "step", "dx_m", "dy_m", "dz_m", "gripper_cmd", "finger_opening"]
+# traces.csv's optional columns (the trace's columns GRIPPER_CMD, FINGER_OPENING and TARGET_RISE) and how
+# each is written; an older trace lacks the last ones and leaves them empty
+OPTIONAL_TRACE_FIELDS = {"gripper_cmd": ".3f", "finger_opening": ".3f", "target_rise_m": ".5f"}
+TRACE_FIELDS = ["seed", "task", "success", "step", "dx_m", "dy_m", "dz_m", *OPTIONAL_TRACE_FIELDS]
 
 
 def write_traces(results: Sequence[EpisodeResult], path: str | Path) -> Path:
     """One row per traced step: seed, task, success, sim step, TCP minus target (x, y, z) [m], commanded
-    gripper opening and measured finger opening (empty where the trace has none)."""
+    gripper opening, measured finger opening and the target's rise since the start [m] (empty where the
+    trace has none)."""
     path = Path(path)
+    formats = list(OPTIONAL_TRACE_FIELDS.values())
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(TRACE_FIELDS)
         for r in results:
-            for step, dx, dy, dz, *gripper in r.trace:
-                openings = [f"{v:.3f}" for v in gripper] + [""] * (2 - len(gripper))
+            for step, dx, dy, dz, *extra in r.trace:
+                values = [format(v, spec) for v, spec in zip(extra, formats, strict=False)]
+                optional = values + [""] * (len(formats) - len(values))
                 writer.writerow(
-                    [r.seed, r.task, r.success, step, f"{dx:.5f}", f"{dy:.5f}", f"{dz:.5f}", *openings]
+                    [r.seed, r.task, r.success, step, f"{dx:.5f}", f"{dy:.5f}", f"{dz:.5f}", *optional]
                 )
     return path
 

@@ -28,6 +28,7 @@ from internvla_learning.evaluation import (
     mcnemar_exact_p,
     opening_after_close,
     paired_comparison,
+    placement_kind,
     plot_comparison,
     point_in_box,
     read_csv,
@@ -265,6 +266,39 @@ def test_traces_read_back_from_disk_give_the_same_failure_kinds(tmp_path):
     assert [failure_kind(r) for r in back] == [failure_kind(r) for r in results]
     assert back[0].trace[1] == pytest.approx((5, 0, 0, -0.01, 0.0, 0.49)) and len(back[2].trace[0]) == 4
     assert back[3].trace == []
+
+
+def test_failed_places_are_told_apart_by_the_traced_rise_of_the_target(tmp_path):
+    results = _results()
+    for r in results[:4]:
+        r.success, r.target_to_container_m = False, 0.2
+    start = (0, 0.1, 0, 0.30, 1.0, 1.0, 0.0)
+    results[0].trace = [start, (5, 0, 0, 0.0, 0.0, 0.49, 0.005)]  # closed, the block never came up
+    results[1].trace = [start, (5, 0, 0, 0.0, 0.0, 0.49, 0.10), (9, 0, 0, 0.0, 0.0, 0.49, 0.08)]  # carried
+    results[2].trace = [start, (5, 0, 0, 0.0, 0.0, 0.49, 0.10), (9, 0, 0, 0.2, 1.0, 1.0, 0.0)]  # set down
+    results[2].target_to_container_m = 0.12
+    results[3].trace = [(0, 0.1, 0, 0.30, 1.0, 1.0)]  # an older trace without the rise column
+    results[4].trace = [start]
+    results[4].success = False  # a task without a container: no placement
+    kinds = [placement_kind(r) for r in results]
+    assert kinds == [
+        "never lifted the target",
+        "still held at the end",
+        "set down off the container",
+        None,
+        None,
+    ]
+    results[1].success = True
+    assert placement_kind(results[1]) is None
+    results[1].success = False
+    md = write_reports(results, tmp_path, "t")["md"].read_text()
+    assert (
+        "| never lifted the target | 1 | 20.0 |" in md and "| set down off the container | 1 | 12.0 |" in md
+    )
+    back = read_traces(tmp_path / "traces.csv", read_csv(tmp_path / "results.csv"))
+    assert [placement_kind(r) for r in back] == kinds
+    assert back[1].trace[1] == pytest.approx((5, 0, 0, 0, 0, 0.49, 0.1)) and len(back[3].trace[0]) == 6
+    assert "failed place" not in write_reports(_results(), tmp_path / "none", "t")["md"].read_text()
 
 
 def test_a_trace_of_an_episode_missing_from_the_results_is_refused(tmp_path):

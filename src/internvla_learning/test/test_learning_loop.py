@@ -126,8 +126,8 @@ def test_a_two_view_run_is_evaluated_with_the_wrist_camera_and_refused_without_i
     )
     assert with_wrist.error == "" and with_wrist.goal_result == "finished", with_wrist.error
     assert with_wrist.policy_chunks >= 1
-    # --trace: TCP - target, the gripper command and the finger opening per sim step, from the start to
-    # where the episode ended
+    # --trace: TCP - target, the gripper command, the finger opening and the target's rise per sim step,
+    # from the start to where the episode ended
     steps = [row[0] for row in with_wrist.trace]
     assert steps[0] == 0 and steps[-1] == with_wrist.sim_steps and steps == sorted(set(steps))
     start = np.linalg.norm(with_wrist.trace[0][1:4])
@@ -135,8 +135,10 @@ def test_a_two_view_run_is_evaluated_with_the_wrist_camera_and_refused_without_i
     assert all(0.0 <= row[4] <= 1.0 for row in with_wrist.trace) and with_wrist.trace[0][4] == pytest.approx(
         1.0
     )
-    assert all(len(row) == 6 and 0.0 <= row[5] <= 1.0 for row in with_wrist.trace)
+    assert all(len(row) == 7 and 0.0 <= row[5] <= 1.0 for row in with_wrist.trace)
     assert with_wrist.trace[0][5] == pytest.approx(1.0, abs=0.02)  # the fingers start open
+    assert with_wrist.trace[0][6] == pytest.approx(0.0, abs=1e-3)  # the target at its start height
+    assert with_wrist.trace[-1][6] == pytest.approx(with_wrist.target_rise_m, abs=1e-4)
     # one view for a two-view model: policy_node refuses to configure instead of acting on half a scene
     without = eval_sim.run_episode("franka", "pick_green", 1_000_000, wrist=False, domain_id=domain, **common)
     assert without.policy_chunks == 0 and "policy_node: configure failed" in without.error, without.error
