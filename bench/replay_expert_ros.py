@@ -2,7 +2,7 @@
 
     source scripts/env.sh && python bench/replay_expert_ros.py [--robot franka widowx]
         [--tasks red_on_plate pick_green push_blue_left] [--seeds 30] [--seed-start 1000000]
-        [--drop-pauses all|grasp|settle]
+        [--drop-pauses all|grasp|settle|carry]
 
 For every (robot, task, seed): the scripted expert runs on a SimEnv without ROS and records its
 commanded actions (``internvla_sim.expert``: deltas between successive commanded targets in the

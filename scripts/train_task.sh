@@ -84,11 +84,13 @@ RECOVER=${RECOVER:-0}                # DART=1: add this many recovery episodes (
 GRASP_RISE=${GRASP_RISE:-0}         # [m] data_engine --grasp-rise: the expert rises while it holds a grasp
                                      # (k * GRASP_RISE on the k-th step once the fingers rest) instead of
                                      # holding still (the ninth round, TRAINING.md)
-DROP_PAUSES=${DROP_PAUSES-}          # all|grasp|settle: stage 2 leaves out the expert's still frames
+DROP_PAUSES=${DROP_PAUSES-}          # all|grasp|settle|carry: stage 2 leaves out the expert's still frames
                                      # (--drop-pauses); grasp (the hold after a close shrinks to one frame)
                                      # with COMMIT=12 is pick_green's recipe (tenth and eleventh rounds; two
                                      # views); settle (every command under 3 mm: the end of each move) is
-                                     # tried on the push (thirteenth round); empty keeps every frame
+                                     # the push's (thirteenth round); carry (grasp's frames and the settle
+                                     # frames while the block is carried) is red_on_plate's candidate
+                                     # (fourteenth round); empty keeps every frame
 COMMIT=${COMMIT:-0}                  # chunk_executor gripper_commit_steps of the evaluation, recorded in the
                                      # model card for the demo (TRAINING.md, tenth and eleventh rounds); 0 = off
 CFG=${CFG:-3.0}                      # the evaluation's guidance scale (policy_node's default is 1.5)

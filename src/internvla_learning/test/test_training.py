@@ -692,6 +692,32 @@ def test_settle_pauses_are_the_still_and_tiny_commands_at_the_end_of_a_move_even
     assert np.flatnonzero(pause_frames(closing, state, "settle")).tolist() == [3, 6]
 
 
+def test_carry_pauses_are_the_settle_frames_while_the_target_is_carried_not_the_hold_at_the_grasp():
+    """A put-on as the scripted expert records it: descend (0-1), settle at the block (2-3), close with a
+    last 1 cm correction (4), hold (5-7, the fingers stopping at 5), lift (8-9), settle at the top (10-11),
+    travel (12-13), settle above the container (14-15, a 2.4 mm correction at 15), open (16), settle with
+    the gripper open (17-18), rise (19) and stay (20-21)."""
+    actions = np.zeros((22, 7))
+    actions[:, 6] = 1.0
+    actions[0:2, 2] = -0.02
+    actions[4, 2] = -0.01
+    actions[4:16, 6] = 0.0
+    actions[8:10, 2] = 0.03
+    actions[12:14, 0] = 0.02
+    actions[15, 2] = 0.0024
+    actions[19, 2] = 0.03
+    state = np.zeros((22, 7))
+    state[:, 2] = [0.2, 0.18, 0.16, 0.155] + [0.15] * 4 + [0.15, 0.18] + [0.21] * 6 + [0.212] * 3 + [0.24] * 3
+    state[:, 6] = [1.0] * 5 + [0.6] + [0.49] * 11 + [1.0] * 5
+    carried = np.flatnonzero(pause_frames(actions, state, "carry")).tolist()
+    # the hold at the grasp as "grasp" leaves it (7: the first frame at rest, 6, stays; at 5 the fingers
+    # still move), the two settle frames at the top of the lift and the two above the container; the
+    # approach's (2-3) and the open hand's (17-18) stay, and so does the trailing stay (20-21)
+    assert carried == [7, 10, 11, 14, 15]
+    assert np.flatnonzero(pause_frames(actions, state, "grasp")).tolist() == [7, 11]
+    assert set(np.flatnonzero(pause_frames(actions, state, "settle"))) >= {2, 3, 5, 17, 18}
+
+
 def test_drop_pauses_leaves_out_the_held_frames_and_their_actions(tmp_path):
     """With ``drop_pauses`` the held frames are neither samples nor rows of any chunk: the chunk of the
     frame before a hold runs on into the lift, so the policy learns to lift once the fingers rest."""

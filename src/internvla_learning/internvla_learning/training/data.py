@@ -54,7 +54,7 @@ PAUSE_FINGER_MOTION = 0.005
 # expert's pushes replayed open loop through the graph fail 5 of 20 (20 of 20 at 3 mm; TRAINING.md,
 # thirteenth round)
 SETTLE_ACTION_NORM = 0.003
-PAUSE_KINDS = ("all", "grasp", "settle")  # what --drop-pauses leaves out (pause_frames' ``which``)
+PAUSE_KINDS = ("all", "grasp", "settle", "carry")  # what --drop-pauses leaves out (pause_frames' ``which``)
 
 
 class DatasetError(ValueError):
@@ -163,6 +163,18 @@ def _inside(idle: np.ndarray) -> np.ndarray:
     return idle
 
 
+def _carrying(motion: np.ndarray, opened: np.ndarray, same_grip: np.ndarray) -> np.ndarray:
+    """[T] bool: the gripper is commanded closed and the arm has been commanded to move (at least
+    ``SETTLE_ACTION_NORM``) after the frame that closed it: the target is on its way, past the hold at the
+    grasp. (The expert's close frame can carry a last correction of the descent, which is not a carry.)"""
+    carrying = np.zeros(len(motion), dtype=bool)
+    moved = False
+    for t, is_open in enumerate(opened):
+        moved = not is_open and (moved or (same_grip[t] and motion[t] >= SETTLE_ACTION_NORM))
+        carrying[t] = moved
+    return carrying
+
+
 def pause_frames(actions: np.ndarray, state_ee: np.ndarray, which: str = "all") -> np.ndarray:
     """[T] bool: the frames of ``actions`` [T, 7] (EE delta + gripper) that are pauses inside the episode.
 
@@ -185,6 +197,10 @@ def pause_frames(actions: np.ndarray, state_ee: np.ndarray, which: str = "all") 
     while the arm sinks into place and the smallest corrections after them), where a push policy stopped for
     good, at the waypoint above the push and at its start (TRAINING.md, thirteenth round). It drops the
     hold before a close as well, so it suits tasks without a grasp.
+    ``"carry"``: ``"grasp"``'s frames and, while the gripper holds the target, the ``"settle"`` frames after
+    the first move since the close: the ends of the lift, of the travel to the container and of the descent
+    onto it, the waypoints where a push policy stopped. The hold at the grasp keeps ``"grasp"``'s rule and
+    the approach keeps its settled frames, which a pick needs. For put-on tasks (red_on_plate).
     """
     if which not in PAUSE_KINDS:
         raise ValueError(f"which must be one of {PAUSE_KINDS}, not {which!r}")
@@ -196,8 +212,11 @@ def pause_frames(actions: np.ndarray, state_ee: np.ndarray, which: str = "all") 
     motion = np.linalg.norm(actions[:, :6], axis=1)
     opened = actions[:, 6] > 0.5
     same_grip = np.concatenate([[False], opened[1:] == opened[:-1]])
+    settle = _inside((motion < SETTLE_ACTION_NORM) & same_grip)
     if which == "settle":
-        return _inside((motion < SETTLE_ACTION_NORM) & same_grip)
+        return settle
+    if which == "carry":
+        return pause_frames(actions, state, "grasp") | (settle & _carrying(motion, opened, same_grip))
     still = motion < PAUSE_ACTION_NORM
     arm_rest = np.linalg.norm(np.diff(state[:, :3], axis=0), axis=1) < PAUSE_TCP_MOTION
     fingers_rest = np.abs(np.diff(state[:, 6])) < PAUSE_FINGER_MOTION
@@ -275,7 +294,7 @@ def load_training_data(
     ``spatial_question``: the model's CoT (spatial) prompt with ``{instruction}``; when given, every frame
     with a target box also gets the QA pair "spatial prompt → the target's box" (kind ``spatial``), so the
     VLM learns that the prompt stage 2 conditions on asks where the task's object is.
-    ``drop_pauses``: leave out the pause frames of :func:`pause_frames` of this kind (``"all"`` or ``"grasp"``;
+    ``drop_pauses``: leave out the pause frames of :func:`pause_frames` of this kind (one of ``PAUSE_KINDS``;
     None keeps every frame), as observations and as actions (
     a chunk then runs on to the next motion); the statistics are taken without them too.
     """

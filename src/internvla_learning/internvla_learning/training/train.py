@@ -167,7 +167,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "memory to hold for ever. all: every such frame (upstream's no_noops datasets); grasp: only the "
         "hold after a grasp, shortened to one step (TRAINING.md, eighth round); settle: every command "
         "under 3 mm with the gripper unchanged, the arm at rest or not: the end of each move, where a push "
-        "policy stopped (thirteenth round; it also drops the hold before a close)",
+        "policy stopped (thirteenth round; it also drops the hold before a close); carry: grasp's frames and "
+        "the settle frames while the gripper carries the target, after its first move since the close (for "
+        "put-on tasks: the waypoints of the lift, the travel and the descent onto the container)",
     )
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
