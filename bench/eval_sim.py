@@ -32,11 +32,15 @@ from types import SimpleNamespace
 import numpy as np
 
 
+def _target_rise(env) -> float:
+    """The target's height now minus at the start [m] (a lift shows as > 0)."""
+    target = env.task.target
+    return float(env.object_positions()[target][2] - env.start_positions[target][2])
+
+
 def _graded_progress(env) -> tuple[float, float]:
     """Distance from the gripper's TCP to the target's centre and the target's rise since the start [m]."""
-    target = env.task.target
-    rise = env.object_positions()[target][2] - env.start_positions[target][2]
-    return float(np.linalg.norm(_tcp_to_target(env))), float(rise)
+    return float(np.linalg.norm(_tcp_to_target(env))), _target_rise(env)
 
 
 def _target_progress(env) -> tuple[float, float, float | None]:
@@ -244,8 +248,7 @@ class StepTracer:
     def _sample(self, step: int) -> None:
         env = self.sim.env
         gripper = (env.commanded_gripper_opening(), env.finger_opening())
-        rise = _graded_progress(env)[1]
-        self.samples.append((step, *(float(v) for v in _tcp_to_target(env)), *gripper, rise))
+        self.samples.append((step, *(float(v) for v in _tcp_to_target(env)), *gripper, _target_rise(env)))
 
     def stop(self) -> list[tuple[float, ...]]:
         self._stop.set()

@@ -215,16 +215,16 @@ def pause_frames(actions: np.ndarray, state_ee: np.ndarray, which: str = "all") 
     settle = _inside((motion < SETTLE_ACTION_NORM) & same_grip)
     if which == "settle":
         return settle
-    if which == "carry":
-        return pause_frames(actions, state, "grasp") | (settle & _carrying(motion, opened, same_grip))
     still = motion < PAUSE_ACTION_NORM
     arm_rest = np.linalg.norm(np.diff(state[:, :3], axis=0), axis=1) < PAUSE_TCP_MOTION
     fingers_rest = np.abs(np.diff(state[:, 6])) < PAUSE_FINGER_MOTION
     at_rest = np.concatenate([arm_rest & fingers_rest, [True]])
     idle = _inside(still & same_grip & at_rest)
-    if which == "grasp":
+    if which in ("grasp", "carry"):
         run_start = idle & ~np.concatenate([[False], idle[:-1]])
         idle &= ~opened & ~run_start
+    if which == "carry":
+        idle |= settle & _carrying(motion, opened, same_grip)
     return idle
 
 
